@@ -1,0 +1,525 @@
+"""The `traingate` command line: parses, wires, and maps errors to exit codes. No logic.
+
+Every stage module is imported inside the command that needs it, so `traingate --help` costs
+little more than importing click and never imports mlflow, boto3, github, dvc, PIL or numpy.
+
+This is the only place that turns a TraingateError into an exit code and an `::error::`
+annotation, and the only place that writes $GITHUB_OUTPUT: outputs are written after the stage
+returned, so a failed step never leaves `improved=true` behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from traingate import __version__, gha
+from traingate.errors import TraingateError, UsageError
+
+if TYPE_CHECKING:
+    from traingate.config import Config
+    from traingate.result import StepResult
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Options:
+    def __init__(self, config: str | None, as_json: bool, verbose: int) -> None:
+        self.config_path = config
+        self.as_json = as_json
+        self.verbose = verbose
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _safe_failure_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
+    """Outputs an error may still write: never a `true` success flag."""
+    return {k: v for k, v in outputs.items() if v is not True and str(v).lower() != "true"}
+
+
+def _emit_error(err: TraingateError, as_json: bool) -> int:
+    gha.error(
+        err.message + (f" — next step: {err.hint}" if err.hint else ""),
+        file=err.file,
+        line=err.line,
+        title=err.title,
+    )
+    summary = err.summary or f"### ❌ {err.title}\n\n{err.message}\n" + (
+        f"\n**Next step:** {err.hint}\n" if err.hint else ""
+    )
+    gha.append_summary(summary)
+    safe = _safe_failure_outputs(err.outputs)
+    gha.write_outputs(safe)
+    if as_json:
+        payload = {
+            "ok": False,
+            "error": {"type": type(err).__name__, "message": err.message, "hint": err.hint, "file": err.file},
+            "outputs": safe,
+        }
+        click.echo(json.dumps(payload, sort_keys=True, default=str))
+    return err.exit_code
+
+
+def run_step(
+    opts: Options,
+    action: Callable[[Config], StepResult],
+    *,
+    needs_config: bool = True,
+) -> None:
+    """Load config, run the stage, write outputs/summary/JSON, exit with the documented code."""
+    try:
+        cfg: Any = None
+        if needs_config:
+            from traingate.config import load_config
+
+            cfg = load_config(opts.config_path)
+        result = action(cfg)
+    except TraingateError as err:
+        sys.exit(_emit_error(err, opts.as_json))
+    except KeyboardInterrupt:
+        gha.error("interrupted")
+        sys.exit(130)
+    for text in result.warnings:
+        gha.warning(text)
+    gha.write_outputs(result.outputs)
+    gha.append_summary(result.summary)
+    if result.message:
+        click.echo(result.message, err=opts.as_json)
+    if opts.as_json:
+        payload = {"ok": True, **result.as_json()}
+        click.echo(json.dumps(payload, sort_keys=True, default=str))
+
+
+pass_opts = click.make_pass_decorator(Options)
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--config",
+    "-c",
+    type=click.Path(dir_okay=False),
+    envvar="TRAINGATE_CONFIG",
+    help="traingate.yml to use (default: ./traingate.yml; env TRAINGATE_CONFIG).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Also print one JSON object with the outputs on stdout."
+)
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.version_option(__version__, prog_name="traingate")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, as_json: bool, verbose: int) -> None:
+    """Continuous training on GitHub Actions: validate data, borrow an instance, train,
+    gate against the champion, and open a PR only when the model improved."""
+    _configure_logging(verbose)
+    ctx.obj = Options(config, as_json, verbose)
+
+
+# ---------------------------------------------------------------------------------------- data
+@cli.group()
+def data() -> None:
+    """Validate new training data and merge it into the DVC-tracked dataset."""
+
+
+@data.command("validate")
+@click.argument("path", required=False, type=click.Path(file_okay=False))
+@click.option("--no-cache", is_flag=True, help="Ignore the content-hash validation cache.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the JSON report here.")
+@pass_opts
+def data_validate(opts: Options, path: str | None, no_cache: bool, report_path: str | None) -> None:
+    """Check an images/ + masks/ dataset at PATH (default: data.root). Exit 1 when invalid."""
+
+    def action(cfg: Config) -> StepResult:
+        from traingate.data.validate import validate_step
+
+        return validate_step(
+            cfg,
+            Path(path) if path else None,
+            use_cache=not no_cache,
+            report_path=Path(report_path) if report_path else None,
+        )
+
+    run_step(opts, action)
+
+
+@data.command("merge")
+@click.argument("source", required=False, type=click.Path(file_okay=False))
+@click.option(
+    "--on-conflict",
+    type=click.Choice(["fail", "replace"]),
+    default=None,
+    help="A stored name with different content: fail (default) or replace (recorded in the commit).",
+)
+@click.option("--no-push", is_flag=True, help="Do not push the git commit (the data is still pushed first).")
+@click.option("--no-commit", is_flag=True, help="Push the data but do not commit the pointers.")
+@click.option("--message", "-m", help="Commit message for the pointer commit.")
+@click.option("--comment", is_flag=True, help="On failure in Actions, post the errors as a commit comment.")
+@pass_opts
+def data_merge(
+    opts: Options,
+    source: str | None,
+    on_conflict: str | None,
+    no_push: bool,
+    no_commit: bool,
+    message: str | None,
+    comment: bool,
+) -> None:
+    """Validate SOURCE (default: data.incoming) and merge it into the dataset: data first, pointers after."""
+
+    def action(cfg: Config) -> StepResult:
+        from traingate.data.merge import merge_step
+
+        return merge_step(
+            cfg,
+            Path(source) if source else None,
+            on_conflict=on_conflict,
+            push=not no_push,
+            commit=not no_commit,
+            message=message,
+            comment=comment,
+        )
+
+    run_step(opts, action)
+
+
+# --------------------------------------------------------------------------------------- infra
+@cli.group()
+def infra() -> None:
+    """Start, stop and inspect the shared training instance."""
+
+
+_holder_option = click.option(
+    "--holder",
+    envvar="TRAINGATE_HOLDER",
+    help="Lease holder id (default: the Actions run id and attempt, or user@host).",
+)
+
+
+@infra.command("start")
+@_holder_option
+@pass_opts
+def infra_start(opts: Options, holder: str | None) -> None:
+    """Start the instance from any state, wait until really ready, arm the watchdog, take the lease."""
+
+    def action(cfg: Config) -> StepResult:
+        from traingate.infra.stage import start_step
+
+        return start_step(cfg, holder=holder)
+
+    run_step(opts, action)
+
+
+@infra.command("stop")
+@_holder_option
+@click.option("--no-wait", is_flag=True, help="Do not wait for the instance to reach `stopped`.")
+@click.option("--force", is_flag=True, help="Stop even when other holders remain.")
+@pass_opts
+def infra_stop(opts: Options, holder: str | None, no_wait: bool, force: bool) -> None:
+    """Release the lease; stop the instance when no one else holds it. Idempotent."""
+
+    def action(cfg: Config) -> StepResult:
+        from traingate.infra.stage import stop_step
+
+        return stop_step(cfg, holder=holder, wait=not no_wait, force=force)
+
+    run_step(opts, action)
+
+
+@infra.command("status")
+@pass_opts
+def infra_status(opts: Options) -> None:
+    """State, holders, lease expiry, uptime and estimated cost so far."""
+
+    def action(cfg: Config) -> StepResult:
+        from traingate.infra.stage import status_step
+
+        return status_step(cfg)
+
+    run_step(opts, action)
+
+
+@infra.command("reap")
+@click.option("--dry-run", is_flag=True, help="Say what would be stopped, change nothing.")
+@pass_opts
+def infra_reap(opts: Options, dry_run: bool) -> None:
+    """Stop instances whose lease expired (for a scheduled workflow)."""
+
+    def action(cfg: Config) -> StepResult:
+        from traingate.infra.stage import reap_step
+
+        return reap_step(cfg, dry_run=dry_run)
+
+    run_step(opts, action)
+
+
+# --------------------------------------------------------------------------------------- train
+@cli.command("train")
+@click.option("--attach", "attach", metavar="RUN", help="Re-attach to a detached run on the instance.")
+@click.option("--no-pull", is_flag=True, help="Do not pull the DVC-tracked dataset before training.")
+@click.option(
+    "--gate/--no-gate", "with_gate", default=False, help="Run the quality gate right after training."
+)
+@pass_opts
+def train_cmd(opts: Options, attach: str | None, no_pull: bool, with_gate: bool) -> None:
+    """Run the training command, check its exit code and metrics, log everything to MLflow."""
+
+    def action(cfg: Config) -> StepResult:
+        from traingate.train.runner import train_step
+
+        return train_step(cfg, attach=attach, pull=not no_pull, with_gate=with_gate)
+
+    run_step(opts, action)
+
+
+@cli.command("gate")
+@click.option("--run-id", help="The candidate run (default: the run `traingate train` just wrote).")
+@click.option("--no-promote", is_flag=True, help="Compare only; never move an alias.")
+@pass_opts
+def gate_cmd(opts: Options, run_id: str | None, no_promote: bool) -> None:
+    """Compare the candidate with @champion; promote when improved. Fails closed."""
+
+    def action(cfg: Config) -> StepResult:
+        from traingate.tracking.gate import gate_step
+
+        return gate_step(cfg, run_id=run_id, promote=not no_promote)
+
+    run_step(opts, action)
+
+
+@cli.command("promote")
+@click.option("--version", "version", help="Model version to make champion (default: @challenger).")
+@click.option("--rollback", is_flag=True, help="Move champion back to @previous-champion.")
+@pass_opts
+def promote_cmd(opts: Options, version: str | None, rollback: bool) -> None:
+    """Move the champion alias (post-merge promotion, or rollback)."""
+
+    def action(cfg: Config) -> StepResult:
+        from traingate.tracking.promote import promote_step
+
+        return promote_step(cfg, version=version, rollback=rollback)
+
+    run_step(opts, action)
+
+
+# ------------------------------------------------------------------------------------------ pr
+@cli.group()
+def pr() -> None:
+    """Open the pull request, post the gate status, enable auto-merge."""
+
+
+_token_option = click.option(
+    "--token", envvar="GITHUB_TOKEN", help="GitHub token (default: $GITHUB_TOKEN).", show_envvar=True
+)
+_repo_option = click.option(
+    "--repo", envvar="GITHUB_REPOSITORY", help="owner/name (default: $GITHUB_REPOSITORY)."
+)
+
+
+@pr.command("create")
+@_token_option
+@_repo_option
+@click.option("--head", envvar="TRAINGATE_HEAD", help="Head branch (default: $GITHUB_REF_NAME).")
+@click.option("--base", help="Base branch (default: pr.base).")
+@click.option("--data-report", type=click.Path(dir_okay=False), help="JSON data report from `data merge`.")
+@click.option("--gate-report", type=click.Path(dir_okay=False), help="JSON gate report from `gate`.")
+@click.option("--metrics-log", type=click.Path(dir_okay=False), help="metrics.jsonl for the learning curves.")
+@click.option("--render-only", is_flag=True, help="Write the body to pr.render_to and call no API.")
+@pass_opts
+def pr_create(
+    opts: Options,
+    token: str | None,
+    repo: str | None,
+    head: str | None,
+    base: str | None,
+    data_report: str | None,
+    gate_report: str | None,
+    metrics_log: str | None,
+    render_only: bool,
+) -> None:
+    """Open or update the PR with the data summary and metric table; post the gate commit status."""
+    gha.mask(token)
+
+    def action(cfg: Config) -> StepResult:
+        from traingate.github.pr import create_step
+
+        return create_step(
+            cfg,
+            token=token,
+            repo=repo,
+            head=head,
+            base=base,
+            data_report=Path(data_report) if data_report else None,
+            gate_report=Path(gate_report) if gate_report else None,
+            metrics_log=Path(metrics_log) if metrics_log else None,
+            render_only=render_only,
+        )
+
+    run_step(opts, action)
+
+
+@pr.command("automerge")
+@_token_option
+@_repo_option
+@click.option("--pr", "pr_number", type=int, envvar="TRAINGATE_PR_NUMBER", help="PR number.")
+@click.option(
+    "--method", type=click.Choice(["squash", "merge", "rebase", "off"]), help="Default: pr.auto_merge."
+)
+@click.option("--delete-branch/--keep-branch", default=None, help="Delete the head branch after merge.")
+@pass_opts
+def pr_automerge(
+    opts: Options,
+    token: str | None,
+    repo: str | None,
+    pr_number: int | None,
+    method: str | None,
+    delete_branch: bool | None,
+) -> None:
+    """Enable auto-merge (or merge directly when already clean), or say exactly why it cannot."""
+    gha.mask(token)
+
+    def action(cfg: Config) -> StepResult:
+        from traingate.github.automerge import automerge_step
+
+        return automerge_step(
+            cfg, token=token, repo=repo, pr_number=pr_number, method=method, delete_branch=delete_branch
+        )
+
+    run_step(opts, action)
+
+
+@pr.command("comment")
+@_token_option
+@_repo_option
+@click.option("--sha", envvar="GITHUB_SHA", help="Commit to comment on (default: $GITHUB_SHA).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="JSON validation report.")
+@pass_opts
+def pr_comment(
+    opts: Options, token: str | None, repo: str | None, sha: str | None, report_path: str | None
+) -> None:
+    """Post (or update) the validation errors as a commit comment."""
+    gha.mask(token)
+
+    def action(cfg: Config) -> StepResult:
+        from traingate.github.status import comment_step
+
+        return comment_step(
+            cfg, token=token, repo=repo, sha=sha, report=Path(report_path) if report_path else None
+        )
+
+    run_step(opts, action)
+
+
+# ------------------------------------------------------------------------------ whole pipeline
+@cli.command("run")
+@click.argument("source", required=False, type=click.Path(file_okay=False))
+@pass_opts
+def run_cmd(opts: Options, source: str | None) -> None:
+    """Run every stage in order on this machine (stop-infra always runs)."""
+
+    def action(cfg: Config) -> StepResult:
+        from traingate.pipeline import run_step as pipeline_run
+
+        return pipeline_run(cfg, Path(source) if source else None)
+
+    run_step(opts, action)
+
+
+@cli.command("demo")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    help="Folder for the demo (default: a new one under .traingate/demo).",
+)
+@click.option(
+    "--pairs", type=int, default=36, show_default=True, help="Image/mask pairs in the initial dataset."
+)
+@pass_opts
+def demo_cmd(opts: Options, workdir: str | None, pairs: int) -> None:
+    """Run the whole pipeline twice on the bundled example: improved, then not improved."""
+
+    def action(_cfg: Config) -> StepResult:
+        from traingate.pipeline import demo_step
+
+        return demo_step(Path(workdir) if workdir else None, pairs=pairs)
+
+    run_step(opts, action, needs_config=False)
+
+
+@cli.command("init")
+@click.argument("target", required=False, default=".", type=click.Path(file_okay=False))
+@click.option("--project", help="Project name.")
+@click.option("--bucket", help="S3 remote for the dataset, e.g. s3://bucket/prefix.")
+@click.option("--instance-id", help="The shared EC2 instance id.")
+@click.option("--role-arn", help="IAM role for OIDC (AWS_ROLE_ARN repository variable).")
+@click.option("--region", help="AWS region.")
+@click.option("--force", is_flag=True, help="Overwrite existing files.")
+@pass_opts
+def init_cmd(
+    opts: Options,
+    target: str,
+    project: str | None,
+    bucket: str | None,
+    instance_id: str | None,
+    role_arn: str | None,
+    region: str | None,
+    force: bool,
+) -> None:
+    """Write the workflow templates and a starter traingate.yml into a repository."""
+
+    def action(_cfg: Config) -> StepResult:
+        from traingate.templates import init_step
+
+        return init_step(
+            Path(target),
+            project=project,
+            bucket=bucket,
+            instance_id=instance_id,
+            role_arn=role_arn,
+            region=region,
+            force=force,
+            interactive=sys.stdin.isatty() and not opts.as_json,
+        )
+
+    run_step(opts, action, needs_config=False)
+
+
+@cli.command("doctor")
+@pass_opts
+def doctor_cmd(opts: Options) -> None:
+    """Check config, credentials, the tracking server and the DVC remote; say what to fix."""
+
+    def action(cfg: Config) -> StepResult:
+        from traingate.doctor import doctor_step
+
+        return doctor_step(cfg)
+
+    run_step(opts, action)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="traingate", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        # Bad flags are usage errors: exit 2 with click's message (what failed) and a pointer.
+        exc.show()
+        sys.exit(2)
+    except UsageError as err:  # pragma: no cover - raised by commands through run_step
+        sys.exit(_emit_error(err, False))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        sys.exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
