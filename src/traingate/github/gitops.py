@@ -1,0 +1,252 @@
+"""Git helpers every stage uses to commit and push from a workflow.
+
+Field report 2: a long job pushed a commit to a branch that had moved and the push failed; the
+team made the failure non-fatal. Here a rejected push fetches, rebases and retries (bounded,
+jittered, injectable sleep); a real conflict aborts the rebase, leaves the repository as it
+was, and raises a GitError naming the files.
+
+Every value (branch names, paths, messages) goes through an argv list, never a shell string, and
+paths follow `--`, so a branch called `--upload-pack=...` or a file called `-rf` is just a name.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from traingate.errors import GitError
+
+BOT_NAME = "github-actions[bot]"
+BOT_EMAIL = "41898282+github-actions[bot]@users.noreply.github.com"
+
+# What git prints when the remote branch has commits we do not have.
+_REJECTED = re.compile(
+    r"\[rejected\]|\[remote rejected\].*(?:fetch first|non-fast-forward|stale info)"
+    r"|non-fast-forward|fetch first|Updates were rejected|cannot lock ref",
+    re.IGNORECASE,
+)
+
+
+def _check_ref_name(name: str, what: str) -> str:
+    """Refuse names git would read as options or that are not valid refs."""
+    if not name or name.startswith("-") or any(c in name for c in "\0\n\r"):
+        raise GitError(
+            f"invalid {what} name {name!r}",
+            hint=f"use a plain {what} name such as `main` or `data/2024-01-01`",
+        )
+    return name
+
+
+class Git:
+    """A git working tree driven through `git` subprocesses (argv lists only)."""
+
+    def __init__(
+        self,
+        repo_dir: str | Path,
+        *,
+        author: tuple[str, str] | None = (BOT_NAME, BOT_EMAIL),
+        timeout: float = 300,
+    ) -> None:
+        self.repo_dir = Path(repo_dir)
+        # None: use the identity git is configured with (a developer committing locally).
+        self.author = author
+        self.timeout = timeout
+
+    # ------------------------------------------------------------------ plumbing
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["GIT_TERMINAL_PROMPT"] = "0"  # a missing credential fails instead of hanging the job
+        env.setdefault("LC_ALL", "C")  # messages we match are English
+        if self.author:
+            name, email = self.author
+            env.update(
+                GIT_AUTHOR_NAME=name,
+                GIT_AUTHOR_EMAIL=email,
+                GIT_COMMITTER_NAME=name,
+                GIT_COMMITTER_EMAIL=email,
+            )
+        return env
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run `git <args>` in the repository; raise GitError with git's own words on failure."""
+        argv = ["git", *args]
+        try:
+            proc = subprocess.run(
+                argv,
+                cwd=self.repo_dir,
+                env=self._env(),
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                check=False,
+            )
+        except FileNotFoundError as err:
+            raise GitError("git is not installed or not on PATH", hint="install git on the runner") from err
+        except subprocess.TimeoutExpired as err:
+            raise GitError(
+                f"`git {args[0]}` did not finish within {self.timeout:.0f} s in {self.repo_dir}",
+                hint="check the network to the git remote, then re-run the job",
+            ) from err
+        if check and proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).strip()
+            raise GitError(
+                f"`git {' '.join(args[:2])}` failed in {self.repo_dir} (exit {proc.returncode}): {detail}",
+                hint="see git's message above; the repository was left as it was",
+            )
+        return proc
+
+    def _out(self, *args: str) -> str:
+        return self.run(*args).stdout.strip()
+
+    # ------------------------------------------------------------------ queries
+    def head_sha(self) -> str:
+        return self._out("rev-parse", "HEAD")
+
+    def current_branch(self) -> str:
+        """The checked-out branch; in Actions a detached checkout falls back to $GITHUB_HEAD_REF /
+        $GITHUB_REF_NAME, because `actions/checkout` of a SHA leaves HEAD detached."""
+        proc = self.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        if proc.returncode == 0 and proc.stdout.strip():
+            return proc.stdout.strip()
+        for var in ("GITHUB_HEAD_REF", "GITHUB_REF_NAME"):
+            if os.environ.get(var):
+                return os.environ[var]
+        raise GitError(
+            f"HEAD is detached in {self.repo_dir} and no branch was given",
+            hint="check out a branch (actions/checkout with `ref:`) or pass the branch explicitly",
+        )
+
+    def is_clean(self) -> bool:
+        """No staged, unstaged or untracked changes (ignored files do not count)."""
+        return self._out("status", "--porcelain", "--untracked-files=normal") == ""
+
+    def is_repo(self) -> bool:
+        proc = self.run("rev-parse", "--is-inside-work-tree", check=False)
+        return proc.returncode == 0 and proc.stdout.strip() == "true"
+
+    def has_commits(self) -> bool:
+        return self.run("rev-parse", "--verify", "--quiet", "HEAD", check=False).returncode == 0
+
+    def changed_paths(self, paths: Sequence[str | Path] = ()) -> list[str]:
+        """Paths with staged or unstaged changes (including untracked), limited to `paths`."""
+        args = ["status", "--porcelain", "--untracked-files=all", "-z"]
+        if paths:
+            args += ["--", *(str(p) for p in paths)]
+        out = self.run(*args).stdout
+        return [entry[3:] for entry in out.split("\0") if len(entry) > 3]
+
+    # ------------------------------------------------------------------ commit
+    def commit(self, paths: Iterable[str | Path], message: str, *, allow_empty: bool = False) -> str:
+        """Stage exactly `paths` (additions, changes and deletions) and commit them.
+
+        Only these paths are committed, even if other files are staged: a stage never sweeps
+        someone else's work into its commit. Returns the new HEAD sha; with nothing to commit
+        returns the current HEAD unless `allow_empty`.
+        """
+        path_list = [str(p) for p in paths]
+        if not path_list and not allow_empty:
+            raise GitError("nothing to commit: no paths given", hint="pass the files the step changed")
+        if not message.strip():
+            raise GitError("refusing to commit with an empty message", hint="pass a commit message")
+        # A path that is neither on disk nor tracked has nothing to record (already removed in
+        # an earlier commit); git would reject it as an unmatched pathspec.
+        path_list = self._known_paths(path_list)
+        if not path_list and not allow_empty:
+            return self.head_sha() if self.has_commits() else ""
+        if path_list:
+            # -A stages deletions too; --ignore-removal is not wanted: a removed raw file must go.
+            self.run("add", "-A", "--", *path_list)
+            staged = self.run("diff", "--cached", "--quiet", "--", *path_list, check=False)
+            if staged.returncode == 0 and not allow_empty:
+                return self.head_sha() if self.has_commits() else ""
+        args = ["commit", "--no-verify", "-m", message]
+        if allow_empty:
+            args.append("--allow-empty")
+        if path_list:
+            args += ["--", *path_list]
+        self.run(*args)
+        return self.head_sha()
+
+    def _known_paths(self, paths: list[str]) -> list[str]:
+        if not paths:
+            return []
+        tracked = set(self.run("ls-files", "-z", "--", *paths).stdout.split("\0"))
+        tracked.discard("")
+        known = []
+        for p in paths:
+            rel = p.rstrip("/")
+            on_disk = os.path.lexists(self.repo_dir / p)
+            if on_disk or any(t == rel or t.startswith(rel + "/") for t in tracked):
+                known.append(p)
+        return known
+
+    # ------------------------------------------------------------------ push
+    def push(
+        self,
+        remote: str = "origin",
+        branch: str | None = None,
+        attempts: int = 5,
+        sleep: Callable[[float], None] = time.sleep,
+        *,
+        base_delay: float = 1.0,
+        max_delay: float = 20.0,
+        rng: random.Random | None = None,
+    ) -> str:
+        """Push HEAD to `remote`/`branch`; when the branch moved, fetch, rebase and retry.
+
+        Returns the sha that was pushed (it changes when a rebase happened). A rebase conflict
+        aborts the rebase (the repository is left as before the call) and raises GitError naming
+        the conflicting files.
+        """
+        _check_ref_name(remote, "remote")
+        branch = _check_ref_name(branch or self.current_branch(), "branch")
+        if attempts < 1:
+            raise GitError(f"push attempts must be at least 1, got {attempts}")
+        rng = rng or random.Random()
+        refspec = f"HEAD:refs/heads/{branch}"
+        last_error = ""
+        for attempt in range(1, attempts + 1):
+            proc = self.run("push", "--porcelain", remote, refspec, check=False)
+            if proc.returncode == 0:
+                return self.head_sha()
+            last_error = (proc.stderr + proc.stdout).strip()
+            if not _REJECTED.search(last_error):
+                raise GitError(
+                    f"git push to {remote} {branch} failed: {last_error}",
+                    hint="check the remote URL and that the token may push to this branch "
+                    "(workflow `permissions: contents: write`)",
+                )
+            if attempt == attempts:
+                break
+            self._rebase_onto_remote(remote, branch)
+            # Jittered exponential backoff: concurrent jobs pushing to one branch spread out.
+            delay = min(max_delay, base_delay * 2 ** (attempt - 1))
+            sleep(delay * (0.5 + rng.random() / 2))
+        raise GitError(
+            f"git push to {remote} {branch} was still rejected after {attempts} attempts: {last_error}",
+            hint="the branch keeps moving; re-run the job, or raise the number of attempts",
+        )
+
+    def _rebase_onto_remote(self, remote: str, branch: str) -> None:
+        self.run("fetch", "--no-tags", remote, f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}")
+        upstream = f"refs/remotes/{remote}/{branch}"
+        proc = self.run("rebase", upstream, check=False)
+        if proc.returncode == 0:
+            return
+        conflicted = self._out("diff", "--name-only", "--diff-filter=U").splitlines()
+        self.run("rebase", "--abort", check=False)
+        files = ", ".join(conflicted) or "(git did not name them)"
+        raise GitError(
+            f"cannot rebase onto {remote}/{branch}: the remote changed the same files ({files})",
+            hint="merge the branch by hand and resolve the conflict, then re-run the job; "
+            "the local repository was left as it was before the push",
+            file=conflicted[0] if conflicted else None,
+        )
+
+
+__all__ = ["BOT_EMAIL", "BOT_NAME", "Git"]
