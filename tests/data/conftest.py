@@ -51,7 +51,7 @@ def make_pair() -> MakePair:
         size: tuple[int, int] = (64, 64),
         mask_size: tuple[int, int] | None = None,
         ext: str = "jpg",
-        fg: float = 0.25,
+        fg: float | None = None,
         seed: int | None = None,
     ) -> tuple[Path, Path]:
         (root / "images").mkdir(parents=True, exist_ok=True)
@@ -62,7 +62,9 @@ def make_pair() -> MakePair:
             image_bytes(size, fmt, seed if seed is not None else random.Random(stem).randrange(10**6))
         )
         msk = root / "masks" / f"{stem}.png"
-        msk.write_bytes(mask_bytes(mask_size or size, fg))
+        # Distinct masks per stem by default (identical masks are deduplicated by the store).
+        fraction = fg if fg is not None else random.Random(stem).uniform(0.1, 0.5)
+        msk.write_bytes(mask_bytes(mask_size or size, fraction))
         return img, msk
 
     return make

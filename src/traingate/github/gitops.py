@@ -132,6 +132,25 @@ class Git:
     def has_commits(self) -> bool:
         return self.run("rev-parse", "--verify", "--quiet", "HEAD", check=False).returncode == 0
 
+    def has_remote(self, remote: str = "origin") -> bool:
+        _check_ref_name(remote, "remote")
+        return self.run("remote", "get-url", "--", remote, check=False).returncode == 0
+
+    def tracked(self, path: str | Path) -> bool:
+        """Whether git tracks `path` (a file, or any file below a folder)."""
+        return bool(self.run("ls-files", "-z", "--", str(path)).stdout.strip("\0"))
+
+    def unpushed(self, remote: str = "origin", branch: str | None = None) -> int:
+        """Commits on HEAD that `remote`/`branch` does not have (after a fetch); a branch the
+        remote does not have yet counts every commit."""
+        _check_ref_name(remote, "remote")
+        branch = _check_ref_name(branch or self.current_branch(), "branch")
+        fetch = self.run(
+            "fetch", "--no-tags", remote, f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}", check=False
+        )
+        rev = "HEAD" if fetch.returncode != 0 else f"refs/remotes/{remote}/{branch}..HEAD"
+        return int(self._out("rev-list", "--count", rev) or 0)
+
     def changed_paths(self, paths: Sequence[str | Path] = ()) -> list[str]:
         """Paths with staged or unstaged changes (including untracked), limited to `paths`."""
         args = ["status", "--porcelain", "--untracked-files=all", "-z"]
