@@ -1,0 +1,113 @@
+"""The gate as a commit status, and the validation-failure commit comment.
+
+A PR opened with GITHUB_TOKEN triggers no workflows (GitHub's rule against recursive runs), so a
+required check that lives in a `pull_request` workflow never reports and auto-merge waits
+forever (field report 2). The gate already ran in the training job, so traingate posts its
+verdict as a commit status on the PR head with the same token; branch protection can require
+that context (`pr.status_context`, default `traingate/gate`). See docs/github.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from traingate import report as reports
+from traingate.errors import GitHubError, UsageError
+from traingate.github.forge import CommentInfo, Forge, make_forge, require_token, resolve_repo
+from traingate.result import StepResult
+from traingate.state import reports_dir
+
+if TYPE_CHECKING:
+    from traingate.config import Config
+
+ForgeFactory = Callable[[str, str], Forge]
+
+
+def gate_status_description(gate_report: Mapping[str, Any]) -> str:
+    """At most 140 characters (GitHub's limit): the verdict and each metric's delta."""
+    verdict = "improved" if gate_report.get("improved") else "not improved"
+    parts = []
+    for m in gate_report.get("metrics") or []:
+        if isinstance(m, Mapping) and m.get("name") is not None:
+            cand = reports.format_number(m.get("candidate"))
+            delta = m.get("delta")
+            if isinstance(delta, int | float) and not isinstance(delta, bool):
+                parts.append(f"{m['name']} {cand} ({'+' if delta > 0 else ''}{delta:.4g})")
+            else:
+                parts.append(f"{m['name']} {cand}")
+    baseline = gate_report.get("baseline")
+    against = "no champion yet" if baseline in (None, "", "none") else f"vs v{baseline}"
+    text = f"{verdict} {against}: " + ", ".join(parts) if parts else f"{verdict} {against}"
+    return text if len(text) <= 140 else text[:139] + "…"
+
+
+def post_gate_status(
+    forge: Forge, sha: str, gate_report: Mapping[str, Any], *, context: str, target_url: str = ""
+) -> str:
+    """Post success/failure for the gate on `sha`; returns the state posted."""
+    state = "success" if gate_report.get("improved") else "failure"
+    forge.create_status(
+        sha,
+        state=state,
+        context=context,
+        description=gate_status_description(gate_report),
+        target_url=target_url,
+    )
+    return state
+
+
+def post_validation_comment(forge: Forge, sha: str, body: str) -> tuple[CommentInfo, str]:
+    """Create the comment, or update ours when this commit already has one (a re-run)."""
+    for comment in forge.list_commit_comments(sha):
+        if reports.VALIDATION_COMMENT_MARKER in comment.body:
+            return forge.update_commit_comment(comment.id, body), "updated"
+    return forge.create_commit_comment(sha, body), "created"
+
+
+def comment_step(
+    cfg: Config,
+    token: str | None,
+    repo: str | None,
+    sha: str | None,
+    report: Path | None,
+    *,
+    forge_factory: ForgeFactory | None = None,
+    env: Mapping[str, str] | None = None,
+) -> StepResult:
+    """`traingate pr comment`: post the validation errors of a failed `data merge` on the commit."""
+    env = dict(os.environ) if env is None else dict(env)
+    repo_name = resolve_repo(repo, env)
+    if not repo_name:
+        raise UsageError(
+            "no repository to comment in: --repo was not given and GITHUB_REPOSITORY is not set",
+            hint="run inside GitHub Actions or pass --repo owner/name",
+        )
+    sha = sha or env.get("GITHUB_SHA")
+    if not sha:
+        raise UsageError(
+            "no commit to comment on: --sha was not given and GITHUB_SHA is not set",
+            hint="pass --sha with the commit of the data push",
+        )
+    token = require_token(token, repo_name)
+    path = report or reports_dir(cfg.workspace_dir) / "data-report.json"
+    if not path.exists():
+        fallback = reports_dir(cfg.workspace_dir) / "validation-report.json"
+        if report is None and fallback.exists():
+            path = fallback
+    data_report = reports.load_json_report(path, "data report")
+    body = reports.render_validation_comment(
+        data_report, max_errors=cfg.data.max_errors_in_summary, run_url=reports.actions_run_url(env)
+    )
+    body = reports.cap_body(body)
+    forge = (forge_factory or make_forge)(token, repo_name)
+    comment, operation = post_validation_comment(forge, sha, body)
+    if not comment.url:
+        raise GitHubError(f"GitHub returned no URL for the comment on {sha[:12]}")
+    return StepResult(
+        outputs={"comment_url": comment.url, "operation": operation},
+        summary=f"Validation errors {operation} as a [commit comment]({comment.url}) on `{sha[:12]}`.\n",
+        message=f"commit comment {operation}: {comment.url}",
+    )

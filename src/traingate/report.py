@@ -1,0 +1,513 @@
+"""Markdown rendering of the data report, the gate report and the pull-request body.
+
+Public names other stages use for their step summaries:
+
+- `render_data_markdown(data_report, max_errors=50)`: counts, merge counts, checks, and the
+  errors table capped with "and N more".
+- `render_gate_markdown(gate_report)`: verdict and the metric table (candidate, champion, delta,
+  verdict per metric).
+- `render_learning_curves(rows)`: mermaid `xychart-beta` blocks from `metrics.jsonl` rows.
+- `render_pr_body(...)` / `render_pr_title(...)`: what `traingate pr create` sends.
+
+The curves are mermaid because GitHub renders it inline: no image hosting, nothing leaves the
+repository. Every value that came from a user (file names, metric names, messages) is escaped,
+because a file called `a|b.png` or `<img src=...>` must not break the table or inject markup.
+The body is capped at GitHub's 65,536 characters, dropping detail in a fixed order and saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from traingate.errors import ConfigError, GitHubError
+
+GITHUB_BODY_LIMIT = 65_536
+GITHUB_TITLE_LIMIT = 256
+# Lines of a learning curve: enough to see the shape, few enough that the body stays small.
+MAX_CURVE_POINTS = 60
+MAX_CURVES = 6
+# Keys of a metrics.jsonl row that index the row rather than measure the model.
+_INDEX_KEYS = {"step", "epoch", "timestamp", "time", "wall_time", "ts"}
+VALIDATION_COMMENT_MARKER = "<!-- traingate:validation-report -->"
+PR_BODY_MARKER = "<!-- traingate:pr-body -->"
+
+__all__ = [
+    "GITHUB_BODY_LIMIT",
+    "PR_BODY_MARKER",
+    "VALIDATION_COMMENT_MARKER",
+    "actions_run_url",
+    "cap_body",
+    "escape_cell",
+    "format_number",
+    "load_json_report",
+    "load_metrics_log",
+    "render_data_markdown",
+    "render_gate_markdown",
+    "render_learning_curves",
+    "render_pr_body",
+    "render_pr_title",
+    "render_validation_comment",
+    "safe_url",
+]
+
+
+# ------------------------------------------------------------------------------ small helpers
+def escape_cell(value: Any) -> str:
+    """Make an untrusted value safe inside a markdown table cell."""
+    text = "" if value is None else str(value)
+    text = text.replace("\r", " ").replace("\n", " ")
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    # `|` splits cells; backticks and brackets would open code spans and links; `@` would
+    # mention someone from a file name.
+    text = text.replace("|", "\\|").replace("`", "'").replace("[", "\\[").replace("]", "\\]")
+    return text.replace("@", "@\u200b")
+
+
+def _code(value: Any) -> str:
+    text = escape_cell(value)
+    return f"`{text}`" if text else ""
+
+
+def format_number(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "∞" if value > 0 else "-∞"
+        return f"{value:.{digits}g}" if abs(value) >= 1e-4 or value == 0 else f"{value:.3e}"
+    return escape_cell(value)
+
+
+def _signed(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return ("+" if value > 0 else "") + format_number(value)
+    return format_number(value)
+
+
+def actions_run_url(env: Mapping[str, str] | None = None) -> str:
+    """The URL of the current Actions run, or "" outside Actions."""
+    env = os.environ if env is None else env
+    server = env.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+    repo = env.get("GITHUB_REPOSITORY", "")
+    run_id = env.get("GITHUB_RUN_ID", "")
+    if not repo or not run_id:
+        return ""
+    attempt = env.get("GITHUB_RUN_ATTEMPT", "")
+    suffix = f"/attempts/{attempt}" if attempt and attempt != "1" else ""
+    return f"{server}/{repo}/actions/runs/{run_id}{suffix}"
+
+
+def safe_url(url: Any) -> str:
+    """Only http(s) links go into markdown; anything else (javascript:, file:) is dropped."""
+    text = str(url or "").strip()
+    if re.match(r"^https?://[^\s<>()\"']+$", text):
+        return text
+    return ""
+
+
+# ------------------------------------------------------------------------------ report files
+def load_json_report(path: Path, what: str) -> dict[str, Any]:
+    """Read a stage report; a missing or corrupt file says which stage writes it."""
+    if not path.exists():
+        raise GitHubError(
+            f"{what} not found: {path}",
+            hint=f"run the stage that writes it first, or pass --{what.replace(' ', '-')} PATH "
+            "(in a workflow: download the artifact the earlier job uploaded)",
+            file=str(path),
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise GitHubError(
+            f"{what} {path} is not valid JSON: {err}",
+            hint="re-run the stage that writes it; the file may have been truncated",
+            file=str(path),
+        ) from None
+    if not isinstance(data, dict):
+        raise GitHubError(
+            f"{what} {path} must hold a JSON object, got {type(data).__name__}",
+            hint="re-run the stage that writes it",
+            file=str(path),
+        )
+    return data
+
+
+def load_metrics_log(path: Path | None) -> tuple[list[dict[str, Any]], int]:
+    """Rows of metrics.jsonl and the number of lines skipped (blank lines are not counted).
+
+    A bad line costs its point on the curve, not the pull request: the gate already decided on
+    the final metrics, and the body says how many lines were skipped.
+    """
+    if path is None or not path.exists():
+        return [], 0
+    rows: list[dict[str, Any]] = []
+    skipped = 0
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                skipped += 1
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                skipped += 1
+    return rows, skipped
+
+
+# ------------------------------------------------------------------------------- data report
+def _checks(merge: Mapping[str, Any]) -> list[str]:
+    out = []
+    for check in merge.get("checks") or []:
+        if isinstance(check, Mapping):
+            name = check.get("name") or check.get("check") or check.get("code") or "check"
+            status = check.get("status") or check.get("result")
+            detail = check.get("detail") or check.get("message")
+            mark = {"pass": "✅", "passed": "✅", "ok": "✅", "fail": "❌", "failed": "❌"}.get(
+                str(status).lower(), "•"
+            )
+            text = f"{mark} {escape_cell(name)}"
+            if detail:
+                text += f" — {escape_cell(detail)}"
+            out.append(text)
+        else:
+            out.append(f"✅ {escape_cell(check)}")
+    return out
+
+
+def render_data_markdown(data_report: Mapping[str, Any], *, max_errors: int = 50, heading: int = 3) -> str:
+    """Validation and merge summary: counts, checks that ran, and the errors table (capped)."""
+    h = "#" * heading
+    status = str(data_report.get("status", "unknown"))
+    icon = {"pass": "✅", "fail": "❌"}.get(status, "•")
+    lines = [f"{h} {icon} Data: validation {escape_cell(status)}", ""]
+    merge = data_report.get("merge") or {}
+    counts = data_report.get("counts") or {}
+    lines += ["| | count |", "|---|---:|"]
+    if merge:
+        for key, label in (
+            ("existing_images", "existing images"),
+            ("new_images", "new images"),
+            ("total_images", "total images"),
+        ):
+            lines.append(f"| {label} | {format_number(merge.get(key))} |")
+    for key, label in (("pairs", "pairs checked"), ("valid_pairs", "valid pairs")):
+        if key in counts:
+            lines.append(f"| {label} | {format_number(counts.get(key))} |")
+    errors = list(data_report.get("errors") or [])
+    warnings = list(data_report.get("warnings") or [])
+    lines.append(f"| errors | {len(errors)} |")
+    lines.append(f"| warnings | {len(warnings)} |")
+    lines.append("")
+    if merge.get("data_version") or merge.get("commit"):
+        parts = []
+        if merge.get("data_version"):
+            parts.append(f"data version {_code(merge['data_version'])}")
+        if merge.get("commit"):
+            parts.append(f"commit {_code(merge['commit'])}")
+        lines += [", ".join(parts).capitalize(), ""]
+    replaced = merge.get("replaced") or []
+    if replaced:
+        shown = ", ".join(_code(p) for p in replaced[:20])
+        more = f" and {len(replaced) - 20} more" if len(replaced) > 20 else ""
+        lines += [f"Replaced (on_conflict: replace): {shown}{more}", ""]
+    checks = _checks(merge)
+    if checks:
+        lines += ["Checks that ran: " + " · ".join(checks), ""]
+    stats = data_report.get("statistics") or {}
+    if stats:
+        lines += [
+            "Statistics: "
+            + ", ".join(f"{escape_cell(k)} {format_number(v)}" for k, v in sorted(stats.items())),
+            "",
+        ]
+    for title, items in (("Errors", errors), ("Warnings", warnings)):
+        if not items:
+            continue
+        lines += [f"**{title}**", "", "| code | file | message |", "|---|---|---|"]
+        for item in items[:max_errors]:
+            item = item if isinstance(item, Mapping) else {"message": item}
+            lines.append(
+                f"| {_code(item.get('code', ''))} | {_code(item.get('path', ''))} "
+                f"| {escape_cell(item.get('message', ''))} |"
+            )
+        if len(items) > max_errors:
+            lines.append(f"| | | … and {len(items) - max_errors} more |")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_validation_comment(
+    data_report: Mapping[str, Any], *, max_errors: int = 50, run_url: str = ""
+) -> str:
+    """The commit comment posted when `data merge` fails: the errors table, and how to fix."""
+    body = [VALIDATION_COMMENT_MARKER, "## traingate: this data push was not merged", ""]
+    body.append(render_data_markdown(data_report, max_errors=max_errors))
+    body.append("Fix the files listed above and push again; nothing was merged into the dataset.")
+    url = safe_url(run_url)
+    if url:
+        body.append(f"\n[Workflow run]({url})")
+    return "\n".join(body).rstrip() + "\n"
+
+
+# ------------------------------------------------------------------------------- gate report
+def render_gate_markdown(gate_report: Mapping[str, Any], *, heading: int = 3) -> str:
+    """Verdict and the metric table: candidate, champion, delta, verdict per metric."""
+    h = "#" * heading
+    improved = bool(gate_report.get("improved"))
+    baseline = gate_report.get("baseline")
+    model = escape_cell(gate_report.get("model", ""))
+    alias = escape_cell(gate_report.get("alias", "champion"))
+    verdict = "✅ improved" if improved else "⛔ not improved"
+    lines = [f"{h} Quality gate: {verdict}", ""]
+    if baseline in (None, "", "none"):
+        against = f"no `@{alias}` yet (first model of `{model}`)"
+    else:
+        against = f"`{model}` version {escape_cell(baseline)} (`@{alias}`)"
+    lines.append(
+        f"Candidate compared with {against}; require: {escape_cell(gate_report.get('require', 'all'))}."
+    )
+    if gate_report.get("reason"):
+        lines.append(f"Reason: {escape_cell(gate_report['reason'])}")
+    if gate_report.get("model_version"):
+        promoted = " (promoted)" if gate_report.get("promoted") else ""
+        lines.append(
+            f"Candidate registered as version {escape_cell(gate_report['model_version'])}{promoted}."
+        )
+    lines.append("")
+    lines += [
+        "| metric | direction | candidate | champion | delta | verdict |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for m in gate_report.get("metrics") or []:
+        if not isinstance(m, Mapping):
+            continue
+        ok = m.get("passed")
+        mark = "✅ better" if ok else ("⛔ " + escape_cell(m.get("reason") or "not better"))
+        if ok and m.get("reason"):
+            mark = "✅ " + escape_cell(m["reason"])
+        lines.append(
+            f"| {escape_cell(m.get('name'))} | {escape_cell(m.get('direction', 'max'))} "
+            f"| {format_number(m.get('candidate'))} | {format_number(m.get('baseline'))} "
+            f"| {_signed(m.get('delta'))} | {mark} |"
+        )
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------- learning curves
+def _mermaid_label(text: Any) -> str:
+    """Mermaid strings are double-quoted with no escape syntax: keep a safe character set."""
+    return re.sub(r"[^A-Za-z0-9 _./:+()-]", "_", str(text))[:60]
+
+
+def _downsample(points: Sequence[tuple[float, float]], limit: int) -> list[tuple[float, float]]:
+    """Evenly spaced points that always keep the first and the last epoch."""
+    if len(points) <= limit:
+        return list(points)
+    step = (len(points) - 1) / (limit - 1)
+    picked = sorted({round(i * step) for i in range(limit)})
+    return [points[i] for i in picked]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def render_learning_curves(
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    metrics: Sequence[str] | None = None,
+    max_points: int = MAX_CURVE_POINTS,
+    max_curves: int = MAX_CURVES,
+) -> str:
+    """One mermaid `xychart-beta` per metric (xychart has no legend, so one line per chart).
+
+    `metrics` puts the gated metrics first; other numeric keys follow in first-seen order.
+    Rows without `step` use their position; non-finite values are left out of that curve.
+    """
+    series: dict[str, list[tuple[float, float]]] = {}
+    for index, row in enumerate(rows):
+        step = row.get("step", row.get("epoch", index))
+        if not _is_number(step):
+            step = index
+        for key, value in row.items():
+            if key in _INDEX_KEYS or not _is_number(value):
+                continue
+            series.setdefault(str(key), []).append((float(step), float(value)))
+    if not series:
+        return ""
+    order = [m for m in (metrics or []) if m in series]
+    order += [k for k in series if k not in order]
+    blocks = []
+    for name in order[:max_curves]:
+        points = sorted(series[name], key=lambda p: p[0])
+        points = _downsample(points, max_points)
+        xs = ", ".join(format_number(int(x) if x.is_integer() else x) for x, _ in points)
+        ys = ", ".join(f"{y:.6g}" for _, y in points)
+        lo = min(y for _, y in points)
+        hi = max(y for _, y in points)
+        if lo == hi:
+            lo, hi = lo - 0.5, hi + 0.5
+        label = _mermaid_label(name)
+        blocks.append(
+            "\n".join(
+                [
+                    "```mermaid",
+                    "xychart-beta",
+                    f'    title "{label}"',
+                    f'    x-axis "step" [{xs}]',
+                    f'    y-axis "{label}" {lo:.6g} --> {hi:.6g}',
+                    f"    line [{ys}]",
+                    "```",
+                ]
+            )
+        )
+    if len(order) > max_curves:
+        rest = ", ".join(_code(k) for k in order[max_curves:])
+        blocks.append(f"Not charted (limit {max_curves}): {rest}")
+    return "\n\n".join(blocks) + "\n"
+
+
+# ----------------------------------------------------------------------------------- PR body
+class _TitleValues(dict[str, Any]):
+    def __missing__(self, key: str) -> Any:
+        raise KeyError(key)
+
+
+def render_pr_title(
+    template: str, data_report: Mapping[str, Any] | None, gate_report: Mapping[str, Any], project: str = ""
+) -> str:
+    """Fill `pr.title`: {new_images}, {existing_images}, {total_images}, {model}, {model_version},
+    {project}, and each gated metric's candidate value by name (e.g. {dice})."""
+    merge = (data_report or {}).get("merge") or {}
+    values = _TitleValues(
+        new_images=merge.get("new_images", "?"),
+        existing_images=merge.get("existing_images", "?"),
+        total_images=merge.get("total_images", "?"),
+        model=gate_report.get("model", ""),
+        model_version=gate_report.get("model_version") or "",
+        project=project,
+    )
+    for m in gate_report.get("metrics") or []:
+        if isinstance(m, Mapping) and m.get("name"):
+            values.setdefault(str(m["name"]), format_number(m.get("candidate")))
+    try:
+        title = template.format_map(values)
+    except KeyError as err:
+        raise ConfigError(
+            f"pr.title uses an unknown placeholder {{{err.args[0]}}}: {template!r}",
+            hint="use {new_images}, {existing_images}, {total_images}, {model}, {model_version}, "
+            "{project} or a gated metric name such as "
+            + ", ".join(f"{{{m}}}" for m in values if m not in ("model",))[:120],
+        ) from None
+    except (ValueError, IndexError) as err:
+        raise ConfigError(
+            f"pr.title is not a valid template ({err}): {template!r}",
+            hint="write placeholders as {name}; double braces {{ }} for literal braces",
+        ) from None
+    title = " ".join(title.split())
+    if len(title) > GITHUB_TITLE_LIMIT:
+        title = title[: GITHUB_TITLE_LIMIT - 1] + "…"
+    return title
+
+
+def cap_body(body: str, limit: int = GITHUB_BODY_LIMIT) -> str:
+    """Cut at a line boundary and say so; GitHub rejects longer bodies with a 422."""
+    if len(body) <= limit:
+        return body
+    note = (
+        f"\n\n> ✂️ Truncated to GitHub's {limit:,}-character limit; the full report is in the "
+        "workflow run's artifacts.\n"
+    )
+    cut = body[: limit - len(note)]
+    newline = cut.rfind("\n")
+    if newline > 0:
+        cut = cut[:newline]
+    # A cut inside a fenced block would swallow the note into the code block.
+    if cut.count("```") % 2:
+        cut += "\n```"
+        if len(cut) + len(note) > limit:
+            cut = cut[: limit - len(note) - 4]
+            cut = cut[: cut.rfind("\n")] + "\n```"
+    return cut + note
+
+
+def render_pr_body(
+    *,
+    data_report: Mapping[str, Any] | None,
+    gate_report: Mapping[str, Any],
+    metrics_rows: Sequence[Mapping[str, Any]] = (),
+    skipped_metric_lines: int = 0,
+    run_url: str = "",
+    limit: int = GITHUB_BODY_LIMIT,
+    max_errors: int = 50,
+    status_context: str = "traingate/gate",
+) -> str:
+    """The PR body: what changed in the data, how the model compares, where to look further.
+
+    When the body would exceed `limit`, the data tables shrink to 10 rows first, then the learning
+    curves go, and only then is the text cut, so the metric table (what a reviewer merges on) stays.
+    """
+    gated = [str(m.get("name")) for m in gate_report.get("metrics") or [] if isinstance(m, Mapping)]
+
+    def build(with_curves: bool, errors_cap: int) -> str:
+        parts = [PR_BODY_MARKER, "## traingate: the model improved", ""]
+        links = []
+        mlflow_url = safe_url(gate_report.get("run_url"))
+        if mlflow_url:
+            links.append(f"[MLflow run]({mlflow_url})")
+        elif gate_report.get("candidate_run_id"):
+            links.append(f"MLflow run {_code(gate_report['candidate_run_id'])}")
+        actions_url = safe_url(run_url)
+        if actions_url:
+            links.append(f"[Actions run]({actions_url})")
+        if links:
+            parts += [" · ".join(links), ""]
+        parts.append(render_gate_markdown(gate_report))
+        if data_report:
+            parts.append(render_data_markdown(data_report, max_errors=errors_cap))
+        else:
+            parts += [
+                "### Data",
+                "",
+                "No data report was given (`--data-report`); this run retrained on the stored dataset.",
+                "",
+            ]
+        curves = render_learning_curves(metrics_rows, metrics=gated) if with_curves else ""
+        if curves:
+            parts += ["### Learning curves", "", curves]
+        elif metrics_rows and not with_curves:
+            parts += ["### Learning curves", "", "Left out to stay within GitHub's body limit.", ""]
+        if skipped_metric_lines:
+            parts.append(
+                f"> {skipped_metric_lines} line(s) of metrics.jsonl were not JSON objects and were skipped.\n"
+            )
+        parts.append(
+            "<sub>Opened by traingate because the quality gate passed. The `"
+            + escape_cell(status_context)
+            + "` commit status on this head carries the same verdict.</sub>"
+        )
+        return "\n".join(parts).rstrip() + "\n"
+
+    body = build(True, max_errors)
+    if len(body) > limit:
+        body = build(True, min(max_errors, 10))
+    if len(body) > limit:
+        body = build(False, min(max_errors, 10))
+    return cap_body(body, limit)

@@ -1,0 +1,569 @@
+"""A `responses` fake of the GitHub REST + GraphQL endpoints traingate uses.
+
+It keeps state (pulls, statuses, labels, commit comments, branches) and answers the way GitHub
+does, with GitHub's status codes and error bodies: 422 "A pull request already exists", 403
+"GitHub Actions is not permitted to create or approve pull requests", GraphQL errors with HTTP
+200 for "Pull request is in clean status" and auto-merge disabled, 409 on a moved head, 422
+for a body over 65,536 characters. PyGithub puts `:443` in its URLs, so routes carry the port.
+Injected failures (`fail`) can hit before or after the write, like a 502 whose write happened.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+import pytest
+import responses
+
+from traingate.config import Config, parse_config
+from traingate.github.forge import PyGithubForge
+
+API = "https://api.github.com:443"
+GATE_REPORT: dict[str, Any] = {
+    "improved": True,
+    "baseline": "3",
+    "baseline_run_id": "b" * 32,
+    "candidate_run_id": "c" * 32,
+    "model": "water-meters",
+    "alias": "champion",
+    "model_version": "4",
+    "promoted": True,
+    "require": "all",
+    "reason": "all gated metrics improved",
+    "run_url": "http://mlflow.example:5000/#/experiments/1/runs/" + "c" * 32,
+    "metrics": [
+        {
+            "name": "dice",
+            "direction": "max",
+            "candidate": 0.9134,
+            "baseline": 0.8871,
+            "delta": 0.0263,
+            "passed": True,
+            "reason": "",
+        },
+        {
+            "name": "iou",
+            "direction": "max",
+            "candidate": 0.8412,
+            "baseline": 0.8120,
+            "delta": 0.0292,
+            "passed": True,
+            "reason": "",
+        },
+    ],
+}
+DATA_REPORT: dict[str, Any] = {
+    "status": "pass",
+    "counts": {"images": 48, "masks": 48, "pairs": 12, "valid_pairs": 12},
+    "errors": [],
+    "warnings": [{"code": "near_empty_mask", "path": "masks/m07.png", "message": "0.05% foreground"}],
+    "statistics": {"resolution": "512x512", "foreground_median": 0.31, "foreground_std": 0.08},
+    "merge": {
+        "existing_images": 36,
+        "new_images": 12,
+        "total_images": 48,
+        "replaced": [],
+        "data_version": "md5:1a2b3c",
+        "commit": "d" * 40,
+        "checks": ["pairs", "resolution", "binary masks", "duplicates"],
+    },
+}
+
+
+def _json(status: int, payload: Any) -> tuple[int, dict[str, str], str]:
+    return status, {"Content-Type": "application/json"}, json.dumps(payload)
+
+
+@dataclass
+class Failure:
+    method: str
+    path: str  # regex searched in the URL path
+    status: int
+    body: Any = field(default_factory=lambda: {"message": "Server Error"})
+    after: bool = False  # perform the write, then answer with the error (a lost response)
+
+
+class FakeGitHub:
+    def __init__(self, rsps: responses.RequestsMock, repo: str = "o/r", api: str = API) -> None:
+        self.repo = repo
+        self.api = api
+        self.prefix = urlparse(api).path.rstrip("/")
+        self.branches: dict[str, str] = {"main": "a" * 40, "data/20240501-101500": "f" * 40}
+        self.pulls: dict[int, dict[str, Any]] = {}
+        self.labels: dict[int, list[str]] = {}
+        self.statuses: list[dict[str, Any]] = []
+        self.comments: dict[int, dict[str, Any]] = {}
+        self.graphql: list[dict[str, Any]] = []
+        self.merges: list[dict[str, Any]] = []
+        self.deleted: list[str] = []
+        self.log: list[tuple[str, str]] = []
+        self.failures: list[Failure] = []
+        self.actions_may_create_prs = True
+        self.auto_merge_allowed = True
+        self.graphql_forbidden = False
+        self._next_number = 1
+        self._next_comment = 100
+        base = re.escape(api)
+        rsps.add_callback(
+            responses.GET, re.compile(base + r"/repos/[^/]+/[^/]+/pulls(\?.*)?$"), self._list_pulls
+        )
+        rsps.add_callback(responses.POST, re.compile(base + r"/repos/[^/]+/[^/]+/pulls$"), self._create_pull)
+        rsps.add_callback(responses.GET, re.compile(base + r"/repos/[^/]+/[^/]+/pulls/\d+$"), self._get_pull)
+        rsps.add_callback(
+            responses.PATCH, re.compile(base + r"/repos/[^/]+/[^/]+/pulls/\d+$"), self._edit_pull
+        )
+        rsps.add_callback(
+            responses.PUT, re.compile(base + r"/repos/[^/]+/[^/]+/pulls/\d+/merge$"), self._merge
+        )
+        rsps.add_callback(
+            responses.POST, re.compile(base + r"/repos/[^/]+/[^/]+/issues/\d+/labels$"), self._add_labels
+        )
+        rsps.add_callback(
+            responses.POST, re.compile(base + r"/repos/[^/]+/[^/]+/statuses/\w+$"), self._status
+        )
+        rsps.add_callback(
+            responses.GET,
+            re.compile(base + r"/repos/[^/]+/[^/]+/commits/\w+/comments(\?.*)?$"),
+            self._comments,
+        )
+        rsps.add_callback(
+            responses.POST, re.compile(base + r"/repos/[^/]+/[^/]+/commits/\w+/comments$"), self._comment
+        )
+        rsps.add_callback(
+            responses.PATCH, re.compile(base + r"/repos/[^/]+/[^/]+/comments/\d+$"), self._edit_comment
+        )
+        rsps.add_callback(
+            responses.GET, re.compile(base + r"/repos/[^/]+/[^/]+/git/ref/heads/.+$"), self._get_ref
+        )
+        rsps.add_callback(
+            responses.DELETE, re.compile(base + r"/repos/[^/]+/[^/]+/git/refs/heads/.+$"), self._delete
+        )
+        graphql = api.replace("/api/v3", "/api") + "/graphql"
+        rsps.add_callback(responses.POST, graphql, self._graphql)
+
+    # ------------------------------------------------------------------ helpers for tests
+    def open_pull(
+        self, head: str = "data/20240501-101500", base: str = "main", **extra: Any
+    ) -> dict[str, Any]:
+        number = self._next_number
+        self._next_number += 1
+        pr = {
+            "number": number,
+            "title": "old title",
+            "body": "old body",
+            "head": head,
+            "base": base,
+            "state": "open",
+            "merged": False,
+            "mergeable_state": "blocked",
+            "auto_merge": None,
+        }
+        pr.update(extra)
+        self.pulls[number] = pr
+        return pr
+
+    def fail(
+        self, method: str, path: str, status: int = 502, body: Any = None, *, after: bool = False
+    ) -> None:
+        self.failures.append(Failure(method, path, status, body or {"message": "Server Error"}, after))
+
+    def count(self, method: str, path_regex: str) -> int:
+        return sum(1 for m, p in self.log if m == method and re.search(path_regex, p))
+
+    # ------------------------------------------------------------------ plumbing
+    def _pr_json(self, pr: dict[str, Any]) -> dict[str, Any]:
+        n = pr["number"]
+        return {
+            "url": f"{self.api}{self.prefix}/repos/{self.repo}/pulls/{n}".replace(":443", ""),
+            "html_url": f"https://github.com/{self.repo}/pull/{n}",
+            "node_id": f"PR_kwDO{n:06d}",
+            "number": n,
+            "state": pr["state"],
+            "title": pr["title"],
+            "body": pr["body"],
+            "merged": pr["merged"],
+            "mergeable_state": pr["mergeable_state"],
+            "auto_merge": pr["auto_merge"],
+            "head": {
+                "ref": pr["head"],
+                "sha": self.branches.get(pr["head"], "0" * 40),
+                "label": f"o:{pr['head']}",
+            },
+            "base": {
+                "ref": pr["base"],
+                "sha": self.branches.get(pr["base"], "0" * 40),
+                "label": f"o:{pr['base']}",
+            },
+        }
+
+    def _injected(self, request: Any) -> Failure | None:
+        path = urlparse(request.url).path
+        self.log.append((request.method, path))
+        for f in self.failures:
+            if f.method == request.method and re.search(f.path, path):
+                self.failures.remove(f)
+                return f
+        return None
+
+    def _wrap(self, request: Any, handler: Any) -> tuple[int, dict[str, str], str]:
+        failure = self._injected(request)
+        if failure and not failure.after:
+            return _json(failure.status, failure.body)
+        result = handler(request)
+        if failure:
+            return _json(failure.status, failure.body)
+        return result
+
+    @staticmethod
+    def _body(request: Any) -> dict[str, Any]:
+        raw = request.body or b"{}"
+        return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+
+    def _number(self, request: Any) -> int:
+        return int(re.search(r"/(?:pulls|issues)/(\d+)", urlparse(request.url).path).group(1))  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------------ REST routes
+    def _list_pulls(self, request: Any) -> Any:
+        def run(_r: Any) -> Any:
+            q = parse_qs(urlparse(request.url).query)
+            state = q.get("state", ["open"])[0]
+            head = q.get("head", [None])[0]
+            base = q.get("base", [None])[0]
+            out = []
+            for pr in self.pulls.values():
+                if state != "all" and pr["state"] != state:
+                    continue
+                if head and f"o:{pr['head']}" != head and pr["head"] != head:
+                    continue
+                if base and pr["base"] != base:
+                    continue
+                out.append(self._pr_json(pr))
+            return _json(200, out)
+
+        return self._wrap(request, run)
+
+    def _too_long(self, body: str | None) -> Any:
+        if body is not None and len(body) > 65536:
+            return _json(
+                422,
+                {
+                    "message": "Validation Failed",
+                    "errors": [
+                        {
+                            "resource": "Issue",
+                            "code": "custom",
+                            "field": "body",
+                            "message": "body is too long (maximum is 65536 characters)",
+                        }
+                    ],
+                },
+            )
+        return None
+
+    def _create_pull(self, request: Any) -> Any:
+        def run(_r: Any) -> Any:
+            data = self._body(request)
+            if not self.actions_may_create_prs:
+                return _json(
+                    403,
+                    {
+                        "message": "GitHub Actions is not permitted to create or approve pull requests.",
+                        "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request",
+                        "status": "403",
+                    },
+                )
+            if too_long := self._too_long(data.get("body")):
+                return too_long
+            if data["head"] not in self.branches:
+                return _json(
+                    422,
+                    {
+                        "message": "Validation Failed",
+                        "errors": [{"resource": "PullRequest", "field": "head", "code": "invalid"}],
+                    },
+                )
+            for pr in self.pulls.values():
+                if pr["state"] == "open" and pr["head"] == data["head"] and pr["base"] == data["base"]:
+                    return _json(
+                        422,
+                        {
+                            "message": "Validation Failed",
+                            "errors": [
+                                {
+                                    "resource": "PullRequest",
+                                    "code": "custom",
+                                    "message": f"A pull request already exists for o:{data['head']}.",
+                                }
+                            ],
+                        },
+                    )
+            pr = self.open_pull(data["head"], data["base"], title=data["title"], body=data.get("body", ""))
+            return _json(201, self._pr_json(pr))
+
+        return self._wrap(request, run)
+
+    def _get_pull(self, request: Any) -> Any:
+        def run(_r: Any) -> Any:
+            pr = self.pulls.get(self._number(request))
+            if pr is None:
+                return _json(404, {"message": "Not Found", "status": "404"})
+            return _json(200, self._pr_json(pr))
+
+        return self._wrap(request, run)
+
+    def _edit_pull(self, request: Any) -> Any:
+        def run(_r: Any) -> Any:
+            pr = self.pulls.get(self._number(request))
+            if pr is None:
+                return _json(404, {"message": "Not Found"})
+            data = self._body(request)
+            if too_long := self._too_long(data.get("body")):
+                return too_long
+            pr.update({k: v for k, v in data.items() if k in ("title", "body", "state")})
+            return _json(200, self._pr_json(pr))
+
+        return self._wrap(request, run)
+
+    def _merge(self, request: Any) -> Any:
+        def run(_r: Any) -> Any:
+            pr = self.pulls[self._number(request)]
+            data = self._body(request)
+            head_sha = self.branches[pr["head"]]
+            if data.get("sha") and data["sha"] != head_sha:
+                return _json(409, {"message": "Head branch was modified. Review and try the merge again."})
+            if pr["mergeable_state"] not in ("clean", "unstable", "has_hooks"):
+                return _json(405, {"message": "Pull Request is not mergeable"})
+            pr.update(state="closed", merged=True)
+            self.merges.append({"number": pr["number"], **data})
+            return _json(
+                200, {"sha": "e" * 40, "merged": True, "message": "Pull Request successfully merged"}
+            )
+
+        return self._wrap(request, run)
+
+    def _add_labels(self, request: Any) -> Any:
+        def run(_r: Any) -> Any:
+            n = self._number(request)
+            data: Any = self._body(request)
+            # GitHub accepts `{"labels": [...]}` or a bare array (PyGithub sends the array).
+            names = data["labels"] if isinstance(data, dict) else data
+            have = self.labels.setdefault(n, [])
+            have.extend(x for x in names if x not in have)
+            return _json(200, [{"name": x, "color": "ededed", "url": f"{self.api}/labels/{x}"} for x in have])
+
+        return self._wrap(request, run)
+
+    def _status(self, request: Any) -> Any:
+        def run(_r: Any) -> Any:
+            data = self._body(request)
+            sha = urlparse(request.url).path.rsplit("/", 1)[1]
+            if data.get("state") not in ("error", "failure", "pending", "success"):
+                return _json(
+                    422, {"message": "Validation Failed", "errors": [{"field": "state", "code": "invalid"}]}
+                )
+            if len(data.get("description") or "") > 140:
+                return _json(
+                    422,
+                    {
+                        "message": "Validation Failed",
+                        "errors": [
+                            {"field": "description", "code": "custom", "message": "description is too long"}
+                        ],
+                    },
+                )
+            self.statuses.append({"sha": sha, **data})
+            return _json(
+                201, {"id": len(self.statuses), "state": data["state"], "context": data.get("context")}
+            )
+
+        return self._wrap(request, run)
+
+    def _comment_json(self, cid: int) -> dict[str, Any]:
+        c = self.comments[cid]
+        return {
+            "id": cid,
+            "url": f"{self.api}/repos/{self.repo}/comments/{cid}".replace(":443", ""),
+            "html_url": f"https://github.com/{self.repo}/commit/{c['sha']}#commitcomment-{cid}",
+            "body": c["body"],
+            "commit_id": c["sha"],
+            "user": {"login": "github-actions[bot]", "id": 41898282},
+        }
+
+    def _comments(self, request: Any) -> Any:
+        def run(_r: Any) -> Any:
+            sha = urlparse(request.url).path.split("/commits/")[1].split("/")[0]
+            return _json(200, [self._comment_json(i) for i, c in self.comments.items() if c["sha"] == sha])
+
+        return self._wrap(request, run)
+
+    def _comment(self, request: Any) -> Any:
+        def run(_r: Any) -> Any:
+            sha = urlparse(request.url).path.split("/commits/")[1].split("/")[0]
+            cid = self._next_comment
+            self._next_comment += 1
+            self.comments[cid] = {"sha": sha, "body": self._body(request)["body"]}
+            return _json(201, self._comment_json(cid))
+
+        return self._wrap(request, run)
+
+    def _edit_comment(self, request: Any) -> Any:
+        def run(_r: Any) -> Any:
+            cid = int(urlparse(request.url).path.rsplit("/", 1)[1])
+            if cid not in self.comments:
+                return _json(404, {"message": "Not Found"})
+            self.comments[cid]["body"] = self._body(request)["body"]
+            return _json(200, self._comment_json(cid))
+
+        return self._wrap(request, run)
+
+    def _get_ref(self, request: Any) -> Any:
+        def run(_r: Any) -> Any:
+            branch = unquote(urlparse(request.url).path.split("/git/ref/heads/", 1)[1])
+            if branch not in self.branches:
+                return _json(404, {"message": "Not Found", "status": "404"})
+            url = f"{self.api}{self.prefix}/repos/{self.repo}/git/refs/heads/{branch}".replace(":443", "")
+            sha = self.branches[branch]
+            return _json(
+                200,
+                {
+                    "ref": f"refs/heads/{branch}",
+                    "url": url,
+                    "object": {"sha": sha, "type": "commit", "url": url},
+                },
+            )
+
+        return self._wrap(request, run)
+
+    def _delete(self, request: Any) -> Any:
+        def run(_r: Any) -> Any:
+            branch = unquote(urlparse(request.url).path.split("/git/refs/heads/", 1)[1])
+            if branch not in self.branches:
+                return _json(422, {"message": "Reference does not exist"})
+            del self.branches[branch]
+            self.deleted.append(branch)
+            return 204, {}, ""
+
+        return self._wrap(request, run)
+
+    # ------------------------------------------------------------------ GraphQL
+    def _graphql(self, request: Any) -> Any:
+        def run(_r: Any) -> Any:
+            payload = self._body(request)
+            self.graphql.append(payload)
+            if "enablePullRequestAutoMerge" not in payload["query"]:
+                return _json(200, {"errors": [{"message": "unsupported query in fake"}]})
+            inp = payload["variables"]["input"]
+
+            def gql_error(kind: str, message: str) -> Any:
+                return _json(
+                    200,
+                    {
+                        "data": {"enablePullRequestAutoMerge": None},
+                        "errors": [
+                            {
+                                "type": kind,
+                                "path": ["enablePullRequestAutoMerge"],
+                                "locations": [{"line": 1, "column": 72}],
+                                "message": message,
+                            }
+                        ],
+                    },
+                )
+
+            if self.graphql_forbidden:
+                return gql_error("FORBIDDEN", "Resource not accessible by integration")
+            pr = next(
+                (p for p in self.pulls.values() if f"PR_kwDO{p['number']:06d}" == inp["pullRequestId"]), None
+            )
+            if pr is None:
+                return _json(
+                    200,
+                    {
+                        "data": {"enablePullRequestAutoMerge": None},
+                        "errors": [
+                            {
+                                "type": "NOT_FOUND",
+                                "path": ["enablePullRequestAutoMerge"],
+                                "message": "Could not resolve to a node with the global id of "
+                                f"'{inp['pullRequestId']}'",
+                            }
+                        ],
+                    },
+                )
+            if not self.auto_merge_allowed:
+                return gql_error(
+                    "UNPROCESSABLE", "Pull request Auto merge is not allowed for this repository"
+                )
+            if pr["mergeable_state"] == "clean":
+                return gql_error("UNPROCESSABLE", "Pull request Pull request is in clean status")
+            if inp.get("expectedHeadOid") and inp["expectedHeadOid"] != self.branches[pr["head"]]:
+                return gql_error("UNPROCESSABLE", "Pull request Head sha didn't match expected head sha")
+            pr["auto_merge"] = {"merge_method": inp["mergeMethod"].lower()}
+            return _json(
+                200,
+                {
+                    "data": {
+                        "enablePullRequestAutoMerge": {
+                            "actor": {
+                                "avatarUrl": "",
+                                "login": "github-actions[bot]",
+                                "resourcePath": "",
+                                "url": "",
+                            },
+                            "clientMutationId": None,
+                        }
+                    }
+                },
+            )
+
+        return self._wrap(request, run)
+
+
+@pytest.fixture
+def fake_github() -> Iterator[FakeGitHub]:
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield FakeGitHub(rsps)
+
+
+class Sleeps(list[float]):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+def forge_factory(sleeps: Sleeps) -> Any:
+    """Real PyGithubForge with no throttling and a recorded (not real) sleep."""
+
+    def make(token: str, repo: str, **kwargs: Any) -> PyGithubForge:
+        kwargs.setdefault("sleep", sleeps)
+        kwargs.setdefault("rand", lambda: 1.0)
+        return PyGithubForge(token, repo, seconds_between_requests=0, seconds_between_writes=0, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> tuple[Config, Path]:
+    """A config rooted in tmp_path with the stage reports where `pr create` looks by default."""
+    cfg = parse_config({"project": "water-meters"}, base_dir=tmp_path)
+    reports = cfg.workspace_dir / "reports"
+    reports.mkdir(parents=True)
+    (reports / "gate-report.json").write_text(json.dumps(GATE_REPORT))
+    (reports / "data-report.json").write_text(json.dumps(DATA_REPORT))
+    rows = [
+        {"step": i, "dice": 0.5 + i * 0.01, "iou": 0.4 + i * 0.01, "loss": 1.0 / (i + 1)}
+        for i in range(1, 41)
+    ]
+    (reports / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return cfg, reports
