@@ -70,8 +70,10 @@ def escape_cell(value: Any) -> str:
 
 
 def _code(value: Any) -> str:
-    text = escape_cell(value)
-    return f"`{text}`" if text else ""
+    """A code span: markup inside it is inert, so only what would end the span or the cell goes."""
+    text = "" if value is None else str(value)
+    text = text.replace("\r", " ").replace("\n", " ").replace("`", "'").replace("|", "\\|")
+    return f"`{text}`" if text.strip() else ""
 
 
 def format_number(value: Any, digits: int = 4) -> str:
