@@ -56,7 +56,17 @@ def main() -> int:
         )
     if workflows or actions:
         failures += (
-            _run([str(BIN / "zizmor"), "--offline", "--no-progress", *map(str, workflows + actions)]) != 0
+            _run(
+                [
+                    str(BIN / "zizmor"),
+                    "--offline",
+                    "--no-progress",
+                    "--config",
+                    str(ROOT / ".github" / "zizmor.yml"),
+                    *map(str, workflows + actions),
+                ]
+            )
+            != 0
         )
     if not workflows and not actions:
         print("no workflow or action files yet")

@@ -151,17 +151,33 @@ def data_validate(opts: Options, path: str | None, no_cache: bool, report_path: 
 
 
 @data.command("merge")
-@click.argument("source", required=False, type=click.Path(file_okay=False))
+@click.argument("source", required=False, envvar="TRAINGATE_SOURCE", type=click.Path(file_okay=False))
 @click.option(
     "--on-conflict",
     type=click.Choice(["fail", "replace"]),
     default=None,
+    envvar="TRAINGATE_ON_CONFLICT",
     help="A stored name with different content: fail (default) or replace (recorded in the commit).",
 )
-@click.option("--no-push", is_flag=True, help="Do not push the git commit (the data is still pushed first).")
-@click.option("--no-commit", is_flag=True, help="Push the data but do not commit the pointers.")
-@click.option("--message", "-m", help="Commit message for the pointer commit.")
-@click.option("--comment", is_flag=True, help="On failure in Actions, post the errors as a commit comment.")
+@click.option(
+    "--no-push",
+    is_flag=True,
+    envvar="TRAINGATE_NO_PUSH",
+    help="Do not push the git commit (the data is still pushed first).",
+)
+@click.option(
+    "--no-commit",
+    is_flag=True,
+    envvar="TRAINGATE_NO_COMMIT",
+    help="Push the data but do not commit the pointers.",
+)
+@click.option("--message", "-m", envvar="TRAINGATE_MESSAGE", help="Commit message for the pointer commit.")
+@click.option(
+    "--comment",
+    is_flag=True,
+    envvar="TRAINGATE_COMMENT",
+    help="On failure in Actions, post the errors as a commit comment.",
+)
 @pass_opts
 def data_merge(
     opts: Options,
@@ -219,8 +235,13 @@ def infra_start(opts: Options, holder: str | None) -> None:
 
 @infra.command("stop")
 @_holder_option
-@click.option("--no-wait", is_flag=True, help="Do not wait for the instance to reach `stopped`.")
-@click.option("--force", is_flag=True, help="Stop even when other holders remain.")
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    envvar="TRAINGATE_NO_WAIT",
+    help="Do not wait for the instance to reach `stopped`.",
+)
+@click.option("--force", is_flag=True, envvar="TRAINGATE_FORCE", help="Stop even when other holders remain.")
 @pass_opts
 def infra_stop(opts: Options, holder: str | None, no_wait: bool, force: bool) -> None:
     """Release the lease; stop the instance when no one else holds it. Idempotent."""
@@ -262,10 +283,25 @@ def infra_reap(opts: Options, dry_run: bool) -> None:
 
 # --------------------------------------------------------------------------------------- train
 @cli.command("train")
-@click.option("--attach", "attach", metavar="RUN", help="Re-attach to a detached run on the instance.")
-@click.option("--no-pull", is_flag=True, help="Do not pull the DVC-tracked dataset before training.")
 @click.option(
-    "--gate/--no-gate", "with_gate", default=False, help="Run the quality gate right after training."
+    "--attach",
+    "attach",
+    metavar="RUN",
+    envvar="TRAINGATE_ATTACH",
+    help="Re-attach to a detached run on the instance.",
+)
+@click.option(
+    "--no-pull",
+    is_flag=True,
+    envvar="TRAINGATE_NO_PULL",
+    help="Do not pull the DVC-tracked dataset before training.",
+)
+@click.option(
+    "--gate/--no-gate",
+    "with_gate",
+    default=False,
+    envvar="TRAINGATE_GATE",
+    help="Run the quality gate right after training.",
 )
 @pass_opts
 def train_cmd(opts: Options, attach: str | None, no_pull: bool, with_gate: bool) -> None:
@@ -280,8 +316,14 @@ def train_cmd(opts: Options, attach: str | None, no_pull: bool, with_gate: bool)
 
 
 @cli.command("gate")
-@click.option("--run-id", help="The candidate run (default: the run `traingate train` just wrote).")
-@click.option("--no-promote", is_flag=True, help="Compare only; never move an alias.")
+@click.option(
+    "--run-id",
+    envvar="TRAINGATE_RUN_ID",
+    help="The candidate run (default: the run `traingate train` just wrote).",
+)
+@click.option(
+    "--no-promote", is_flag=True, envvar="TRAINGATE_NO_PROMOTE", help="Compare only; never move an alias."
+)
 @pass_opts
 def gate_cmd(opts: Options, run_id: str | None, no_promote: bool) -> None:
     """Compare the candidate with @champion; promote when improved. Fails closed."""
@@ -316,10 +358,15 @@ def pr() -> None:
 
 
 _token_option = click.option(
-    "--token", envvar="GITHUB_TOKEN", help="GitHub token (default: $GITHUB_TOKEN).", show_envvar=True
+    "--token",
+    envvar=["TRAINGATE_GITHUB_TOKEN", "GITHUB_TOKEN"],
+    help="GitHub token (default: $GITHUB_TOKEN).",
+    show_envvar=True,
 )
 _repo_option = click.option(
-    "--repo", envvar="GITHUB_REPOSITORY", help="owner/name (default: $GITHUB_REPOSITORY)."
+    "--repo",
+    envvar=["TRAINGATE_REPOSITORY", "GITHUB_REPOSITORY"],
+    help="owner/name (default: $GITHUB_REPOSITORY).",
 )
 
 
@@ -327,11 +374,31 @@ _repo_option = click.option(
 @_token_option
 @_repo_option
 @click.option("--head", envvar="TRAINGATE_HEAD", help="Head branch (default: $GITHUB_REF_NAME).")
-@click.option("--base", help="Base branch (default: pr.base).")
-@click.option("--data-report", type=click.Path(dir_okay=False), help="JSON data report from `data merge`.")
-@click.option("--gate-report", type=click.Path(dir_okay=False), help="JSON gate report from `gate`.")
-@click.option("--metrics-log", type=click.Path(dir_okay=False), help="metrics.jsonl for the learning curves.")
-@click.option("--render-only", is_flag=True, help="Write the body to pr.render_to and call no API.")
+@click.option("--base", envvar="TRAINGATE_BASE", help="Base branch (default: pr.base).")
+@click.option(
+    "--data-report",
+    envvar="TRAINGATE_DATA_REPORT",
+    type=click.Path(dir_okay=False),
+    help="JSON data report from `data merge`.",
+)
+@click.option(
+    "--gate-report",
+    envvar="TRAINGATE_GATE_REPORT",
+    type=click.Path(dir_okay=False),
+    help="JSON gate report from `gate`.",
+)
+@click.option(
+    "--metrics-log",
+    envvar="TRAINGATE_METRICS_LOG",
+    type=click.Path(dir_okay=False),
+    help="metrics.jsonl for the learning curves.",
+)
+@click.option(
+    "--render-only",
+    is_flag=True,
+    envvar="TRAINGATE_RENDER_ONLY",
+    help="Write the body to pr.render_to and call no API.",
+)
 @pass_opts
 def pr_create(
     opts: Options,
@@ -370,9 +437,17 @@ def pr_create(
 @_repo_option
 @click.option("--pr", "pr_number", type=int, envvar="TRAINGATE_PR_NUMBER", help="PR number.")
 @click.option(
-    "--method", type=click.Choice(["squash", "merge", "rebase", "off"]), help="Default: pr.auto_merge."
+    "--method",
+    type=click.Choice(["squash", "merge", "rebase", "off"]),
+    envvar="TRAINGATE_METHOD",
+    help="Default: pr.auto_merge.",
 )
-@click.option("--delete-branch/--keep-branch", default=None, help="Delete the head branch after merge.")
+@click.option(
+    "--delete-branch/--keep-branch",
+    default=None,
+    envvar="TRAINGATE_DELETE_BRANCH",
+    help="Delete the head branch after merge.",
+)
 @pass_opts
 def pr_automerge(
     opts: Options,
