@@ -298,3 +298,20 @@ def test_cli_merge_writes_outputs(project: Project, monkeypatch) -> None:
     # No new data: exit 1 with a clear message.
     res = CliRunner().invoke(cli, ["data", "merge", "--no-push"])
     assert res.exit_code == 1 and "no new data" in res.output
+
+
+def test_json_stdout_is_one_object_even_when_dvc_initialises(project: Project) -> None:
+    """DVC logs `Initialized DVC repository.` to stdout; `--json` consumers must not see it."""
+    import sys
+
+    exe = Path(sys.executable).parent / "traingate"
+    proc = subprocess.run(
+        [str(exe), "--json", "data", "merge", "--no-push"],
+        cwd=project.root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(proc.stdout)  # the whole of stdout, nothing else
+    assert payload["ok"] is True and payload["outputs"]["new_images"] == 4

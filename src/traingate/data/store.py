@@ -101,6 +101,16 @@ def _folder_entries(root: Path) -> dict[str, str]:
     }
 
 
+def _quiet_dvc() -> None:
+    """DVC logs its INFO lines (`Initialized DVC repository.`) to stdout, which belongs to
+    `--json` and to Actions workflow commands; keep its warnings and errors (on stderr)."""
+    import dvc  # noqa: F401  (its import configures the "dvc" logger at INFO; override after)
+
+    dvc_logger = logging.getLogger("dvc")
+    if dvc_logger.getEffectiveLevel() < logging.WARNING:
+        dvc_logger.setLevel(logging.WARNING)
+
+
 def find_repo_root(start: Path) -> Path:
     """The git top level above `start` (DVC's repo root), else `start` itself."""
     from traingate.github.gitops import Git
@@ -174,6 +184,7 @@ class DvcStore:
         self.remote_name = cfg.store.remote_name
         self._odb: Any = None
         self._repo: Any = None
+        _quiet_dvc()
         try:
             self.data_root.relative_to(self.repo_root)
         except ValueError as err:
@@ -211,7 +222,6 @@ class DvcStore:
         if not dvc_dir.is_dir():
             has_git = (self.repo_root / ".git").exists()
             try:
-                # DVC prints its greeting on stdout, which belongs to `--json` and Actions.
                 with contextlib.redirect_stdout(io.StringIO()):
                     Repo.init(str(self.repo_root), no_scm=not has_git).close()
             except Exception as err:
