@@ -1,0 +1,155 @@
+"""The training pipeline's job graph: which stages run in each scenario.
+
+stop-infra must run whenever start-infra ran (also half-way), create-pr and auto-merge only on
+improvement, and nothing touches the instance after a failed merge.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.workflows.jobgraph import WorkflowRun, simulate
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINE = ROOT / ".github" / "workflows" / "training-pipeline.yml"
+IMPROVED = ("success", {"improved": "true", "run_id": "r1"})
+NOT_IMPROVED = ("success", {"improved": "false", "run_id": "r1"})
+MERGED = ("success", {"commit_sha": "abc", "validation_passed": "true"})
+PR = ("success", {"pr_number": "7", "pr_url": "https://x/pull/7"})
+
+ALL = ["merge-and-validate", "start-infra", "train", "stop-infra", "create-pr", "auto-merge"]
+
+
+def _ran(outcomes, inputs=None, cancel_after=None) -> tuple[list[str], dict[str, str]]:
+    run = simulate(PIPELINE, outcomes, inputs=inputs, cancel_after=cancel_after)
+    return run.ran, run.results
+
+
+SCENARIOS = {
+    "all green": (
+        {"merge-and-validate": MERGED, "train": IMPROVED, "create-pr": PR},
+        None,
+        ALL,
+    ),
+    "improved=false": (
+        {"merge-and-validate": MERGED, "train": NOT_IMPROVED},
+        None,
+        ["merge-and-validate", "start-infra", "train", "stop-infra"],
+    ),
+    "train fails": (
+        {"merge-and-validate": MERGED, "train": "failure"},
+        None,
+        ["merge-and-validate", "start-infra", "train", "stop-infra"],
+    ),
+    # A failed step never writes improved=true, but even if a job output said so, a failed
+    # train must not open a PR.
+    "train fails after writing improved": (
+        {"merge-and-validate": MERGED, "train": ("failure", {"improved": "true"})},
+        None,
+        ["merge-and-validate", "start-infra", "train", "stop-infra"],
+    ),
+    "start-infra fails half-way": (
+        {"merge-and-validate": MERGED, "start-infra": "failure"},
+        None,
+        ["merge-and-validate", "start-infra", "stop-infra"],
+    ),
+    "merge fails": (
+        {"merge-and-validate": "failure"},
+        None,
+        ["merge-and-validate"],
+    ),
+    "create-pr fails": (
+        {"merge-and-validate": MERGED, "train": IMPROVED, "create-pr": "failure"},
+        None,
+        ["merge-and-validate", "start-infra", "train", "stop-infra", "create-pr"],
+    ),
+    "stop-infra fails but the model improved": (
+        {"merge-and-validate": MERGED, "train": IMPROVED, "stop-infra": "failure", "create-pr": PR},
+        None,
+        ALL,
+    ),
+    "manual retrain without merge": (
+        {"train": IMPROVED, "create-pr": PR},
+        {"merge": False},
+        ["start-infra", "train", "stop-infra", "create-pr", "auto-merge"],
+    ),
+    "auto-merge disabled": (
+        {"merge-and-validate": MERGED, "train": IMPROVED, "create-pr": PR},
+        {"auto-merge": False},
+        ["merge-and-validate", "start-infra", "train", "stop-infra", "create-pr"],
+    ),
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_pipeline_scenarios(scenario: str) -> None:
+    outcomes, inputs, expected = SCENARIOS[scenario]
+    ran, results = _ran(outcomes, inputs)
+    assert ran == expected, results
+    assert set(results) == set(ALL)  # every job is decided: run or skipped
+
+
+def test_stop_infra_runs_when_the_run_is_cancelled_during_train() -> None:
+    ran, results = _ran({"merge-and-validate": MERGED, "train": "cancelled"}, cancel_after="train")
+    assert "stop-infra" in ran
+    assert results["create-pr"] == "skipped" and results["auto-merge"] == "skipped"
+
+
+@pytest.mark.parametrize("start", ["success", "failure", "cancelled"])
+@pytest.mark.parametrize("train", ["success", "failure", "cancelled"])
+def test_stop_infra_always_follows_a_started_instance(start: str, train: str) -> None:
+    ran, _ = _ran({"start-infra": start, "train": (train, {"improved": "true"})})
+    assert "stop-infra" in ran
+
+
+def test_create_pr_only_when_improved_exactly_true() -> None:
+    for improved in ("false", "", "yes", "1"):
+        ran, _ = _ran({"train": ("success", {"improved": improved})})
+        assert "create-pr" not in ran, improved
+
+
+def test_stepping_api_for_the_harness() -> None:
+    run = WorkflowRun.from_file(PIPELINE)
+    seen = []
+    while (job := run.next_job()) is not None:
+        seen.append(job)
+        run.finish(job, "success", {"improved": "true"} if job == "train" else {"pr_number": "1"})
+    assert seen == ALL
+    with pytest.raises(ValueError, match="already finished"):
+        run.finish("train", "success")
+    with pytest.raises(ValueError, match="unknown result"):
+        WorkflowRun.from_file(PIPELINE).finish("train", "passed")
+
+
+def test_success_is_transitive(tmp_path: Path) -> None:
+    # c needs b needs a; a fails, b runs with always(); c (default success()) is skipped even
+    # though its direct need succeeded — the runner's behaviour that bites hand-written graphs.
+    wf = tmp_path / "wf.yml"
+    wf.write_text(
+        "on: push\njobs:\n  a: {runs-on: x, steps: []}\n"
+        "  b: {needs: a, if: always(), runs-on: x, steps: []}\n"
+        "  c: {needs: b, runs-on: x, steps: []}\n"
+    )
+    run = simulate(wf, {"a": "failure"})
+    assert run.results == {"a": "failure", "b": "success", "c": "skipped"}
+
+
+def test_cycles_and_unknown_needs_are_rejected(tmp_path: Path) -> None:
+    wf = tmp_path / "wf.yml"
+    wf.write_text("on: push\njobs:\n  a: {needs: b}\n  b: {needs: a}\n")
+    with pytest.raises(ValueError, match="cycle"):
+        WorkflowRun.from_file(wf)
+    wf.write_text("on: push\njobs:\n  a: {needs: zzz}\n")
+    with pytest.raises(ValueError, match="unknown job"):
+        WorkflowRun.from_file(wf)
+
+
+def test_promote_on_merge_template_graph() -> None:
+    template = ROOT / "workflows-templates" / "promote-on-merge.yml"
+    merged = {"github": {"event": {"pull_request": {"merged": True, "labels": [{"name": "traingate"}]}}}}
+    run = simulate(template, {"promote": "failure"}, contexts=merged)
+    assert run.ran == ["start-infra", "promote", "stop-infra"]
+    closed = {"github": {"event": {"pull_request": {"merged": False, "labels": [{"name": "traingate"}]}}}}
+    assert simulate(template, {}, contexts=closed).ran == []
