@@ -62,6 +62,7 @@ def test_creates_pr_posts_status_and_labels(
     assert "dice 0.9134 (+0.0263)" in status["description"]
     assert fake_github.labels[1] == ["traingate"]
     assert read_state(cfg.workspace_dir)["pr_number"] == 1
+    assert [m for m, _ in fake_github.log] == ["GET", "POST", "POST", "POST"]  # list, create, status, labels
 
 
 def test_body_has_counts_checks_metric_table_links_and_mermaid(
@@ -104,6 +105,8 @@ def test_existing_open_pr_is_updated_not_duplicated(
     assert "| dice | max | 0.9134" in fake_github.pulls[1]["body"]
     # Labels are added, never replaced: a person's label stays.
     assert fake_github.labels[1] == ["needs-review", "traingate"]
+    # One look-up, one PATCH, the status, the labels: nothing more per run.
+    assert [m for m, _ in fake_github.log] == ["GET", "PATCH", "POST", "POST"]
     # A second run is also an update, still one PR.
     again = _create(cfg, forge_factory)
     assert again.outputs["operation"] == "updated" and len(fake_github.pulls) == 1

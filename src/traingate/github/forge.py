@@ -264,6 +264,8 @@ class PyGithubForge:
             lazy=True,
         )
         self._repo: Repository = self._gh.get_repo(repo)
+        # PRs already read in this process: enable_automerge needs the node id get_pull fetched.
+        self._pulls: dict[int, PullRequest] = {}
         self.owner = repo.split("/", 1)[0]
 
     def _call(self, action: str, fn: Callable[[], T]) -> T:
@@ -283,8 +285,8 @@ class PyGithubForge:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    @staticmethod
-    def _info(pr: PullRequest) -> PullInfo:
+    def _info(self, pr: PullRequest) -> PullInfo:
+        self._pulls[pr.number] = pr
         return PullInfo(
             number=pr.number,
             url=pr.html_url,
@@ -324,8 +326,8 @@ class PyGithubForge:
     def update_pull(self, number: int, *, title: str, body: str) -> PullInfo:
         def run() -> PullInfo:
             pr = self._repo.get_pull(number)
-            pr.edit(title=title, body=body)
-            return self._info(self._repo.get_pull(number))
+            pr.edit(title=title, body=body)  # the PATCH answer fills the lazy object: one request
+            return self._info(pr)
 
         return self._call(f"update pull request #{number}", run)
 
@@ -359,8 +361,8 @@ class PyGithubForge:
         from github import GithubException
 
         def run() -> None:
-            # Reading node_id completes the lazy object (one GET), which also proves the PR exists.
-            pr = self._repo.get_pull(pull.number)
+            # A lazy PR object would GET itself again for node_id; reuse the one get_pull read.
+            pr = self._pulls.get(pull.number) or self._repo.get_pull(pull.number)
             try:
                 # expectedHeadOid: a commit pushed after the gate ran must not merge on its verdict.
                 pr.enable_automerge(merge_method=method.upper(), expected_head_oid=pull.head_sha)
