@@ -97,13 +97,15 @@ def make_pair(rng: np.random.Generator, size: int, degrade: bool = False) -> tup
     blur = 1
     noise = 0.02
     if degrade:
-        exposure = rng.uniform(0.6, 0.8)
+        exposure = rng.uniform(0.8, 0.95)
         blur = 2
-        noise = 0.05
+        noise = 0.03
         # Careless annotation: the outline is off-centre and the wrong size.
-        shift = rng.uniform(0.7, 1.0) * radius * np.array([np.cos(angle), np.sin(angle)])
+        shift = rng.uniform(0.9, 1.3) * radius * np.array([np.cos(angle), np.sin(angle)])
         scale = rng.uniform(0.6, 1.5)
-        mask = np.sqrt((yy - cy - shift[0]) ** 2 + (xx - cx - shift[1]) ** 2) <= radius * scale
+        # The centre stays in the frame, so the mask is wrong but never (near) empty.
+        my, mx = np.clip([cy + shift[0], cx + shift[1]], 4, size - 4)
+        mask = np.sqrt((yy - my) ** 2 + (xx - mx) ** 2) <= radius * scale
     img = _box_blur(img * light * exposure, blur)
     img = img + rng.normal(0, noise, img.shape)
     image = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
