@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
+import requests
 import responses
 
 from traingate.config import Config, parse_config
@@ -213,6 +214,9 @@ class FakeGitHub:
 
     def _wrap(self, request: Any, handler: Any) -> tuple[int, dict[str, str], str]:
         failure = self._injected(request)
+        if failure and failure.status == 0:
+            # A connection dropped mid-request, as requests reports it.
+            raise requests.exceptions.ConnectionError("('Connection aborted.', RemoteDisconnected())")
         if failure and not failure.after:
             return _json(failure.status, failure.body)
         result = handler(request)

@@ -1,0 +1,79 @@
+"""The PyGithub forge's error translation and retry policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.github.conftest import FakeGitHub
+from traingate.errors import CredentialsError, GitHubError, UsageError
+from traingate.github.forge import api_url, classify_automerge_refusal, resolve_repo
+
+
+def test_dropped_connection_is_retried(
+    fake_github: FakeGitHub, forge_factory: Any, sleeps: list[float]
+) -> None:
+    fake_github.fail("GET", r"/pulls/1$", 0)
+    fake_github.open_pull()
+    forge = forge_factory("t", "o/r")
+    assert forge.get_pull(1).number == 1
+    assert len(sleeps) == 1 and fake_github.count("GET", r"/pulls/1$") == 2
+
+
+def test_bad_credentials_is_exit_2(fake_github: FakeGitHub, forge_factory: Any, sleeps: list[float]) -> None:
+    fake_github.fail("GET", r"/pulls/1$", 401, {"message": "Bad credentials", "status": "401"})
+    with pytest.raises(CredentialsError) as exc:
+        forge_factory("ghs_topsecret", "o/r").get_pull(1)
+    assert exc.value.exit_code == 2 and "401" in exc.value.message
+    assert "ghs_topsecret" not in str(exc.value) and sleeps == []
+
+
+def test_rate_limit_is_not_retried_and_says_when(
+    fake_github: FakeGitHub, forge_factory: Any, sleeps: list[float]
+) -> None:
+    fake_github.fail("GET", r"/pulls/1$", 403, {"message": "API rate limit exceeded for installation ID 1."})
+    with pytest.raises(GitHubError, match="rate limit") as exc:
+        forge_factory("t", "o/r").get_pull(1)
+    assert "re-run" in (exc.value.hint or "") and sleeps == []
+
+
+def test_no_commits_between_branches(fake_github: FakeGitHub, forge_factory: Any) -> None:
+    body = {
+        "message": "Validation Failed",
+        "errors": [
+            {"resource": "PullRequest", "code": "custom", "message": "No commits between main and data/x"}
+        ],
+    }
+    fake_github.fail("POST", r"/pulls$", 422, body)
+    with pytest.raises(GitHubError) as exc:
+        forge_factory("t", "o/r").create_pull(head="data/x", base="main", title="t", body="b")
+    assert "No commits between main and data/x" in exc.value.message
+    assert "push the data commit" in (exc.value.hint or "")
+
+
+def test_delete_missing_branch_is_a_404(fake_github: FakeGitHub, forge_factory: Any) -> None:
+    with pytest.raises(GitHubError, match="404"):
+        forge_factory("t", "o/r").delete_branch("gone")
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("Pull request Pull request is in clean status", "clean"),
+        ("Pull request Protected branch rules not configured for this branch", "clean"),
+        ("Pull request Auto merge is not allowed for this repository", "disabled"),
+        ("Pull request Pull request is in unstable status", "other"),
+    ],
+)
+def test_classify_automerge_refusal(message: str, reason: str) -> None:
+    assert classify_automerge_refusal(message) == reason
+
+
+def test_repo_and_api_url_resolution() -> None:
+    assert resolve_repo(None, {"GITHUB_REPOSITORY": "o/r"}) == "o/r"
+    assert resolve_repo(None, {}) is None
+    with pytest.raises(UsageError, match="owner/name"):
+        resolve_repo("o/r; rm -rf /", {})
+    assert api_url({}) == "https://api.github.com"
+    assert api_url({"GITHUB_API_URL": "https://ghe.example.com/api/v3/"}) == "https://ghe.example.com/api/v3"
