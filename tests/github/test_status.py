@@ -111,3 +111,26 @@ def test_comment_needs_sha_repo_and_report(workspace: Any) -> None:
 
     with pytest.raises(GitHubError, match="data report not found"):
         comment_step(cfg, "t", "o/r", SHA, reports / "nope.json", env={})
+
+
+def test_comment_validation_failure_never_raises(
+    fake_github: FakeGitHub, forge_factory: Any, workspace: Any
+) -> None:
+    from traingate.github.status import comment_validation_failure
+
+    cfg, reports = workspace
+    path = reports / "failed.json"
+    path.write_text(json.dumps(FAILED_REPORT))
+    env = {"GITHUB_REPOSITORY": "o/r", "GITHUB_SHA": SHA}
+    assert comment_validation_failure(cfg, path, env={}).startswith("could not post")
+    missing_token = comment_validation_failure(cfg, path, env=env, forge_factory=forge_factory)
+    assert missing_token.startswith("could not post") and "GITHUB_TOKEN" in missing_token
+    fake_github.fail("POST", r"/comments$", 403, {"message": "Resource not accessible by integration"})
+    denied = comment_validation_failure(
+        cfg, path, env=dict(env, GITHUB_TOKEN="t"), forge_factory=forge_factory
+    )
+    assert denied.startswith("could not post") and "permissions" in denied
+    posted = comment_validation_failure(
+        cfg, path, env=dict(env, GITHUB_TOKEN="t"), forge_factory=forge_factory
+    )
+    assert posted.startswith("commit comment created") and len(fake_github.comments) == 1

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from traingate import report as reports
-from traingate.errors import GitHubError, UsageError
+from traingate.errors import GitHubError, TraingateError, UsageError
 from traingate.github.forge import CommentInfo, Forge, make_forge, require_token, resolve_repo
 from traingate.result import StepResult
 from traingate.state import reports_dir
@@ -111,3 +111,33 @@ def comment_step(
         summary=f"Validation errors {operation} as a [commit comment]({comment.url}) on `{sha[:12]}`.\n",
         message=f"commit comment {operation}: {comment.url}",
     )
+
+
+def comment_validation_failure(
+    cfg: Config,
+    report: Path,
+    *,
+    token: str | None = None,
+    env: Mapping[str, str] | None = None,
+    forge_factory: ForgeFactory | None = None,
+) -> str:
+    """For `data merge --comment`: post the errors on the pushed commit when running in Actions.
+
+    Never raises: the merge's own validation error is what must reach the user and decide the
+    exit code. Returns one line for the log; it starts with "could not" when nothing was posted,
+    so the caller can raise it as a warning annotation rather than lose it.
+    """
+    env = dict(os.environ) if env is None else dict(env)
+    token = token or env.get("GITHUB_TOKEN")
+    if not (env.get("GITHUB_REPOSITORY") and env.get("GITHUB_SHA")):
+        return (
+            "could not post the validation comment: not running in GitHub Actions "
+            "(no GITHUB_REPOSITORY/GITHUB_SHA)"
+        )
+    try:
+        result = comment_step(cfg, token, None, None, report, forge_factory=forge_factory, env=env)
+    except TraingateError as err:
+        return f"could not post the validation comment: {err.message}" + (
+            f" ({err.hint})" if err.hint else ""
+        )
+    return result.message
