@@ -1,0 +1,272 @@
+"""EC2: the boto3 adapter and the start/stop state machine of the shared instance.
+
+The instance is persistent (it holds the training environment and often MLflow), so it is
+started and stopped, never created or terminated. `ensure_running` handles every state instead
+of assuming one (field report 3: a `stopping` instance was slept on for 30 s and reported fine).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from traingate.errors import InfraError
+from traingate.infra.aws import translate_client_error
+from traingate.infra.base import (
+    GONE,
+    CapacityError,
+    Clock,
+    Ec2,
+    IncorrectStateError,
+    Instance,
+    Log,
+    Sleep,
+    backoff_delays,
+)
+
+
+class Boto3Ec2:
+    """`Ec2` over a boto3 client; every ClientError becomes a TraingateError naming the action."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.calls = 0
+
+    def _call(self, action: str, resource: str, fn: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        try:
+            return fn(**kwargs)
+        except Exception as err:
+            raise translate_client_error(err, action=action, resource=resource) from err
+
+    @staticmethod
+    def _instance(raw: dict[str, Any]) -> Instance:
+        return Instance(
+            id=raw["InstanceId"],
+            state=raw.get("State", {}).get("Name", "unknown"),
+            public_ip=raw.get("PublicIpAddress", "") or "",
+            private_ip=raw.get("PrivateIpAddress", "") or "",
+            instance_type=raw.get("InstanceType", ""),
+            launch_time=raw.get("LaunchTime"),
+            tags={t["Key"]: t["Value"] for t in raw.get("Tags", []) or []},
+        )
+
+    def find(self, instance_id: str, tags: dict[str, str]) -> list[Instance]:
+        kwargs: dict[str, Any] = {}
+        if instance_id:
+            kwargs["InstanceIds"] = [instance_id]
+        if tags:
+            kwargs["Filters"] = [{"Name": f"tag:{k}", "Values": [v]} for k, v in sorted(tags.items())]
+        found: list[Instance] = []
+        token = None
+        while True:
+            if token:
+                kwargs["NextToken"] = token
+            page = self._call(
+                "ec2:DescribeInstances",
+                instance_id or "tagged instances",
+                self.client.describe_instances,
+                **kwargs,
+            )
+            for res in page.get("Reservations", []):
+                found.extend(self._instance(raw) for raw in res.get("Instances", []))
+            token = page.get("NextToken")
+            if not token:
+                return found
+
+    def describe(self, instance_id: str) -> Instance:
+        found = self.find(instance_id, {})
+        if not found:
+            raise InfraError(
+                f"instance {instance_id} not found", hint="check infra.instance.id and infra.region"
+            )
+        return found[0]
+
+    def start(self, instance_id: str) -> None:
+        self._call("ec2:StartInstances", instance_id, self.client.start_instances, InstanceIds=[instance_id])
+
+    def stop(self, instance_id: str) -> None:
+        self._call("ec2:StopInstances", instance_id, self.client.stop_instances, InstanceIds=[instance_id])
+
+    def status_checks(self, instance_id: str) -> tuple[str, str]:
+        page = self._call(
+            "ec2:DescribeInstanceStatus",
+            instance_id,
+            self.client.describe_instance_status,
+            InstanceIds=[instance_id],
+            IncludeAllInstances=True,
+        )
+        for st in page.get("InstanceStatuses", []):
+            return (
+                st.get("InstanceStatus", {}).get("Status", "unknown"),
+                st.get("SystemStatus", {}).get("Status", "unknown"),
+            )
+        return ("unknown", "unknown")
+
+    def shutdown_behavior(self, instance_id: str) -> str:
+        out = self._call(
+            "ec2:DescribeInstanceAttribute",
+            instance_id,
+            self.client.describe_instance_attribute,
+            InstanceId=instance_id,
+            Attribute="instanceInitiatedShutdownBehavior",
+        )
+        return str(out.get("InstanceInitiatedShutdownBehavior", {}).get("Value", "stop"))
+
+    def set_shutdown_behavior(self, instance_id: str, behavior: str) -> None:
+        self._call(
+            "ec2:ModifyInstanceAttribute",
+            instance_id,
+            self.client.modify_instance_attribute,
+            InstanceId=instance_id,
+            Attribute="instanceInitiatedShutdownBehavior",
+            Value=behavior,
+        )
+
+    def set_tags(self, instance_id: str, tags: dict[str, str]) -> None:
+        self._call(
+            "ec2:CreateTags",
+            instance_id,
+            self.client.create_tags,
+            Resources=[instance_id],
+            Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
+        )
+
+    def delete_tags(self, instance_id: str, keys: list[str]) -> None:
+        if keys:
+            self._call(
+                "ec2:DeleteTags",
+                instance_id,
+                self.client.delete_tags,
+                Resources=[instance_id],
+                Tags=[{"Key": k} for k in keys],
+            )
+
+
+def find_instance(ec2: Ec2, instance_id: str, tags: dict[str, str]) -> Instance:
+    """Exactly one instance, or an error that lists what matched."""
+    if not instance_id and not tags:
+        raise InfraError(
+            "no instance selected: infra.instance.id and infra.instance.tags are both empty",
+            hint="set infra.instance.id (e.g. i-0123456789abcdef0) "
+            "or infra.instance.tags (e.g. {Name: trainer})",
+        )
+    found = ec2.find(instance_id, tags)
+    label = instance_id or ", ".join(f"{k}={v}" for k, v in sorted(tags.items()))
+    if tags and instance_id:
+        found = [i for i in found if all(i.tags.get(k) == v for k, v in tags.items())]
+    if not found:
+        raise InfraError(
+            f"no EC2 instance matches {label}",
+            hint="check infra.instance in traingate.yml and infra.region (instances are per region)",
+        )
+    live = [i for i in found if i.state != "terminated"]
+    if len(found) > 1 and len(live) == 1:
+        return live[0]
+    if len(found) > 1:
+        listing = "; ".join(f"{i.id} ({i.state}{', ' + i.name if i.name else ''})" for i in found)
+        raise InfraError(
+            f"{len(found)} EC2 instances match {label}: {listing}",
+            hint="set infra.instance.id, or add a tag that only the shared training instance has",
+        )
+    return found[0]
+
+
+def ensure_running(
+    ec2: Ec2,
+    instance_id: str,
+    *,
+    timeout: float,
+    capacity_budget: float,
+    sleep: Sleep,
+    clock: Clock,
+    log: Log,
+    poll_cap: float = 5.0,
+) -> Instance:
+    """Bring the instance to `running` from whatever state it is in.
+
+    `stopping` is waited out before starting (StartInstances on a stopping instance fails with
+    IncorrectInstanceState); capacity errors are retried with backoff inside their own budget,
+    because AWS often has capacity again within minutes.
+    """
+    start = clock()
+    delay = backoff_delays(0.5, poll_cap)
+    capacity_delay = backoff_delays(10.0, 60.0)
+    capacity_started: float | None = None
+    last_state = ""
+    while True:
+        inst = ec2.describe(instance_id)
+        if inst.state != last_state:
+            log(f"instance {instance_id} is {inst.state}")
+            last_state = inst.state
+        if inst.state == "running":
+            return inst
+        if inst.state in GONE:
+            raise InfraError(
+                f"instance {instance_id} is {inst.state}: a terminated instance cannot be started",
+                hint="the shared instance must be stopped, never terminated; create a new one from the "
+                "training AMI and set infra.instance.id (or its tags) to it",
+            )
+        if inst.state == "stopped":
+            try:
+                ec2.start(instance_id)
+                log(f"start requested for {instance_id}")
+            except CapacityError as err:
+                now = clock()
+                capacity_started = capacity_started if capacity_started is not None else now
+                if now - capacity_started >= capacity_budget:
+                    raise InfraError(
+                        f"no EC2 capacity to start {instance_id} ({inst.instance_type or 'its type'}) after "
+                        f"retrying for {now - capacity_started:.0f} s: {err.message}",
+                        hint="retry later, raise infra.start_retry_budget_minutes, or change the instance "
+                        "type (stop it, modify the type, start again)",
+                    ) from None
+                wait = capacity_delay()
+                log(f"InsufficientInstanceCapacity for {instance_id}; retrying in {wait:.0f} s")
+                sleep(wait)
+                continue
+            except IncorrectStateError as err:
+                log(f"{err.message}; re-reading the state")
+        elif clock() - start > timeout:
+            raise InfraError(
+                f"instance {instance_id} still {inst.state} after {timeout:.0f} s",
+                hint="look at the instance in the EC2 console; "
+                "raise infra.ready_timeout_minutes if it is slow",
+            )
+        sleep(delay())
+
+
+def stop_and_wait(
+    ec2: Ec2,
+    instance_id: str,
+    *,
+    wait: bool,
+    timeout: float,
+    sleep: Sleep,
+    clock: Clock,
+    log: Log,
+    poll_cap: float = 5.0,
+) -> Instance:
+    """Stop (never terminate). Already stopped is success; `pending` is waited out first."""
+    start = clock()
+    delay = backoff_delays(0.5, poll_cap)
+    requested = False
+    while True:
+        inst = ec2.describe(instance_id)
+        if inst.state in ("stopped", *GONE) or (inst.state == "stopping" and not wait):
+            return inst
+        if inst.state == "running" and not requested:
+            try:
+                ec2.stop(instance_id)
+                requested = True
+                log(f"stop requested for {instance_id}")
+            except IncorrectStateError as err:
+                log(f"{err.message}; re-reading the state")
+            if requested and not wait:
+                return ec2.describe(instance_id)
+        if clock() - start > timeout:
+            raise InfraError(
+                f"instance {instance_id} did not stop: still {inst.state} after {timeout:.0f} s",
+                hint="stop it in the EC2 console now (it costs money while running) and check "
+                "ec2:StopInstances in the role's policy",
+            )
+        sleep(delay())
