@@ -221,3 +221,36 @@ def test_cli_validate_exit_codes(dataset: Path, tmp_path: Path, monkeypatch) -> 
     from traingate import gha
 
     assert gha.read_outputs(out)["validation_passed"] == "false"
+
+
+@pytest.mark.parametrize(
+    ("mode", "expect"),
+    [("P", None), ("RGB-gray", None), ("RGB-colour", "non_binary_mask"), ("I;16", None), ("1", None)],
+)
+def test_mask_modes(tmp_path: Path, make_pair: MakePair, mode: str, expect: str | None) -> None:
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "ds"
+    _, msk = make_pair(root, "m")
+    arr = np.zeros((64, 64), dtype=np.uint8)
+    arr[:20] = 255
+    if mode == "P":
+        im = Image.fromarray((arr // 255).astype(np.uint8), "L").convert("P")
+        im.putpalette([0, 0, 0, 255, 255, 255] + [0] * 762)
+    elif mode == "RGB-gray":
+        im = Image.fromarray(np.stack([arr] * 3, axis=-1), "RGB")
+    elif mode == "RGB-colour":
+        rgb = np.stack([arr] * 3, axis=-1)
+        rgb[:20, :, 1] = 0
+        im = Image.fromarray(rgb, "RGB")
+    elif mode == "I;16":
+        im = Image.fromarray(arr.astype(np.uint16))
+        assert im.mode.startswith("I")
+    else:
+        im = Image.fromarray(arr).convert("1")
+    im.save(msk)
+    v = validate_dataset(root, cfg_for(tmp_path).data)
+    assert [e.code for e in v.errors] == ([expect] if expect else []), v.errors
+    if not expect:
+        assert v.statistics["foreground_median"] == pytest.approx(20 / 64, abs=1e-6)
