@@ -196,3 +196,21 @@ def test_validation_comment_has_marker_and_next_step() -> None:
     )
     assert text.startswith(report.VALIDATION_COMMENT_MARKER)
     assert "nothing was merged" in text
+
+
+def test_curve_numbers_use_the_notation_mermaid_parses() -> None:
+    """mermaid's xychart grammar rejects `1e-05` / `1.2e+09` (checked against mermaid 11):
+    every number must be plain decimal."""
+    rows = [
+        {"step": i, "lr": 1e-5 * (i + 1), "big": 1.23456789e9 * i, "neg": -0.5 + i / 1000} for i in range(10)
+    ]
+    rows.append({"step": 1e7, "lr": 3e-5})
+    text = report.render_learning_curves(rows)
+    plain = re.compile(r"^-?\d+(\.\d+)?$")
+    for block in re.findall(r"```mermaid\n(.*?)```", text, re.S):
+        xs = re.search(r"x-axis \"step\" \[(.*)\]", block).group(1).split(", ")
+        ys = re.search(r"line \[(.*)\]", block).group(1).split(", ")
+        lo, hi = re.search(r'y-axis "[^"]*" (\S+) --> (\S+)', block).groups()
+        for value in [*xs, *ys, lo, hi]:
+            assert plain.match(value), (value, block)
+    assert "line [0.00001, 0.00002," in text and "10000000]" in text

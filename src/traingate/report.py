@@ -318,6 +318,18 @@ def _mermaid_label(text: Any) -> str:
     return re.sub(r"[^A-Za-z0-9 _./:+()-]", "_", str(text))[:60]
 
 
+def _mermaid_number(value: float) -> str:
+    """Six significant digits in plain decimal notation: mermaid's xychart grammar reads
+    `1e-05` or `1.2e+09` as words and rejects the chart (checked against mermaid 11)."""
+    if value == 0 or not math.isfinite(value):
+        return "0"
+    decimals = 5 - math.floor(math.log10(abs(value)))
+    text = f"{value:.{max(0, min(decimals, 15))}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
+
+
 def _downsample(points: Sequence[tuple[float, float]], limit: int) -> list[tuple[float, float]]:
     """Evenly spaced points that always keep the first and the last epoch."""
     if len(points) <= limit:
@@ -360,8 +372,8 @@ def render_learning_curves(
     for name in order[:max_curves]:
         points = sorted(series[name], key=lambda p: p[0])
         points = _downsample(points, max_points)
-        xs = ", ".join(format_number(int(x) if x.is_integer() else x) for x, _ in points)
-        ys = ", ".join(f"{y:.6g}" for _, y in points)
+        xs = ", ".join(str(int(x)) if x.is_integer() else _mermaid_number(x) for x, _ in points)
+        ys = ", ".join(_mermaid_number(y) for _, y in points)
         lo = min(y for _, y in points)
         hi = max(y for _, y in points)
         if lo == hi:
@@ -374,7 +386,7 @@ def render_learning_curves(
                     "xychart-beta",
                     f'    title "{label}"',
                     f'    x-axis "step" [{xs}]',
-                    f'    y-axis "{label}" {lo:.6g} --> {hi:.6g}',
+                    f'    y-axis "{label}" {_mermaid_number(lo)} --> {_mermaid_number(hi)}',
                     f"    line [{ys}]",
                     "```",
                 ]
