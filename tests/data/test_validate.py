@@ -254,3 +254,28 @@ def test_mask_modes(tmp_path: Path, make_pair: MakePair, mode: str, expect: str 
     assert [e.code for e in v.errors] == ([expect] if expect else []), v.errors
     if not expect:
         assert v.statistics["foreground_median"] == pytest.approx(20 / 64, abs=1e-6)
+
+
+def _validate_in_process(args: tuple[str, str]) -> dict:
+    root, cache = args
+    cfg = parse_config({})
+    return validate_dataset(Path(root), cfg.data, cache_dir=Path(cache), workers=1).report()
+
+
+def test_concurrent_runs_share_the_cache_safely(tmp_path: Path, make_pair: MakePair) -> None:
+    import multiprocessing
+
+    roots = []
+    for k in range(3):
+        root = tmp_path / f"ds{k}"
+        for i in range(12):
+            make_pair(root, f"s{i:02d}", size=(32, 32))
+        roots.append(root)
+    cache = tmp_path / "shared-cache"
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(3) as pool:
+        reports = pool.map(_validate_in_process, [(str(r), str(cache)) for r in roots])
+    assert all(r["status"] == "pass" and r["counts"]["valid_pairs"] == 12 for r in reports)
+    conn = sqlite3.connect(cache / "validate.sqlite")
+    assert conn.execute("SELECT count(*) FROM stat").fetchone()[0] == 72
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
