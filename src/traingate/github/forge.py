@@ -31,8 +31,9 @@ T = TypeVar("T")
 DEFAULT_API_URL = "https://api.github.com"
 # What a workflow job needs to grant GITHUB_TOKEN for the PR stages.
 PERMISSIONS_HINT = (
-    "in the workflow job set `permissions: {contents: write, pull-requests: write, statuses: write}` "
-    "and pass `GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }}` in `env:`"
+    "pass `GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }}` in the step's `env:` and grant the job "
+    "`permissions:` `pull-requests: write` + `statuses: write` (pr create), "
+    "`pull-requests: write` + `contents: write` (pr automerge), `contents: write` (pr comment)"
 )
 ACTIONS_PR_SETTING = (
     "Settings → Actions → General → Workflow permissions → tick "
