@@ -1,0 +1,165 @@
+"""`train.where: runner`: run the training command as a subprocess on this machine.
+
+The command's output is streamed line by line as it comes (a 2 GB dependency install must not
+look like a hang), its last lines are kept for the error message, and the timeout kills the
+whole process group (a script that started workers must not leave them running).
+
+The command is split like a shell would split it but run without a shell: traingate.yml is
+code from the repository, and a pipeline belongs in a script, not in a string we interpolate.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from traingate.errors import TrainError, UsageError
+from traingate.train.base import LogSink, TrainJob, TrainOutcome
+
+TAIL_LINES = 40
+
+
+def _split(command: str, what: str) -> list[str]:
+    try:
+        argv = shlex.split(command)
+    except ValueError as err:
+        raise TrainError(
+            f"cannot parse {what} {command!r}: {err}",
+            hint="fix the quoting in traingate.yml",
+        ) from None
+    if not argv:
+        raise TrainError(f"{what} is empty", hint="set train.command in traingate.yml")
+    return argv
+
+
+class LocalExecutor:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        kill_grace_seconds: float = 5.0,
+    ) -> None:
+        self._clock = clock
+        self._grace = kill_grace_seconds
+
+    def run(self, job: TrainJob, log: LogSink) -> TrainOutcome:
+        if not job.workdir.is_dir():
+            raise TrainError(
+                f"the training folder {job.workdir} does not exist",
+                hint="set train.workdir (relative to traingate.yml) to the folder holding the script",
+            )
+        env = {**os.environ, **job.env}
+        started = self._clock()
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        deadline = started + job.timeout_seconds
+        if job.setup:
+            code, killed = self._run_one(_split(job.setup, "train.setup"), job, env, log, tail, deadline)
+            if code != 0 or killed:
+                return TrainOutcome(
+                    exit_code=code,
+                    log_tail="(train.setup failed)\n" + "\n".join(tail),
+                    outputs_dir=job.workdir,
+                    duration_seconds=self._clock() - started,
+                    killed=killed,
+                )
+        code, killed = self._run_one(_split(job.command, "train.command"), job, env, log, tail, deadline)
+        return TrainOutcome(
+            exit_code=code,
+            log_tail="\n".join(tail),
+            outputs_dir=job.workdir,
+            duration_seconds=self._clock() - started,
+            killed=killed,
+        )
+
+    def _run_one(
+        self,
+        argv: list[str],
+        job: TrainJob,
+        env: dict[str, str],
+        log: LogSink,
+        tail: deque[str],
+        deadline: float,
+    ) -> tuple[int, bool]:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                cwd=job.workdir,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                bufsize=1,
+            )
+        except FileNotFoundError:
+            raise TrainError(
+                f"cannot run {argv[0]!r}: no such program (in {job.workdir})",
+                hint="check train.command and that the program is installed on this machine "
+                "(train.setup can install it)",
+            ) from None
+        except PermissionError:
+            raise TrainError(
+                f"cannot run {argv[0]!r}: permission denied",
+                hint="make the script executable, or run it through its interpreter (python train.py)",
+            ) from None
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                text = line.rstrip("\n")
+                tail.append(text)
+                log(text)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        killed = False
+        while True:
+            remaining = deadline - self._clock()
+            try:
+                code = proc.wait(timeout=max(min(remaining, 1.0), 0.01))
+                break
+            except subprocess.TimeoutExpired:
+                if self._clock() >= deadline:
+                    killed = True
+                    self._kill(proc)
+                    code = proc.wait()
+                    break
+        reader.join(timeout=5)
+        return code, killed
+
+    def _kill(self, proc: subprocess.Popen[str]) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=self._grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def attach(self, run_ref: str, job: TrainJob, log: LogSink) -> TrainOutcome:
+        raise UsageError(
+            f"cannot re-attach to {run_ref!r}: a run on this runner ends with the job",
+            hint="--attach is for train.where: instance; run `traingate train` again",
+        )
+
+
+def default_log_sink() -> LogSink:
+    import sys
+
+    def sink(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    return sink
+
+
+__all__ = ["LocalExecutor", "default_log_sink"]
