@@ -77,3 +77,10 @@ def test_repo_and_api_url_resolution() -> None:
         resolve_repo("o/r; rm -rf /", {})
     assert api_url({}) == "https://api.github.com"
     assert api_url({"GITHUB_API_URL": "https://ghe.example.com/api/v3/"}) == "https://ghe.example.com/api/v3"
+
+
+def test_head_branch_not_on_github(fake_github: FakeGitHub, forge_factory: Any) -> None:
+    with pytest.raises(GitHubError) as exc:
+        forge_factory("t", "o/r").create_pull(head="data/never-pushed", base="main", title="t", body="b")
+    assert "PullRequest head is invalid" in exc.value.message
+    assert "does not exist on GitHub" in (exc.value.hint or "")

@@ -153,6 +153,11 @@ def _messages(exc: Any) -> list[str]:
         for item in data.get("errors") or []:
             if isinstance(item, dict) and item.get("message"):
                 out.append(str(item["message"]))
+            elif isinstance(item, dict) and item.get("field"):
+                # REST validation errors often carry only {resource, field, code}.
+                out.append(
+                    f"{item.get('resource', '')} {item['field']} is {item.get('code', 'invalid')}".strip()
+                )
             elif isinstance(item, str):
                 out.append(item)
     elif isinstance(data, str) and data.strip():
@@ -204,6 +209,11 @@ def translate(exc: BaseException, action: str, repo: str) -> GitHubError | Crede
         return GitHubError(
             f"the token may not {action} in {repo} (403: {text})",
             hint=PERMISSIONS_HINT,
+        )
+    if "pullrequest head is invalid" in low:
+        return GitHubError(
+            f"GitHub refused to {action} in {repo}: {text}",
+            hint="the head branch does not exist on GitHub; push it first (or check --head)",
         )
     if "no commits between" in low:
         return GitHubError(
