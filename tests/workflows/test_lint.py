@@ -1,0 +1,96 @@
+"""The workflow linters run clean on everything we ship, and actually catch what they must."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.workflows.conftest import ROOT
+
+spec = importlib.util.spec_from_file_location("lint_workflows", ROOT / "scripts" / "lint_workflows.py")
+assert spec and spec.loader
+lint_workflows = importlib.util.module_from_spec(spec)
+sys.modules["lint_workflows"] = lint_workflows
+spec.loader.exec_module(lint_workflows)
+
+GOOD_STEPS = """```yaml
+- uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
+  with:
+    persist-credentials: false
+- uses: traingate/traingate/actions/train@main
+```
+"""
+
+
+def test_everything_we_ship_lints_clean(capsys: pytest.CaptureFixture[str]) -> None:
+    assert lint_workflows.main([]) == 0, capsys.readouterr().out
+
+
+def test_snippet_extraction_is_tolerant() -> None:
+    markdown = (
+        "intro\n```yaml\nproject: x\n```\n"  # a config block: no `uses:`, not a snippet
+        + GOOD_STEPS
+        + "```yml\non: push\npermissions: {}\njobs:\n  a:\n    uses: o/r/.github/workflows/w.yml@v1\n```\n"
+        + "```bash\nuses: not yaml\n```\n"
+    )
+    snippets = lint_workflows.extract_snippets(markdown)
+    assert len(snippets) == 2
+    wrapped = lint_workflows.as_workflow(snippets[0])
+    assert wrapped is not None and "jobs:" in wrapped and "persist-credentials" in wrapped
+    assert lint_workflows.as_workflow(snippets[1]) == snippets[1]
+    assert lint_workflows.as_workflow("uses: x\nwith: {}\n") is None  # a fragment we cannot place
+
+
+def _lint_one(tmp_path: Path, workflow: str) -> int:
+    target = tmp_path / ".github" / "workflows" / "w.yml"
+    target.parent.mkdir(parents=True)
+    target.write_text(workflow)
+    return lint_workflows.lint([target], [], cwd=tmp_path)
+
+
+BAD = {
+    "template injection": """
+      - run: echo "${{ github.event.head_commit.message }}"
+""",
+    "unpinned third-party action": """
+      - uses: aws-actions/configure-aws-credentials@v4
+        with: {aws-region: us-east-1}
+""",
+    "credentials left on disk": """
+      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
+""",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_linters_catch_insecure_workflows(tmp_path: Path, case: str) -> None:
+    workflow = lint_workflows._STEPS_WRAPPER + BAD[case].lstrip("\n")
+    assert _lint_one(tmp_path, workflow) > 0, case
+
+
+def test_a_clean_wrapped_snippet_passes(tmp_path: Path) -> None:
+    (snippet,) = lint_workflows.extract_snippets(GOOD_STEPS)
+    assert _lint_one(tmp_path, lint_workflows.as_workflow(snippet)) == 0
+
+
+def test_readme_snippets_are_linted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_root = tmp_path / "repo"
+    (fake_root / "docs").mkdir(parents=True)
+    (fake_root / "README.md").write_text("# x\n\n" + GOOD_STEPS)
+    leaky = GOOD_STEPS.replace("persist-credentials: false", "fetch-depth: 1")
+    (fake_root / "docs" / "a.md").write_text(leaky)
+    monkeypatch.setattr(lint_workflows, "ROOT", fake_root)
+    out = tmp_path / "out"
+    files = lint_workflows.snippet_files(out)
+    assert [f.name for f in files] == ["README-md-1.yml", "docs-a-md-1.yml"]
+    assert lint_workflows.lint(files[:1], [], cwd=out) == 0
+    assert lint_workflows.lint(files[1:], [], cwd=out) > 0  # checkout keeps credentials
+
+
+def test_linters_are_installed() -> None:
+    for tool in ("actionlint", "zizmor", "check-jsonschema"):
+        assert (lint_workflows.BIN / tool).exists() or shutil.which(tool), tool
