@@ -49,6 +49,18 @@ def test_enables_automerge_with_the_gated_head_sha(
     assert fake_github.merges == []
 
 
+def test_rerun_with_automerge_already_enabled_sends_no_mutation(
+    fake_github: FakeGitHub, forge_factory: Any, workspace: Any
+) -> None:
+    cfg, _ = workspace
+    fake_github.open_pull(HEAD)
+    _automerge(cfg, forge_factory)
+    again = _automerge(cfg, forge_factory)
+    assert again.outputs["merge_state"] == "auto_merge_enabled"
+    assert "already enabled" in again.message
+    assert len(fake_github.graphql) == 1
+
+
 def test_method_flag_overrides_config(fake_github: FakeGitHub, forge_factory: Any, workspace: Any) -> None:
     cfg, _ = workspace
     fake_github.open_pull(HEAD)

@@ -90,6 +90,15 @@ def automerge_step(
             hint="re-open it, or let the next data push open a new one",
         )
 
+    if pull.auto_merge_method == chosen:
+        # A re-run: GitHub already waits to merge this PR with this method.
+        return _result(
+            pull,
+            "auto_merge_enabled",
+            chosen,
+            warnings,
+            f"auto-merge ({chosen}) was already enabled on pull request #{pull.number}",
+        )
     try:
         forge.enable_automerge(pull, method=chosen)
     except AutoMergeRefusedError as err:

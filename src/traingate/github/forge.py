@@ -83,6 +83,8 @@ class PullInfo:
     merged: bool
     title: str = ""
     mergeable_state: str = ""
+    # Merge method of an auto-merge already scheduled on the PR ("" when none).
+    auto_merge_method: str = ""
 
 
 @dataclass(frozen=True)
@@ -309,6 +311,7 @@ class PyGithubForge:
             merged=bool(pr.merged),
             title=pr.title or "",
             mergeable_state=pr.mergeable_state or "",
+            auto_merge_method=str((pr.auto_merge or {}).get("merge_method") or "").lower(),
         )
 
     def find_open_pull(self, head: str, base: str) -> PullInfo | None:
