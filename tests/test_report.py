@@ -57,6 +57,8 @@ def test_data_markdown_counts_checks_and_capped_errors() -> None:
     assert "| errors | 7 |" in text
     assert text.count("`missing_mask`") == 3
     assert "… and 4 more" in text
+    data["merge"] = dict(data["merge"], data_version="md5:ABCdef")
+    assert "Data version `md5:ABCdef`" in report.render_data_markdown(data)
     assert "Checks that ran: ✅ pairs · ✅ resolution · ✅ binary masks · ✅ duplicates" in text
 
 

@@ -223,7 +223,8 @@ def render_data_markdown(data_report: Mapping[str, Any], *, max_errors: int = 50
             parts.append(f"data version {_code(merge['data_version'])}")
         if merge.get("commit"):
             parts.append(f"commit {_code(merge['commit'])}")
-        lines += [", ".join(parts).capitalize(), ""]
+        text = ", ".join(parts)
+        lines += [text[:1].upper() + text[1:], ""]  # not .capitalize(): it lower-cases hashes
     replaced = merge.get("replaced") or []
     if replaced:
         shown = ", ".join(_code(p) for p in replaced[:20])
