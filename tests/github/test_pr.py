@@ -277,3 +277,37 @@ def test_github_enterprise_via_github_api_url(workspace: Any, monkeypatch: pytes
         result = _create(cfg, factory)
     assert result.outputs["operation"] == "created"
     assert fake.statuses and fake.log[0][1] == "/api/v3/repos/o/r/pulls"
+
+
+def test_body_cut_with_a_note_when_even_the_gate_table_is_too_long(
+    fake_github: FakeGitHub, forge_factory: Any, workspace: Any
+) -> None:
+    cfg, reports = workspace
+    gate = dict(GATE_REPORT)
+    gate["metrics"] = [
+        {
+            "name": f"class_{i}_dice",
+            "direction": "max",
+            "candidate": 0.9,
+            "baseline": 0.8,
+            "delta": 0.1,
+            "passed": True,
+        }
+        for i in range(2000)
+    ]
+    (reports / "gate-report.json").write_text(json.dumps(gate))
+    _create(cfg, forge_factory)
+    body = fake_github.pulls[1]["body"]
+    assert len(body) <= GITHUB_BODY_LIMIT
+    assert "Truncated to GitHub's 65,536-character limit" in body
+    assert "| class_0_dice | max | 0.9 | 0.8 | +0.1 | ✅ better |" in body
+
+
+def test_label_failure_is_a_warning_not_a_lost_pr(
+    fake_github: FakeGitHub, forge_factory: Any, workspace: Any
+) -> None:
+    cfg, _ = workspace
+    fake_github.fail("POST", r"/labels$", 403, {"message": "Resource not accessible by integration"})
+    result = _create(cfg, forge_factory)
+    assert result.outputs["operation"] == "created" and fake_github.statuses
+    assert any("could not label pull request #1" in w for w in result.warnings)
