@@ -381,3 +381,28 @@ def test_self_test_covers_every_action() -> None:
         for step in failing:
             # an assertion step checks the outcome, so a step that unexpectedly passes fails the job
             assert any(f"steps.{step['id']}.outcome" in str(s.get("env", "")) for s in steps), job_id
+
+
+def test_docs_cover_every_input_output_secret_and_permission() -> None:
+    doc = (ROOT / "docs" / "workflows.md").read_text(encoding="utf-8")
+    for stage in (None, *STAGES):
+        act = action(stage)
+        for name in [*act["inputs"], *act["outputs"]]:
+            assert f"`{name}`" in doc, f"docs/workflows.md does not mention {name} ({stage or 'root'})"
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        call = (load(path).get("on") or {}).get("workflow_call")
+        if not call:
+            continue
+        assert f"`.github/workflows/{path.name}`" in doc
+        for kind in ("inputs", "outputs", "secrets"):
+            for name in call.get(kind) or {}:
+                assert f"`{name}`" in doc, f"{path.name}: {kind[:-1]} {name} undocumented"
+    for scope in ("id-token: write", "contents: write", "pull-requests: write", "statuses: write"):
+        assert f"`{scope.split(':')[0]}" in doc
+    for sha_line in re.findall(r"uses: ([\w-]+/[\w-]+)@([0-9a-f]{40}) # (v[\d.]+)", _all_text()):
+        repo, sha, tag = sha_line
+        assert f"| `{repo}` | {tag} | `{sha}` |" in doc, f"{repo}@{sha} ({tag}) missing from the pin table"
+
+
+def _all_text() -> str:
+    return "\n".join(p.read_text() for p in shipped_yaml())
