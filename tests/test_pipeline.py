@@ -1,0 +1,227 @@
+"""`traingate run` and `traingate demo`, end to end with the real stages: DVC with a folder
+remote, git, the local infra backend, MLflow on SQLite, the real gate and the PR renderer.
+
+The MLflow schema takes many seconds to create, so the run tests copy one database made per
+session (`mlflow_template`); the demo creates its own, as a user's first run does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from traingate.errors import CredentialsError, TraingateError, UsageError
+from traingate.pipeline import _fresh_workdir, _generate, _setup_project, isolated_env, run_step
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One schema for all xdist workers (the temp root's parent is shared), made under a lock."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp().parent
+    db = shared / "traingate-mlflow-template.db"
+    with FileLock(str(db) + ".lock"):
+        if not db.exists():
+            from mlflow.tracking import MlflowClient
+
+            partial = shared / "traingate-mlflow-template.partial.db"
+            partial.unlink(missing_ok=True)
+            MlflowClient(f"sqlite:///{partial}").search_experiments()
+            partial.replace(db)
+    return db
+
+
+@pytest.fixture
+def project(tmp_path: Path, mlflow_template: Path):
+    """The example as a fresh git repository, with the MLflow schema already in place."""
+    workdir = tmp_path / "project"
+    workdir.mkdir()
+    cfg = _setup_project(workdir)
+    cfg.workspace_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(mlflow_template, cfg.workspace_dir / "mlflow.db")
+    return cfg
+
+
+def _py(code: str) -> str:
+    return shlex.join([sys.executable, "-c", code])
+
+
+def _lease_holders(cfg) -> list[str]:
+    from traingate.infra.stage import status_step
+
+    return json.loads(json.dumps(status_step(cfg).outputs["holders"])) or []
+
+
+def test_training_failure_still_stops_infra_and_opens_no_pr(project) -> None:
+    cfg = project
+    cfg.train.command = _py("import sys; print('loading data'); print('CUDA out of memory'); sys.exit(3)")
+    with pytest.raises(TraingateError) as info:
+        run_step(cfg, env={})
+    err = info.value
+    assert err.exit_code == 1
+    assert "stage 'train' failed" in err.message
+    assert "3" in err.message and "CUDA out of memory" in err.message
+    lines = err.message.splitlines()
+    stop = next(line for line in lines if line.startswith("infra stop"))
+    assert " ok " in stop
+    assert next(line for line in lines if line.startswith("train")).split()[1] == "failed"
+    assert "Pipeline so far" in (err.summary or "")
+    assert not _lease_holders(cfg)
+    assert not cfg.path(cfg.pr.render_to).exists()
+    assert not any(v is True for v in err.outputs.values())
+
+
+def test_gate_without_a_gated_metric_fails_closed(project) -> None:
+    cfg = project
+    cfg.train.artifacts = []
+    cfg.train.command = _py(
+        "import json, pathlib; p = pathlib.Path('outputs'); p.mkdir(exist_ok=True);"
+        "(p / 'metrics.json').write_text(json.dumps({'dice': 0.99}))"
+    )
+    with pytest.raises(TraingateError) as info:
+        run_step(cfg, env={})
+    err = info.value
+    assert err.exit_code == 1
+    assert "iou" in err.message
+    assert "infra stop" in err.message
+    assert not _lease_holders(cfg)
+    assert not cfg.path(cfg.pr.render_to).exists()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cfg.tracking_uri)
+    with pytest.raises(Exception, match=r"alias|not found|RESOURCE_DOES_NOT_EXIST"):
+        client.get_model_version_by_alias(cfg.gate.model, cfg.gate.alias)
+
+
+def test_half_a_github_setup_is_refused_before_anything_runs(project) -> None:
+    with pytest.raises(CredentialsError) as info:
+        run_step(project, env={"GITHUB_REPOSITORY": "octo/meters"})
+    assert info.value.exit_code == 2
+    assert "GITHUB_TOKEN" in info.value.message
+    with pytest.raises(UsageError) as info2:
+        run_step(project, env={"GITHUB_TOKEN": "ghs_secret"})
+    assert "GITHUB_REPOSITORY" in info2.value.hint
+    assert "ghs_secret" not in str(info2.value)
+    assert not (project.workspace_dir / "state.json").exists()
+
+
+def test_run_merges_trains_gates_and_renders_the_pr(project) -> None:
+    cfg = project
+    workdir = cfg.base_dir
+    _generate(workdir, cfg.path(cfg.data.incoming), 12, seed=1, prefix="meter", degrade=False)
+    cfg.train.command = shlex.join([sys.executable, "train.py", "--epochs", "1"])
+    result = run_step(cfg, env={})
+    assert result.outputs["improved"] is True
+    assert result.outputs["run_id"]
+    assert result.outputs["pr_url"] == ""
+    body = cfg.path(cfg.pr.render_to).read_text()
+    assert "dice" in body
+    stages = [s["stage"] for s in result.data["stages"]]
+    assert stages == ["validate", "merge", "infra start", "train", "gate", "infra stop", "pr create"]
+    assert "result: improved" in result.message
+    # The merge committed the DVC pointer and removed the raw files from the branch.
+    log = subprocess.run(["git", "log", "--name-status", "-1"], cwd=workdir, capture_output=True, text=True)
+    assert "data/training.dvc" in log.stdout
+    assert not cfg.path(cfg.data.incoming).exists()
+    assert not _lease_holders(cfg)
+
+    # A second run with nothing new retrains on the stored data; the same model is not better.
+    again = run_step(cfg, env={})
+    assert again.outputs["improved"] is False
+    assert [s["status"] for s in again.data["stages"]][:2] == ["skipped", "skipped"]
+    assert again.data["stages"][-1] == {
+        "stage": "pr create",
+        "status": "skipped",
+        "detail": "not improved: no pull request",
+        "seconds": 0.0,
+    }
+
+
+def test_demo_workdir_must_be_new(tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not empty"):
+        _fresh_workdir(tmp_path)
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_isolated_env_hides_and_restores_github_variables(monkeypatch) -> None:
+    monkeypatch.setenv("GITHUB_TOKEN", "ghs_x")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://elsewhere")
+    with isolated_env():
+        assert "GITHUB_TOKEN" not in os.environ
+        assert "MLFLOW_TRACKING_URI" not in os.environ
+        os.environ["GITHUB_REF_NAME"] = "leak"
+    assert os.environ["GITHUB_TOKEN"] == "ghs_x"
+    assert "GITHUB_REF_NAME" not in os.environ
+
+
+def _cli(args: list[str], cwd: Path, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "TRAINGATE_"))}
+    env.update(env_extra)
+    return subprocess.run(
+        [sys.executable, "-m", "traingate", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
+
+
+@pytest.mark.e2e
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    """`traingate demo` as a user runs it, inside a job that has GitHub credentials: it must
+    not call GitHub (the API URL is dead, any call would fail the demo)."""
+    out = tmp_path / "github_output"
+    workdir = tmp_path / "demo"
+    proc = _cli(
+        ["--json", "demo", "--workdir", str(workdir)],
+        tmp_path,
+        {
+            "GITHUB_TOKEN": "ghs_demo_token",
+            "GITHUB_REPOSITORY": "octo/meters",
+            "GITHUB_API_URL": "http://127.0.0.1:9",
+            "GITHUB_OUTPUT": str(out),
+        },
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    payload = json.loads(proc.stdout)
+    assert payload["outputs"] == {"improved": False, "run_id": payload["rounds"][1]["run_id"], "pr_url": ""}
+    assert [r["improved"] for r in payload["rounds"]] == [True, False]
+    outputs = out.read_text()
+    assert "improved<<" in outputs and "\nfalse\n" in outputs
+
+    # The table says what each stage did; round 2 ends with no PR.
+    for row in ("setup merge", "round 1 gate", "round 1 pr create", "round 2 gate", "round 2 pr create"):
+        assert row in proc.stderr
+    assert "round 2 pr create    skipped" in proc.stderr
+    assert "ghs_demo_token" not in proc.stderr + proc.stdout
+
+    # The champion is round 1's model; round 2's run exists but was not promoted.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / '.traingate' / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("water-meter-segmentation", "champion")
+    assert champion.run_id == payload["rounds"][0]["run_id"]
+    assert client.get_run(payload["rounds"][1]["run_id"]).info.status == "FINISHED"
+    rows = payload["rounds"][1]["gate"]["metrics"]
+    rows = json.loads(rows) if isinstance(rows, str) else rows
+    dice = {row["name"]: row for row in rows}
+    assert dice["dice"]["candidate"] < dice["dice"]["baseline"]
+
+    assert (workdir / ".traingate" / "pr.md").is_file()
+    assert (workdir / "data" / "training.dvc").is_file()
+    assert any((workdir / ".traingate" / "remote").rglob("*.dir"))
+    log = subprocess.run(["git", "log", "--format=%s"], cwd=workdir, capture_output=True, text=True).stdout
+    assert log.count("data:") >= 3
+    assert payload["seconds"] < 120
