@@ -225,3 +225,19 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     log = subprocess.run(["git", "log", "--format=%s"], cwd=workdir, capture_output=True, text=True).stdout
     assert log.count("data:") >= 3
     assert payload["seconds"] < 120
+
+
+@pytest.mark.parametrize(
+    ("yml", "named"),
+    [
+        ("train:\n  comand: python train.py\n", "train.comand: unknown key"),
+        ("gate:\n  require: most\n", "gate.require"),
+        ("infra:\n  backend: k8s\n", "infra.backend"),
+    ],
+)
+def test_run_with_a_bad_config_exits_2_naming_the_key(tmp_path: Path, yml: str, named: str) -> None:
+    (tmp_path / "traingate.yml").write_text(yml)
+    proc = _cli(["run"], tmp_path, {})
+    assert proc.returncode == 2, proc.stderr
+    assert named in proc.stderr
+    assert not (tmp_path / ".traingate").exists()

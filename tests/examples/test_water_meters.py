@@ -176,3 +176,18 @@ def test_wheel_ships_an_exact_copy_of_the_example(tmp_path: Path) -> None:
     assert set(shipped) == set(EXAMPLE_FILES)
     for name in EXAMPLE_FILES:
         assert shipped[name] == (EXAMPLE / name).read_bytes(), name
+
+    # Installed from the wheel (no checkout next to it), the demo finds the shipped copy.
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import traingate.pipeline as p; print(p.example_dir())"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip()) == site / "traingate" / "examples" / "water-meters"
