@@ -357,6 +357,8 @@ def test_reports_travel_as_artifacts() -> None:
 def test_caller_template_is_short() -> None:
     lines = (TEMPLATES / "training-data-pipeline.yml").read_text().splitlines()
     assert len(lines) <= 60
+    doc = (ROOT / "docs" / "workflows.md").read_text(encoding="utf-8")
+    assert f"`workflows-templates/training-data-pipeline.yml`, {len(lines)} lines" in doc
 
 
 def test_self_test_covers_every_action() -> None:
