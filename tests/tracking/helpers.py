@@ -53,9 +53,9 @@ class Project:
     root: Path
     template: Path
 
-    def config(self, **sections: dict[str, Any]) -> Config:
+    def config(self, project: str = "tg-test", **sections: dict[str, Any]) -> Config:
         raw: dict[str, Any] = {
-            "project": "tg-test",
+            "project": project,
             "train": {
                 "command": f"{sys.executable} train.py",
                 "pull_data": False,

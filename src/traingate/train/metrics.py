@@ -45,16 +45,19 @@ def _number(value: object) -> float | None:
     return float(value)
 
 
-def _check_key(key: str, path: Path, where: str) -> None:
+def _check_key(key: str, path: Path, where: str, line: int | None) -> None:
     if not _KEY_RE.match(key):
         raise TrainError(
             f"{path}{where}: metric name {key!r} is not allowed by MLflow",
             hint="use letters, digits, and _ - . / : or spaces (at most 250 characters)",
             file=str(path),
+            line=line,
         )
 
 
-def _check_values(raw: object, path: Path, where: str, *, skip: frozenset[str]) -> dict[str, float]:
+def _check_values(
+    raw: object, path: Path, where: str, *, skip: frozenset[str], line: int | None = None
+) -> dict[str, float]:
     if not isinstance(raw, dict):
         raise TrainError(
             f"{path}{where}: expected a JSON object of metric names to numbers, got {type(raw).__name__}",
@@ -65,19 +68,21 @@ def _check_values(raw: object, path: Path, where: str, *, skip: frozenset[str]) 
     for key, value in raw.items():
         if key in skip:
             continue
-        _check_key(str(key), path, where)
+        _check_key(str(key), path, where, line)
         number = _number(value)
         if number is None:
             raise TrainError(
                 f"{path}{where}: metric {key!r} is {value!r}, not a number",
                 hint="write metrics as JSON numbers",
                 file=str(path),
+                line=line,
             )
         if not math.isfinite(number):
             raise TrainError(
                 f"{path}{where}: metric {key!r} is {value!r}; the training diverged or wrote a placeholder",
                 hint="fix the training (or the script's metrics export) so every metric is a finite number",
                 file=str(path),
+                line=line,
             )
         values[str(key)] = number
     return values
@@ -146,7 +151,7 @@ def read_metrics_log(path: Path) -> MetricsLog:
                     file=str(path),
                     line=number,
                 )
-            result.entries.append((step, _check_values(raw, path, where, skip=_META_KEYS)))
+            result.entries.append((step, _check_values(raw, path, where, skip=_META_KEYS, line=number)))
     return result
 
 
