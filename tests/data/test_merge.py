@@ -315,3 +315,33 @@ def test_json_stdout_is_one_object_even_when_dvc_initialises(project: Project) -
     assert proc.returncode == 0, proc.stderr
     payload = json.loads(proc.stdout)  # the whole of stdout, nothing else
     assert payload["ok"] is True and payload["outputs"]["new_images"] == 4
+
+
+def test_rerun_after_pointer_written_before_commit(project: Project, monkeypatch) -> None:
+    """Interrupted between writing the pointer and removing the raw files: the re-run finds
+    every file already stored, uploads nothing, and commits pointer + removal."""
+    import traingate.data.merge as merge_mod
+
+    real_rmtree = merge_mod.shutil.rmtree
+    calls = {"n": 0}
+
+    source = (project.root / "data" / "new").resolve()
+
+    def interrupt_once(path, *a, **k):
+        if Path(path).resolve() == source and calls["n"] == 0:
+            calls["n"] += 1
+            raise KeyboardInterrupt
+        return real_rmtree(path, *a, **k)
+
+    monkeypatch.setattr(merge_mod.shutil, "rmtree", interrupt_once)
+    with pytest.raises(KeyboardInterrupt):
+        first_merge(project)
+    assert read_pointer(project.root / "data" / "training").tracked
+    assert "data/training.dvc" not in project.head_files()
+    store = DvcStore(project.cfg)
+    result = merge_step(project.cfg, store=store, sleep=lambda _s: None)
+    assert store.transfer.uploaded == 0 and result.outputs["new_images"] == 0
+    assert result.outputs["total_images"] == 4
+    files = project.head_files()
+    assert "data/training.dvc" in files and not any(f.startswith("data/new/") for f in files)
+    assert git(project.bare, "rev-parse", "refs/heads/data/upload") == result.outputs["commit_sha"]
