@@ -108,15 +108,14 @@ def inspect_mask(data: bytes) -> dict[str, Any]:
             width, height = im.size
             mode = im.mode
             im.load()
-            if mode in ("1", "P", "LA", "PA"):
-                # Palette and 1-bit masks: the values a training loader sees are the gray levels.
-                im = im.convert("L")
+            # Palette and 1-bit masks: the values a training loader sees are the gray levels.
+            decoded: Image.Image = im.convert("L") if mode in ("1", "P", "LA", "PA") else im
             facts: dict[str, Any] = {"format": fmt, "width": width, "height": height, "mode": mode}
             if _PNG_IEND not in data[-_EOI_SEARCH:]:
                 # zlib may still inflate every row of a file cut inside its last chunk.
                 return {**facts, "error": "corrupt_file", "detail": "truncated PNG: no IEND chunk"}
             try:
-                values, pixels, colour = _count_values(im)
+                values, pixels, colour = _count_values(decoded)
             except ValueError as err:
                 return {**facts, "error": "unsupported_format", "detail": str(err)}
     except UnidentifiedImageError:

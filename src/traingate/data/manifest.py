@@ -82,7 +82,8 @@ def read_pointer(data_root: Path) -> Pointer:
             hint=f"track the folder {data_root} with `dvc add {data_root}`",
             file=str(path),
         )
-    meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+    raw_meta = doc.get("meta")
+    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     return Pointer(
         path,
         md5=md5,
