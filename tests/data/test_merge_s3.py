@@ -83,3 +83,50 @@ def test_s3_broken_endpoint_commits_nothing(
     assert dead in info.value.message or "connect" in info.value.message.lower()
     assert git(p.root, "rev-parse", "HEAD") == head
     assert not (p.root / "data" / "training.dvc").exists()
+
+
+def test_s3_access_denied_commits_nothing(
+    aws_env: str, tmp_path: Path, make_pair: MakePair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only IAM identity: the manifest can be read, every upload is AccessDenied."""
+    import json
+
+    import boto3
+    import requests
+
+    boto3.client("s3").create_bucket(Bucket="guarded")
+    p = make_project(tmp_path, "deny", {"store": {"remote": "s3://guarded/ds", "endpoint_url": aws_env}})
+    p.add_incoming(make_pair, ["a0", "a1"])
+    merge_step(p.cfg, sleep=lambda _s: None)  # the stored dataset, written with full rights
+
+    iam = boto3.client("iam")
+    iam.create_user(UserName="reader")
+    iam.put_user_policy(
+        UserName="reader",
+        PolicyName="read-only",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": ["s3:Get*", "s3:List*"], "Resource": "*"}],
+            }
+        ),
+    )
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    p.add_incoming(make_pair, ["b0"])
+    head = git(p.root, "rev-parse", "HEAD")
+    pointer_before = (p.root / "data" / "training.dvc").read_text()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    monkeypatch.delenv("AWS_SESSION_TOKEN")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    requests.post(f"{aws_env}/moto-api/reset-auth", data=b"0", timeout=10)  # enforce IAM from now on
+    try:
+        with pytest.raises(StoreError) as info:
+            merge_step(p.cfg, sleep=lambda _s: None)
+    finally:
+        requests.post(f"{aws_env}/moto-api/reset-auth", data=b"inf", timeout=10)
+    text = (info.value.message + " " + (info.value.hint or "")).lower()
+    assert "access" in text or "denied" in text or "forbidden" in text, info.value.message
+    assert git(p.root, "rev-parse", "HEAD") == head
+    assert (p.root / "data" / "training.dvc").read_text() == pointer_before
+    assert (p.root / "data" / "new" / "images" / "b0.jpg").exists()
