@@ -342,3 +342,24 @@ def test_rerun_after_pointer_written_before_commit(project: Project, monkeypatch
     files = project.head_files()
     assert "data/training.dvc" in files and not any(f.startswith("data/new/") for f in files)
     assert git(project.bare, "rev-parse", "refs/heads/data/upload") == result.outputs["commit_sha"]
+
+
+def test_corrected_mask_for_a_stored_image(project: Project) -> None:
+    """Only a mask arrives: it pairs with the stored image; replacing needs --on-conflict."""
+    from tests.data.conftest import mask_bytes
+
+    first_merge(project)
+    masks = project.root / "data" / "new" / "masks"
+    masks.mkdir(parents=True)
+    (masks / "a2.png").write_bytes(mask_bytes(fg=0.33))
+    (project.root / "data" / "new" / "images").mkdir()
+    git(project.root, "add", "data/new")
+    git(project.root, "commit", "-q", "-m", "fix mask")
+    with pytest.raises(DataError) as info:
+        merge_step(project.cfg, sleep=lambda _s: None)
+    report = json.loads(Path(info.value.outputs["report"]).read_text())
+    assert [e["code"] for e in report["errors"]] == ["name_conflict"]  # not missing_image
+    result = merge_step(project.cfg, on_conflict="replace", sleep=lambda _s: None)
+    assert result.outputs["total_images"] == 4 and result.outputs["new_images"] == 0
+    report = json.loads(Path(result.outputs["report"]).read_text())
+    assert [r["path"] for r in report["merge"]["replaced"]] == ["masks/a2.png"]

@@ -279,3 +279,16 @@ def test_concurrent_runs_share_the_cache_safely(tmp_path: Path, make_pair: MakeP
     conn = sqlite3.connect(cache / "validate.sqlite")
     assert conn.execute("SELECT count(*) FROM stat").fetchone()[0] == 72
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_nested_folder_names_pair_correctly(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    (root / "imgs" / "train" / "site1").mkdir(parents=True)
+    (root / "lbl" / "train" / "site1").mkdir(parents=True)
+    (root / "imgs" / "train" / "site1" / "a.jpg").write_bytes(image_bytes())
+    (root / "lbl" / "train" / "site1" / "a.png").write_bytes(mask_bytes())
+    (root / "imgs" / "train" / "b.jpg").write_bytes(image_bytes(seed=3))
+    cfg = cfg_for(tmp_path, images="imgs/train", masks="lbl/train")
+    v = validate_dataset(root, cfg.data)
+    assert v.pairs == {"site1/a": ("imgs/train/site1/a.jpg", "lbl/train/site1/a.png")}
+    assert codes(v) == {"imgs/train/b.jpg": "missing_mask"}

@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from traingate.data.images import IMAGE_EXTENSIONS
 from traingate.data.store import NewObject, Store, find_repo_root, open_store
-from traingate.data.validate import Issue, Validation, render_summary, resolve_cache_dir, validate_dataset
+from traingate.data.validate import (
+    Issue,
+    Validation,
+    render_summary,
+    resolve_cache_dir,
+    split_rel,
+    validate_dataset,
+)
 from traingate.errors import DataError, GitError, StoreError
 
 if TYPE_CHECKING:
@@ -46,12 +53,6 @@ class MergePlan:
         return bool(self.new or self.replaced)
 
 
-def _stem(rel: str) -> tuple[str, str]:
-    """(folder, relative path without suffix): images/sub/a.jpg -> (images, sub/a)."""
-    folder, _, inner = rel.partition("/")
-    return folder, inner.rsplit(".", 1)[0] if "." in inner.rsplit("/", 1)[-1] else inner
-
-
 def plan_merge(
     v: Validation,
     manifest: dict[str, str],
@@ -69,19 +70,26 @@ def plan_merge(
     image). Nothing stored is removed unless `replace`, and then it is recorded.
     """
     plan = MergePlan(entries=dict(manifest))
+
+    def key(rel: str) -> tuple[str, str] | None:
+        return split_rel(rel, images_dir, masks_dir)
+
     stored_by_stem: dict[tuple[str, str], list[str]] = {}
     stored_image_md5: dict[str, str] = {}
     for rel, md5 in manifest.items():
-        stored_by_stem.setdefault(_stem(rel), []).append(rel)
-        if rel.startswith(images_dir + "/"):
+        k = key(rel)
+        if k is not None:
+            stored_by_stem.setdefault(k, []).append(rel)
+        if k is not None and k[0] == "image":
             stored_image_md5.setdefault(md5, rel)
 
     # Pairing completed by the stored dataset is not an error in a merge.
     kept: list[Issue] = []
     for issue in v.errors:
-        if issue.code == "missing_mask" and (masks_dir, _stem(issue.path)[1]) in stored_by_stem:
+        k = key(issue.path)
+        if k is not None and issue.code == "missing_mask" and ("mask", k[1]) in stored_by_stem:
             continue
-        if issue.code == "missing_image" and (images_dir, _stem(issue.path)[1]) in stored_by_stem:
+        if k is not None and issue.code == "missing_image" and ("image", k[1]) in stored_by_stem:
             continue
         kept.append(issue)
     v.errors = kept
@@ -92,7 +100,8 @@ def plan_merge(
         if stored_same_name == info.md5:
             plan.already_stored.append(rel)
             continue
-        siblings = [s for s in stored_by_stem.get(_stem(rel), []) if s != rel]
+        k = key(rel)
+        siblings = [s for s in stored_by_stem.get(k, []) if s != rel] if k is not None else []
         clashing = ([rel] if stored_same_name is not None else []) + siblings
         if clashing:
             if replace:

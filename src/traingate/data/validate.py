@@ -148,6 +148,15 @@ def _stem_key(rel_in_folder: str) -> str:
     return f"{head}/{stem}" if head else stem
 
 
+def split_rel(rel: str, images_dir: str, masks_dir: str) -> tuple[str, str] | None:
+    """(kind, stem) of a dataset-relative path: images/sub/a.jpg -> ("image", "sub/a").
+    Folder names may themselves hold slashes (data.images: imgs/train); None outside both."""
+    for kind, folder in (("image", images_dir), ("mask", masks_dir)):
+        if rel.startswith(folder + "/"):
+            return kind, _stem_key(rel[len(folder) + 1 :])
+    return None
+
+
 # ---------------------------------------------------------------------------------- inspect
 _WORKER_KNOWN: frozenset[tuple[str, str]] = frozenset()
 
@@ -216,8 +225,8 @@ def apply_rules(v: Validation, data_cfg: DataConfig, images_dir: str, masks_dir:
     images: dict[str, list[str]] = defaultdict(list)
     masks: dict[str, list[str]] = defaultdict(list)
     for rel, info in v.files.items():
-        inner = rel.split("/", 1)[1]
-        (images if info.kind == "image" else masks)[_stem_key(inner)].append(rel)
+        folder = images_dir if info.kind == "image" else masks_dir
+        (images if info.kind == "image" else masks)[_stem_key(rel[len(folder) + 1 :])].append(rel)
 
     allowed_values = set(data_cfg.mask_values)
     size = tuple(data_cfg.size) if data_cfg.size else None
@@ -414,6 +423,7 @@ def validate_dataset(
         known_md5s = frozenset(cache.known_content()) if cache.enabled and jobs else frozenset()
         v.timings["lookup"] = time.perf_counter() - started
 
+        kinds = {rel: kind for _p, kind, rel in entries}
         show = progress if progress is not None else len(jobs) >= 200
         bar = Progress(len(jobs), "validating", stream=stream) if show and jobs else None
         n_workers = workers or os.cpu_count() or 1
@@ -423,7 +433,7 @@ def validate_dataset(
         for rel, digest, size, found, st_size, mtime_ns, ino in inspect_files(
             jobs, workers=n_workers, known=known_md5s, progress=bar
         ):
-            kind = "image" if rel.startswith(images_dir + "/") else "mask"
+            kind = kinds[rel]
             new_stats.append((abs_paths[rel], st_size, mtime_ns, ino, digest))
             if found is None:
                 pending_facts[rel] = (digest, kind)
