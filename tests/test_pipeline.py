@@ -42,14 +42,19 @@ def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def project(tmp_path: Path, mlflow_template: Path):
-    """The example as a fresh git repository, with the MLflow schema already in place."""
+def bare_project(tmp_path: Path):
+    """The example as a fresh git repository (for tests that stop before MLflow)."""
     workdir = tmp_path / "project"
     workdir.mkdir()
-    cfg = _setup_project(workdir)
-    cfg.workspace_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(mlflow_template, cfg.workspace_dir / "mlflow.db")
-    return cfg
+    return _setup_project(workdir)
+
+
+@pytest.fixture
+def project(bare_project, mlflow_template: Path):
+    """The example as a fresh git repository, with the MLflow schema already in place."""
+    bare_project.workspace_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(mlflow_template, bare_project.workspace_dir / "mlflow.db")
+    return bare_project
 
 
 def _py(code: str) -> str:
@@ -103,7 +108,8 @@ def test_gate_without_a_gated_metric_fails_closed(project) -> None:
         client.get_model_version_by_alias(cfg.gate.model, cfg.gate.alias)
 
 
-def test_half_a_github_setup_is_refused_before_anything_runs(project) -> None:
+def test_half_a_github_setup_is_refused_before_anything_runs(bare_project) -> None:
+    project = bare_project
     with pytest.raises(CredentialsError) as info:
         run_step(project, env={"GITHUB_REPOSITORY": "octo/meters"})
     assert info.value.exit_code == 2
@@ -241,3 +247,19 @@ def test_run_with_a_bad_config_exits_2_naming_the_key(tmp_path: Path, yml: str, 
     assert proc.returncode == 2, proc.stderr
     assert named in proc.stderr
     assert not (tmp_path / ".traingate").exists()
+
+
+def test_invalid_new_data_stops_before_the_instance_is_started(bare_project) -> None:
+    cfg = bare_project
+    incoming = cfg.path(cfg.data.incoming)
+    _generate(cfg.base_dir, incoming, 4, seed=1, prefix="meter", degrade=False)
+    (incoming / "masks" / "meter-0001.png").unlink()
+    with pytest.raises(TraingateError) as info:
+        run_step(cfg, env={})
+    err = info.value
+    assert err.exit_code == 1
+    assert "stage 'validate' failed" in err.message
+    assert "meter-0001" in err.message
+    assert "infra start" not in err.message
+    assert not (cfg.data_root.parent / "training.dvc").exists()
+    assert (incoming / "images" / "meter-0001.jpg").exists()
