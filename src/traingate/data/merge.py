@@ -487,7 +487,7 @@ def _maybe_comment(cfg: Config, comment: bool, report_path: Path, warnings: list
     if not comment or not os.environ.get("GITHUB_TOKEN"):
         return
     try:
-        from traingate.github.status import comment_step  # type: ignore[attr-defined]
+        from traingate.github.status import comment_step
 
         comment_step(
             cfg,
