@@ -363,3 +363,21 @@ def test_corrected_mask_for_a_stored_image(project: Project) -> None:
     assert result.outputs["total_images"] == 4 and result.outputs["new_images"] == 0
     report = json.loads(Path(result.outputs["report"]).read_text())
     assert [r["path"] for r in report["merge"]["replaced"]] == ["masks/a2.png"]
+
+
+def test_failed_merge_posts_comment_when_asked(project: Project, make_pair: MakePair, monkeypatch) -> None:
+    import traingate.github.status as status
+
+    first_merge(project)
+    project.add_incoming(make_pair, ["a0"], seed=999)  # name conflict
+    calls: list[dict] = []
+    monkeypatch.setattr(status, "comment_step", lambda cfg, **kw: calls.append(kw))
+    monkeypatch.setenv("GITHUB_TOKEN", "t0ken")
+    monkeypatch.setenv("GITHUB_REPOSITORY", "o/r")
+    monkeypatch.setenv("GITHUB_SHA", "abc")
+    with pytest.raises(DataError):
+        merge_step(project.cfg, comment=True, sleep=lambda _s: None)
+    assert len(calls) == 1 and calls[0]["repo"] == "o/r" and Path(calls[0]["report"]).exists()
+    with pytest.raises(DataError):
+        merge_step(project.cfg, comment=False, sleep=lambda _s: None)
+    assert len(calls) == 1
