@@ -39,6 +39,9 @@ if mode == "kill":  # the OOM killer or an operator takes the whole run down
     os.system(f"pkill -KILL -s {os.getsid(0)}")
 if mode == "slow":
     time.sleep(60)
+if mode == "wait":  # until the test says so (a long run, in real seconds kept short)
+    while not os.path.exists(os.environ["GO_FILE"]):
+        time.sleep(0.05)
 (out / "metrics.json").write_text(json.dumps({"dice": 0.9, "iou": 0.8}))
 if mode != "noart":
     (out / "model.npz").write_bytes(b"weights")
@@ -274,22 +277,27 @@ def test_instance_stopping_mid_run_fails_with_reattach_hint(
 def test_long_run_renews_watchdog_and_lease(
     project: Any, running: str, ssm: FakeSsm, bucket: Any, clock: FakeClock, tmp_path: Path
 ) -> None:
+    go = tmp_path / "go"
     renewals: list[float] = []
-    # ttl of 1 minute: the first poll after 20 s of (fake) time renews; time runs 3 s fast per sleep.
-    ex = executor(
-        running, ssm, bucket, clock, tmp_path, ttl_minutes=1, renew=lambda: renewals.append(clock())
-    )
+
+    def renew() -> None:
+        renewals.append(clock())
+        if len(renewals) == 3:
+            go.touch()  # the run ends only after three renewals
+
+    # ttl of 10 minutes: a poll renews once 200 s of (fake) time passed; time runs 60 s fast per sleep.
+    ex = executor(running, ssm, bucket, clock, tmp_path, ttl_minutes=10, grace_seconds=10**9, renew=renew)
     clock_step: Callable[[float], None] = clock.sleep
 
     def slow_sleep(seconds: float) -> None:
-        clock_step(seconds + 3)
+        clock_step(seconds + 60)
 
     ex.sleep = slow_sleep
-    outcome = ex.run(job_for(project, env={"EPOCHS": "3", "PAUSE": "0.3"}), print)
-    assert outcome.exit_code == 0
-    assert len(renewals) >= 2 and clock() - outcome.duration_seconds < renewals[0]
-    assert running not in ssm.watchdog_fired  # renewed in time: the instance never stopped itself
-    assert (ssm.shutdown_at(running) or 0) >= renewals[-1] + 40  # pushed out by the last renewal
+    outcome = ex.run(job_for(project, env={"MODE": "wait", "GO_FILE": str(go)}), print)
+    assert outcome.exit_code == 0 and len(renewals) >= 3
+    assert outcome.duration_seconds > 10 * 60  # longer than the ttl, yet never stopped
+    assert running not in ssm.watchdog_fired
+    assert (ssm.shutdown_at(running) or 0) >= renewals[-1] + 400  # pushed out by the last renewal
 
 
 def test_s3_location_is_required(tmp_path: Path) -> None:

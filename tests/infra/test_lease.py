@@ -1,0 +1,265 @@
+"""Leases: DynamoDB conditional writes on moto, tags, the local file; concurrent runs; reap; status."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.ssm_fake import FakeClock, FakeSsm
+from tests.infra.conftest import ScriptedEc2, make_cfg
+from traingate.infra.lease import DynamoLease, FileLease, StopInProgress, TagLease
+from traingate.infra.stage import reap_step, start_step, status_step, stop_step
+
+TABLE = "traingate-leases"
+
+
+@pytest.fixture
+def table(aws_env: str) -> Any:
+    import boto3
+
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    client.create_table(
+        TableName=TABLE,
+        KeySchema=[{"AttributeName": "instance_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "instance_id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return client
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+@pytest.mark.parametrize("kind", ["dynamodb", "tags", "file"])
+def test_holders_expiry_and_stop_claim(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    if kind == "dynamodb":
+        lease: Any = DynamoLease(request.getfixturevalue("table"), TABLE, "i-1")
+    elif kind == "tags":
+        ec2 = request.getfixturevalue("ec2")
+        lease = TagLease(ec2, request.getfixturevalue("instance_id"))
+    else:
+        lease = FileLease(tmp_path / "lease")
+    lease.acquire("a", 100, 1000)
+    lease.acquire("b", 10, 1000)
+    state = lease.read()
+    assert state.live(1005) == {"a": 1100, "b": 1010}
+    assert state.expired(1050) == {"b": 1010}
+    rel = lease.release("a", 1005)
+    assert rel.remaining == ["b"] and not rel.may_stop
+    # b expired: it no longer keeps the instance up; the release that finds no one takes the claim.
+    lease.acquire("a", 100, 1020)
+    rel = lease.release("a", 1020)
+    assert rel.remaining == [] and rel.may_stop
+    with pytest.raises(StopInProgress):
+        lease.acquire("c", 100, 1021)
+    lease.clear_stop("a")
+    lease.acquire("c", 100, 1022)
+    assert "c" in lease.read().live(1022)
+
+
+def test_dynamodb_claim_is_refused_when_someone_acquired_in_between(table: Any) -> None:
+    lease = DynamoLease(table, TABLE, "i-2")
+    lease.acquire("a", 100, 1000)
+    state_after_release = lease.release("a", 1000, claim_stop=False)
+    assert state_after_release.remaining == []
+    version_seen = lease.read().version
+    lease.acquire("b", 100, 1001)  # b arrives before a claims the stop
+    assert not lease._claim("a", 1001, version_seen)
+    assert lease.read().stop_claim == ""
+
+
+def test_dynamodb_concurrent_acquire_and_stop_never_overlap(table: Any) -> None:
+    """Two runs hammer the lease: whenever one holds the stop claim, no holder is live."""
+    lease = DynamoLease(table, TABLE, "i-3")
+    violations: list[str] = []
+    claims = 0
+    stop = threading.Event()
+
+    def stopper() -> None:
+        nonlocal claims
+        for _ in range(25):
+            try:
+                lease.acquire("stopper", 100, 1000)
+            except StopInProgress:
+                continue
+            if lease.release("stopper", 1000).may_stop:
+                claims += 1
+                live = lease.read().live(1000)
+                if live:
+                    violations.append(f"stop claimed while {live} held the lease")
+                lease.clear_stop("stopper")
+        stop.set()
+
+    def starter() -> None:
+        while not stop.is_set():
+            try:
+                lease.acquire("starter", 100, 1000)
+            except StopInProgress:
+                continue
+            lease.release("starter", 1000, claim_stop=False)
+
+    threads = [threading.Thread(target=stopper), threading.Thread(target=starter)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not violations
+    assert claims > 0
+
+
+def test_two_runs_share_the_instance_with_a_lease_table(
+    tmp_path: Path,
+    table: Any,
+    instance_id: str,
+    ec2: ScriptedEc2,
+    ssm: FakeSsm,
+    services: Any,
+    clock: FakeClock,
+) -> None:
+    cfg = make_cfg(tmp_path, instance_id, lease_table=TABLE)
+    results: dict[str, Any] = {}
+
+    def start(holder: str) -> None:
+        results[holder] = start_step(
+            cfg, holder, sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg)
+        )
+
+    threads = [threading.Thread(target=start, args=(h,)) for h in ("run-a", "run-b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert {r.outputs["state"] for r in results.values()} == {"running"}
+    first = stop_step(cfg, "run-a", sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    assert first.outputs["stopped"] is False and first.outputs["remaining_holders"] == ["run-b"]
+    assert ec2.inner.describe(instance_id).state == "running"  # never stopped under run-b
+    assert "still held by run-b" in first.message
+    last = stop_step(cfg, "run-b", sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    assert last.outputs["stopped"] is True
+    assert ec2.inner.describe(instance_id).state == "stopped"
+
+
+def test_start_during_a_stop_waits_and_starts_again(
+    tmp_path: Path,
+    table: Any,
+    instance_id: str,
+    ec2: ScriptedEc2,
+    ssm: FakeSsm,
+    services: Any,
+    clock: FakeClock,
+) -> None:
+    """Run A stops (last holder) while run B starts: B must end with a running instance."""
+    cfg = make_cfg(tmp_path, instance_id, lease_table=TABLE)
+    ec2.transition_polls = 6
+    start_step(cfg, "run-a", sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    out: dict[str, Any] = {}
+
+    def a_stops() -> None:
+        out["a"] = stop_step(cfg, "run-a", sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+
+    def b_starts() -> None:
+        out["b"] = start_step(cfg, "run-b", sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+
+    ta, tb = threading.Thread(target=a_stops), threading.Thread(target=b_starts)
+    ta.start()
+    tb.start()
+    ta.join(timeout=120)
+    tb.join(timeout=120)
+    assert out["b"].outputs["state"] == "running"
+    assert ec2.inner.describe(instance_id).state == "running"
+    assert "run-b" in DynamoLease(table, TABLE, instance_id).read().live(clock())
+
+
+def test_reap_stops_only_expired_leases(
+    tmp_path: Path, instance_id: str, ec2: ScriptedEc2, ssm: FakeSsm, services: Any, clock: FakeClock
+) -> None:
+    cfg = make_cfg(tmp_path, instance_id, ttl_minutes=30)
+    start_step(cfg, "cancelled-run", sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    held = reap_step(cfg, sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    assert held.outputs["reaped"] == [] and "held by cancelled-run" in held.message
+    clock.advance(31 * 60)
+    dry = reap_step(cfg, dry_run=True, sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    assert dry.outputs["reaped"] == [instance_id] and ec2.inner.describe(instance_id).state == "running"
+    done = reap_step(cfg, sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    assert done.outputs["reaped"] == [instance_id]
+    assert ec2.inner.describe(instance_id).state == "stopped"
+    assert TagLease(ec2, instance_id).read().holders == {}
+
+
+def test_reap_leaves_an_instance_without_lease_alone(
+    tmp_path: Path, instance_id: str, ec2: ScriptedEc2, ssm: FakeSsm, services: Any, clock: FakeClock
+) -> None:
+    ec2.inner.start(instance_id)
+    result = reap_step(
+        make_cfg(tmp_path), sleep=clock.sleep, clock=clock, log=quiet, services=services(make_cfg(tmp_path))
+    )
+    assert result.outputs["reaped"] == [] and "without any lease" in result.message
+
+
+def test_watchdog_stops_the_instance_of_a_cancelled_run(
+    tmp_path: Path, instance_id: str, ec2: ScriptedEc2, ssm: FakeSsm, services: Any, clock: FakeClock
+) -> None:
+    cfg = make_cfg(tmp_path, instance_id, ttl_minutes=45)
+    start_step(cfg, "cancelled", sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    started = clock()
+    # The workflow is cancelled: no `infra stop`. The instance's own clock runs on.
+    for _ in range(60):
+        clock.advance(60)
+        ssm.tick(instance_id)
+    assert ec2.inner.describe(instance_id).state == "stopped"
+    assert ssm.watchdog_fired[instance_id] - started == pytest.approx(45 * 60, abs=61)
+
+
+def test_status_reports_holders_expiry_uptime_and_cost(
+    tmp_path: Path, instance_id: str, ec2: ScriptedEc2, ssm: FakeSsm, services: Any, clock: FakeClock
+) -> None:
+    cfg = make_cfg(tmp_path, instance_id)
+    start_step(cfg, "run-a", sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    st = status_step(cfg, clock=clock, services=services(cfg))
+    assert st.outputs["state"] == "running" and st.outputs["holders"] == ["run-a"]
+    assert st.outputs["lease_expiry"].endswith("UTC")
+    assert "set infra.hourly_cost_usd" in st.message
+    priced = make_cfg(tmp_path, instance_id, hourly_cost_usd=0.526)
+    import time
+
+    st2 = status_step(priced, clock=time.time, services=services(priced))
+    assert st2.outputs["cost_usd"] != "" and "$" in st2.message and "uptime" in st2.message
+
+
+def test_local_backend_two_processes_same_semantics(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from traingate.config import parse_config
+
+    cfg = parse_config({}, base_dir=tmp_path)
+    code = (
+        "import sys, time\n"
+        "from traingate.config import parse_config\n"
+        "from traingate.infra.stage import start_step\n"
+        "from pathlib import Path\n"
+        "r = start_step(parse_config({}, base_dir=Path(sys.argv[1])), sys.argv[2])\n"
+        "print(r.outputs['state'])\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path), f"p{i}"], stdout=subprocess.PIPE, text=True
+        )
+        for i in range(2)
+    ]
+    assert [p.communicate(timeout=60)[0].strip() for p in procs] == ["running", "running"]
+    assert sorted(FileLease(tmp_path / ".traingate" / "infra").read().holders) == ["p0", "p1"]
+    one = stop_step(cfg, "p0")
+    assert one.outputs == {
+        "instance_id": "local",
+        "state": "running",
+        "stopped": False,
+        "remaining_holders": ["p1"],
+    }
+    two = stop_step(cfg, "p1")
+    assert two.outputs["state"] == "stopped" and two.outputs["stopped"] is True
+    assert status_step(cfg).outputs["state"] == "stopped"
