@@ -1,0 +1,242 @@
+"""Infra figures: readiness latency, API calls per start, and instance minutes after a cancelled run.
+
+Everything runs against real parts where they exist: moto's ThreadedMotoServer for EC2 (through
+the same boto3 adapter the CLI uses) and the SSM fake from tests/fixtures (real commands in a
+sandbox, PingStatus Offline->Online after a delay on an injected clock). Time is the fake clock,
+so the figures are in simulated seconds and the script finishes quickly.
+
+1. Readiness latency: SSM comes online T s after the instance runs; how long after T does
+   `infra start` notice? Compared in the same run with the field report's fixed 30 s sleep (which
+   declares "ready" while SSM is not) and with fixed 10 s polling.
+2. API calls per start (EC2 + SSM), from `stopped` and from `running`, against fixed 1 s polling.
+3. Cancelled run: minutes the instance keeps running after the job died, with the self-stop
+   watchdog (ttl) vs without it (nothing stops it within the 7-day horizon; with a scheduled
+   hourly `infra reap`: lease ttl + up to one hour).
+
+Usage: .venv/bin/python bench/bench_infra.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def _moto() -> tuple[object, str]:
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL=url,
+    )
+    return server, url
+
+
+class CountingEc2:
+    """The boto3 adapter with a per-call counter (each method is one EC2 API call)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def wrapped(*a: object, **kw: object) -> object:
+            self.calls += 1
+            return attr(*a, **kw)
+
+        return wrapped
+
+
+def _instance(client: object, image: str) -> str:
+    out = client.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="g4dn.xlarge")  # type: ignore[attr-defined]
+    iid = out["Instances"][0]["InstanceId"]
+    client.stop_instances(InstanceIds=[iid])  # type: ignore[attr-defined]
+    return str(iid)
+
+
+def _cfg(base: Path, iid: str, poll_cap: float, ttl: int = 120) -> object:
+    from traingate.config import parse_config
+
+    return parse_config(
+        {
+            "infra": {
+                "backend": "ec2",
+                "instance": {"id": iid},
+                "ready": ["running", "ssm"],
+                "poll_cap_seconds": poll_cap,
+                "ttl_minutes": ttl,
+                "ready_timeout_minutes": 30,
+            }
+        },
+        base_dir=base,
+    )
+
+
+def start_once(
+    base: Path,
+    client: object,
+    image: str,
+    online_after: float,
+    poll_cap: float,
+    *,
+    from_running: bool = False,
+) -> dict[str, float]:
+    import traingate.infra.stage as stage
+    from tests.fixtures.ssm_fake import FakeClock, FakeSsm
+    from traingate.infra.ec2 import Boto3Ec2
+
+    iid = _instance(client, image)
+    ec2 = CountingEc2(Boto3Ec2(client))
+    clock = FakeClock()
+    ssm = FakeSsm(base / "disks", ec2=Boto3Ec2(client), clock=clock, online_after=online_after)
+    ssm.register(iid)
+    if from_running:
+        client.start_instances(InstanceIds=[iid])  # type: ignore[attr-defined]
+        ssm.tick(iid)
+        clock.advance(online_after + 1)
+    began = clock()
+    try:
+        result = stage.start_step(
+            _cfg(base, iid, poll_cap),
+            "bench",
+            sleep=clock.sleep,
+            clock=clock,
+            log=lambda _: None,
+            services=stage.Services(_cfg(base, iid, poll_cap), ec2=ec2, ssm=ssm),  # type: ignore[arg-type]
+        )
+        ready_at = result.data["waited_seconds"]
+    finally:
+        ssm.close()
+    ssm_calls = sum(ssm.calls.values())
+    return {
+        "latency": ready_at - online_after,
+        "elapsed": clock() - began,
+        "ec2": ec2.calls,
+        "ssm": ssm_calls,
+    }
+
+
+def fixed_polling_calls(online_after: float, interval: float) -> tuple[float, int]:
+    """A naive poller: describe + ping every `interval` s until Online (same checks, no backoff)."""
+    polls = -(-online_after // interval) + 1  # ceil, plus the poll at t=0
+    return (polls - 1) * interval - online_after, int(polls) * 2 + 3  # + start, + test command
+
+
+def watchdog_minutes(
+    base: Path, client: object, image: str, ttl: int, cancel_after_min: int, horizon_min: int, watchdog: bool
+) -> float:
+    import traingate.infra.stage as stage
+    from tests.fixtures.ssm_fake import FakeClock, FakeSsm
+    from traingate.infra.ec2 import Boto3Ec2
+
+    iid = _instance(client, image)
+    clock = FakeClock()
+    ec2 = Boto3Ec2(client)
+    ssm = FakeSsm(base / "disks", ec2=ec2, clock=clock)
+    ssm.register(iid)
+    cfg = _cfg(base, iid, 5.0, ttl)
+    try:
+        stage.start_step(
+            cfg,
+            "cancelled",
+            sleep=clock.sleep,
+            clock=clock,
+            log=lambda _: None,
+            services=stage.Services(cfg, ec2=ec2, ssm=ssm),
+        )  # type: ignore[arg-type]
+        if not watchdog:
+            (ssm.disk(iid) / ".fake" / "shutdown_at").unlink()
+        clock.advance(cancel_after_min * 60)  # the job dies here: no `infra stop`
+        job_end = clock()
+        # One-minute steps while a watchdog could fire, then hourly: same answer, fewer API calls.
+        while clock() - job_end < horizon_min * 60:
+            if ec2.describe(iid).state != "running":
+                break
+            clock.advance(60 if clock() - job_end < 3 * ttl * 60 else 3600)
+            ssm.tick(iid)
+        return (clock() - job_end) / 60
+    finally:
+        ssm.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="fewer cases")
+    args = parser.parse_args()
+    server, _ = _moto()
+    import boto3
+
+    client = boto3.client("ec2", region_name="us-east-1")
+    image = client.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    poll_cap = 5.0
+    delays = [17, 93] if args.quick else [7, 17, 43, 93, 151, 299]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            base = Path(tmp)
+            print("## 1. Readiness latency (simulated seconds after SSM came Online)")
+            print(
+                f"{'SSM online after':>17} | {'traingate (cap 5 s)':>19} | {'fixed 10 s poll':>15} | fixed 30 s sleep"
+            )
+            worst = 0.0
+            for t in delays:
+                r = start_once(base, client, image, t, poll_cap)
+                worst = max(worst, r["latency"])
+                naive, _ = fixed_polling_calls(t, 10)
+                verdict = "ok" if t <= 30 else f"WRONG: 'ready' {t - 30} s before SSM"
+                print(f"{t:>15} s | {r['latency']:>17.1f} s | {naive:>13.1f} s | {verdict}")
+                # the fixed sleep is "on time" only by luck; when SSM is slower it is simply wrong
+            print(f"worst latency {worst:.1f} s = {worst / poll_cap:.2f}x the poll cap ({poll_cap:.0f} s)")
+
+            print("\n## 2. API calls per `infra start` (EC2 + SSM)")
+            print(f"{'case':>28} | {'EC2':>4} | {'SSM':>4} | total | fixed 1 s polling | ratio")
+            for label, kw in (
+                ("stopped, SSM online at 90 s", {}),
+                ("already running and ready", {"from_running": True}),
+            ):
+                r = start_once(base, client, image, 90, poll_cap, **kw)
+                total = r["ec2"] + r["ssm"]
+                _, naive = fixed_polling_calls(90 if not kw else 0, 1)
+                print(
+                    f"{label:>28} | {r['ec2']:>4.0f} | {r['ssm']:>4.0f} | {total:>5.0f} | {naive:>17} | {total / naive:.2f}"
+                )
+
+            print(
+                "\n## 3. Cancelled run: minutes the instance runs after the job died (job killed 10 min in)"
+            )
+            horizon = 7 * 24 * 60 if not args.quick else 2 * 24 * 60
+            ttls = [60] if args.quick else [30, 60, 120]
+            for ttl in ttls:
+                with_wd = watchdog_minutes(base, client, image, ttl, 10, horizon, True)
+                without = watchdog_minutes(base, client, image, ttl, 10, horizon, False)
+                reaper = ttl - 10 + 60
+                shown = f">= {without:.0f} (horizon)" if without >= horizon - 1 else f"{without:.0f}"
+                print(
+                    f"ttl {ttl:>3} min: watchdog {with_wd:.0f} min | no watchdog {shown} min | "
+                    f"hourly reap only <= {reaper} min | ratio watchdog/none {with_wd / max(without, 1):.4f}"
+                )
+    finally:
+        server.stop()  # type: ignore[attr-defined]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
