@@ -100,8 +100,9 @@ def start_once(
     *,
     from_running: bool = False,
 ) -> dict[str, float]:
-    import traingate.infra.stage as stage
     from tests.fixtures.ssm_fake import FakeClock, FakeSsm
+
+    import traingate.infra.stage as stage
     from traingate.infra.ec2 import Boto3Ec2
 
     iid = _instance(client, image)
@@ -144,8 +145,9 @@ def fixed_polling_calls(online_after: float, interval: float) -> tuple[float, in
 def watchdog_minutes(
     base: Path, client: object, image: str, ttl: int, cancel_after_min: int, horizon_min: int, watchdog: bool
 ) -> float:
-    import traingate.infra.stage as stage
     from tests.fixtures.ssm_fake import FakeClock, FakeSsm
+
+    import traingate.infra.stage as stage
     from traingate.infra.ec2 import Boto3Ec2
 
     iid = _instance(client, image)
@@ -194,7 +196,8 @@ def main() -> int:
             base = Path(tmp)
             print("## 1. Readiness latency (simulated seconds after SSM came Online)")
             print(
-                f"{'SSM online after':>17} | {'traingate (cap 5 s)':>19} | {'fixed 10 s poll':>15} | fixed 30 s sleep"
+                f"{'SSM online after':>17} | {'traingate (cap 5 s)':>19} | "
+                f"{'fixed 10 s poll':>15} | fixed 30 s sleep"
             )
             worst = 0.0
             for t in delays:
@@ -216,7 +219,8 @@ def main() -> int:
                 total = r["ec2"] + r["ssm"]
                 _, naive = fixed_polling_calls(90 if not kw else 0, 1)
                 print(
-                    f"{label:>28} | {r['ec2']:>4.0f} | {r['ssm']:>4.0f} | {total:>5.0f} | {naive:>17} | {total / naive:.2f}"
+                    f"{label:>28} | {r['ec2']:>4.0f} | {r['ssm']:>4.0f} | {total:>5.0f} | "
+                    f"{naive:>17} | {total / naive:.2f}"
                 )
 
             print(
