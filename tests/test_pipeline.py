@@ -141,17 +141,6 @@ def test_run_merges_trains_gates_and_renders_the_pr(project) -> None:
     assert not cfg.path(cfg.data.incoming).exists()
     assert not _lease_holders(cfg)
 
-    # A second run with nothing new retrains on the stored data; the same model is not better.
-    again = run_step(cfg, env={})
-    assert again.outputs["improved"] is False
-    assert [s["status"] for s in again.data["stages"]][:2] == ["skipped", "skipped"]
-    assert again.data["stages"][-1] == {
-        "stage": "pr create",
-        "status": "skipped",
-        "detail": "not improved: no pull request",
-        "seconds": 0.0,
-    }
-
 
 def test_demo_workdir_must_be_new(tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("mine")
@@ -263,3 +252,50 @@ def test_invalid_new_data_stops_before_the_instance_is_started(bare_project) -> 
     assert "infra start" not in err.message
     assert not (cfg.data_root.parent / "training.dvc").exists()
     assert (incoming / "images" / "meter-0001.jpg").exists()
+
+
+def test_run_with_a_token_opens_the_pr_and_posts_the_gate_status(project) -> None:
+    """With GITHUB_TOKEN and GITHUB_REPOSITORY the PR goes to GitHub (the `responses` fake of
+    tests/github, which answers like GitHub); a run that does not improve opens none."""
+    import responses
+
+    from tests.github.conftest import FakeGitHub
+    from traingate.github.forge import PyGithubForge
+
+    cfg = project
+    _generate(cfg.base_dir, cfg.path(cfg.data.incoming), 12, seed=1, prefix="meter", degrade=False)
+    cfg.train.command = shlex.join([sys.executable, "train.py", "--epochs", "1"])
+    env = {
+        "GITHUB_TOKEN": "ghs_pipeline",
+        "GITHUB_REPOSITORY": "o/r",
+        "TRAINGATE_HEAD": "data/20240501-101500",
+    }
+
+    def forge(token: str, repo: str) -> PyGithubForge:
+        return PyGithubForge(
+            token,
+            repo,
+            sleep=lambda _s: None,
+            rand=lambda: 1.0,
+            seconds_between_requests=None,
+            seconds_between_writes=None,
+        )
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        fake = FakeGitHub(rsps)
+        result = run_step(cfg, env=env, forge_factory=forge)
+        assert result.outputs["improved"] is True
+        (pr,) = fake.pulls.values()
+        assert pr["head"] == "data/20240501-101500" and pr["base"] == "main"
+        assert result.outputs["pr_url"].endswith(f"/pull/{pr['number']}")
+        assert [s["state"] for s in fake.statuses] == ["success"]
+
+        # Nothing new: retrain on the stored data; the same model is not better than itself.
+        again = run_step(cfg, env=env, forge_factory=forge)
+        assert again.outputs["improved"] is False
+        assert again.outputs["pr_url"] == ""
+        assert [s["status"] for s in again.data["stages"]][:2] == ["skipped", "skipped"]
+        assert again.data["stages"][-1]["detail"] == "not improved: no pull request"
+        assert len(fake.pulls) == 1
+        assert len(fake.statuses) == 1
+    assert "ghs_pipeline" not in result.message + result.summary

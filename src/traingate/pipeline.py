@@ -144,13 +144,17 @@ def run_pipeline(
     repo: str | None = None,
     head: str | None = None,
     progress: Progress | None = None,
+    forge_factory: Any = None,
 ) -> dict[str, Any]:
     """The chain; returns {"improved", "run_id", "pr_url", "gate", "train", "pr"}. Raises the
-    failing stage's own error after `infra stop` has run."""
+    failing stage's own error after `infra stop` has run. `forge_factory` goes to `pr create`
+    (tests hand in a forge without rate-limit pauses)."""
     _preflight_github(token, repo)
     progress = progress if progress is not None else Progress()
     with _explained(progress):
-        return _chain(cfg, source, token=token, repo=repo, head=head, progress=progress)
+        return _chain(
+            cfg, source, token=token, repo=repo, head=head, progress=progress, forge_factory=forge_factory
+        )
 
 
 def _chain(
@@ -161,6 +165,7 @@ def _chain(
     repo: str | None,
     head: str | None,
     progress: Progress,
+    forge_factory: Any = None,
 ) -> dict[str, Any]:
     from traingate.data.merge import merge_step
     from traingate.data.validate import validate_step
@@ -223,7 +228,7 @@ def _chain(
         return outcome
     gate_report = Path(str(outcome["gate"]["report"])) if outcome["gate"].get("report") else None
     train_report_log = cfg.workspace_dir / "reports" / "metrics.jsonl"
-    render_only = not (token and repo)
+    # Both or neither (checked up front): with neither, create_step renders the body only.
     pr = _run_stage(
         progress,
         "pr create",
@@ -236,7 +241,8 @@ def _chain(
             data_report=data_report,
             gate_report=gate_report,
             metrics_log=train_report_log if train_report_log.is_file() else None,
-            render_only=render_only,
+            render_only=False,
+            **({"forge_factory": forge_factory} if forge_factory is not None else {}),
         ),
     )
     outcome["pr"] = pr.outputs
@@ -295,6 +301,7 @@ def run_step(
     source: Path | None = None,
     *,
     env: Mapping[str, str] | None = None,
+    forge_factory: Any = None,
 ) -> StepResult:
     """`traingate run`: the PR goes to GitHub when GITHUB_TOKEN and GITHUB_REPOSITORY are set,
     else it is rendered to pr.render_to."""
@@ -309,6 +316,7 @@ def run_step(
         repo=env.get("GITHUB_REPOSITORY") or None,
         head=env.get("TRAINGATE_HEAD") or None,
         progress=progress,
+        forge_factory=forge_factory,
     )
     verdict = "improved" if outcome["improved"] else "not improved"
     return StepResult(
