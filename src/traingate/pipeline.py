@@ -370,7 +370,14 @@ _GIT_IDENTITY = {
 
 def _git(workdir: Path, *args: str) -> None:
     env = {**os.environ, **{k: os.environ.get(k) or v for k, v in _GIT_IDENTITY.items()}}
-    proc = subprocess.run(["git", *args], cwd=workdir, capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(
+        ["git", "-c", "commit.gpgsign=false", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if proc.returncode != 0:
         raise UsageError(
             f"`git {' '.join(args)}` failed in {workdir}: {proc.stderr.strip() or proc.stdout.strip()}",
