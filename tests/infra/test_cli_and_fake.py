@@ -48,10 +48,14 @@ def test_start_and_stop_through_the_cli_write_outputs(
         assert outputs["instance_id"] == instance_id and outputs["state"] == "running"
         assert outputs["holder"] == "acme/meters/77/1"
         assert outputs["mlflow_url"] == f"http://{outputs['private_ip']}:5000"
-        # The stop job is a re-run (attempt 2) of the same workflow run: it still releases attempt 1.
+        # A re-run (attempt 2) starts again, then its stop job gets attempt 2's holder passed
+        # explicitly (as stop-infra.yml does): attempt 1's holder is released too.
         monkeypatch.setenv("GITHUB_RUN_ATTEMPT", "2")
+        assert runner.invoke(cli, ["--config", str(cfg), "infra", "start"]).exit_code == 0
         out.write_text("")
-        stopped = runner.invoke(cli, ["--config", str(cfg), "--json", "infra", "stop"])
+        stopped = runner.invoke(
+            cli, ["--config", str(cfg), "--json", "infra", "stop", "--holder", "acme/meters/77/2"]
+        )
     assert stopped.exit_code == 0, stopped.output
     assert gha.read_outputs(out) == {
         "instance_id": instance_id,

@@ -190,6 +190,21 @@ def test_reap_stops_only_expired_leases(
     assert TagLease(ec2, instance_id).read().holders == {}
 
 
+def test_reap_forgets_expired_holders_of_a_stopped_instance(
+    tmp_path: Path, instance_id: str, ec2: ScriptedEc2, ssm: FakeSsm, services: Any, clock: FakeClock
+) -> None:
+    """The watchdog stopped the instance of a cancelled run; reap cleans the lease record."""
+    cfg = make_cfg(tmp_path, instance_id, ttl_minutes=30)
+    start_step(cfg, "cancelled-run", sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    for _ in range(31):
+        clock.advance(60)
+        ssm.tick(instance_id)
+    assert ec2.inner.describe(instance_id).state == "stopped"
+    result = reap_step(cfg, sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    assert result.outputs["reaped"] == [] and "forgot expired holders cancelled-run" in result.message
+    assert TagLease(ec2, instance_id).read().holders == {}
+
+
 def test_reap_leaves_an_instance_without_lease_alone(
     tmp_path: Path, instance_id: str, ec2: ScriptedEc2, ssm: FakeSsm, services: Any, clock: FakeClock
 ) -> None:

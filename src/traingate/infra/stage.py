@@ -54,11 +54,13 @@ def resolve_holder(explicit: str | None, cfg: Config, *, for_stop: bool = False)
     return f"{getpass.getuser()}@{socket.gethostname()}:{os.getpid()}"
 
 
-def _same_run(holder: str, held: list[str], explicit: bool) -> list[str]:
-    """Our holder first, then other attempts of the same Actions run (a re-run of the failed
-    stop job has a new attempt number but must release the lease the first attempt took)."""
+def _same_run(holder: str, held: list[str]) -> list[str]:
+    """Our holder first, then other attempts of the same Actions run: a re-run has a new attempt
+    number but must release the lease an earlier attempt took. This holds whether the holder was
+    derived or passed explicitly (stop-infra.yml passes start-infra's `holder` output, which is
+    the attempt that ran start-infra)."""
     prefix = run_prefix()
-    extra = [h for h in held if not explicit and prefix and h.startswith(prefix) and h != holder]
+    extra = [h for h in held if prefix and h.startswith(prefix) and h != holder]
     return [holder, *sorted(extra)]
 
 
@@ -326,7 +328,7 @@ def stop_step(
         from traingate.infra import local
 
         held = list(local.lease_for(cfg).read().holders)
-        return local.stop(cfg, _same_run(who, held, bool(holder)), force=force, clock=clock)
+        return local.stop(cfg, _same_run(who, held), force=force, clock=clock)
 
     from traingate.infra.ec2 import stop_and_wait
 
@@ -334,7 +336,7 @@ def stop_step(
     inst = _find(cfg, svc.ec2)
     lease = svc.lease(inst.id)
     now = clock()
-    ours = _same_run(who, list(lease.read().holders), bool(holder))
+    ours = _same_run(who, list(lease.read().holders))
     for other in ours[1:]:
         lease.release(other, now, claim_stop=False)
     rel = lease.release(who, now, claim_stop=not force)
@@ -470,12 +472,15 @@ def reap_step(
 
         file_lease = local.lease_for(cfg)
         st = file_lease.read()
-        if file_lease.machine_state() == "running" and st.holders and not st.live(now):
+        running = file_lease.machine_state() == "running"
+        if running and st.holders and not st.live(now):
             if not dry_run and file_lease.claim_stop(claimer, now):
                 file_lease.forget_expired(now)
                 file_lease.set_machine_state("stopped")
                 file_lease.clear_stop(claimer)
             reaped.append(local.LOCAL_ID)
+        elif not running and st.expired(now) and not dry_run:
+            notes.append(f"local: forgot expired holders {', '.join(file_lease.forget_expired(now))}")
         return _reap_result(reaped, notes, dry_run)
 
     from traingate.infra.ec2 import stop_and_wait
@@ -486,10 +491,18 @@ def reap_step(
     else:
         candidates = [_find(cfg, svc.ec2)]
     for inst in candidates:
-        if inst.state not in ("running", "pending"):
-            continue
         lease = svc.lease(inst.id)
         st = lease.read()
+        if inst.state not in ("running", "pending"):
+            # Already stopped (e.g. by its watchdog after a cancelled run): nothing to stop, but
+            # the expired holders would otherwise stay in the lease record forever.
+            gone = sorted(st.expired(now))
+            if gone and not dry_run:
+                _forget(lease, st, now)
+            if gone:
+                verb = "would forget" if dry_run else "forgot"
+                notes.append(f"{inst.id}: {inst.state}; {verb} expired holders {', '.join(gone)}")
+            continue
         if st.live(now):
             notes.append(
                 f"{inst.id}: held by {', '.join(sorted(st.live(now)))} "
