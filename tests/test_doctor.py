@@ -75,11 +75,16 @@ def _by_name(checks):
     return {c.name: c for c in checks}
 
 
+PATH_WITH_PYTHON = {"PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+
+
 def test_defaults_pass_with_no_config_and_no_credentials(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
-    result = doctor_step(cfg, env={})
+    (tmp_path / "train.py").write_text("print('training')\n")
+    result = doctor_step(cfg, env=PATH_WITH_PYTHON)
     assert result.outputs == {"ok": True}
-    checks = _by_name(run_checks(cfg, env={}))
+    checks = _by_name(run_checks(cfg, env=PATH_WITH_PYTHON))
+    assert checks["train command"].status == "ok"
     assert checks["AWS credentials"].status == "skip"
     assert checks["GitHub token"].status == "warn"
     assert "rendered to" in checks["GitHub token"].detail
@@ -245,8 +250,9 @@ def _cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None) ->
 
 def test_cli_exit_codes_and_outputs(tmp_path: Path) -> None:
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "train.py").write_text("print('training')\n")
     out = tmp_path / "gh_output"
-    ok = _cli(["--json", "doctor"], tmp_path, {"GITHUB_OUTPUT": str(out)})
+    ok = _cli(["--json", "doctor"], tmp_path, {"GITHUB_OUTPUT": str(out), **PATH_WITH_PYTHON})
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["outputs"] == {"ok": True}
     assert "GitHub token" in ok.stderr
@@ -263,3 +269,22 @@ def test_cli_exit_codes_and_outputs(tmp_path: Path) -> None:
     usage = _cli(["doctor"], tmp_path)
     assert usage.returncode == 2
     assert "infra.backend" in usage.stderr and "ec2" in usage.stderr
+
+
+def test_train_command_program_and_script_must_exist(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    ok = _by_name(run_checks(_cfg(tmp_path, {"train": {"command": f"{sys.executable} train.py"}}), env={}))
+    assert ok["train command"].status == "ok"
+
+    typo = _cfg(tmp_path, {"train": {"command": f"{sys.executable} trian.py --epochs 3"}})
+    check = _by_name(run_checks(typo, env={}))["train command"]
+    assert check.status == "FAIL"
+    assert "trian.py not found" in check.detail
+
+    missing = _cfg(tmp_path, {"train": {"command": "no-such-python-xyz train.py"}})
+    check = _by_name(run_checks(missing, env={}))["train command"]
+    assert check.status == "FAIL"
+    assert "'no-such-python-xyz' is not on PATH" in check.detail
+
+    remote = _cfg(tmp_path, {"train": {"command": "python nowhere.py", "where": "instance"}})
+    assert _by_name(run_checks(remote, env={}))["train command"].status == "skip"

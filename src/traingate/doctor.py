@@ -84,6 +84,49 @@ def check_config(cfg: Config) -> Check:
     )
 
 
+def check_train_command(cfg: Config, env: Mapping[str, str]) -> Check:
+    """The program and the script of train.command exist (on the runner): a typo here would
+    otherwise surface only after the instance was started and the data pulled."""
+    import shlex
+    import shutil
+
+    if cfg.train.where.value != "runner":
+        return Check("train command", SKIP, f"runs on the instance: {cfg.train.command}")
+    workdir = cfg.path(cfg.train.workdir)
+    try:
+        argv = shlex.split(cfg.train.command)
+    except ValueError as err:
+        return Check("train command", FAIL, f"cannot parse {cfg.train.command!r}: {err}", "fix the quoting")
+    if not argv:
+        return Check(
+            "train command", FAIL, "train.command is empty", "set train.command, e.g. python train.py"
+        )
+    program = argv[0]
+    local = workdir / program
+    found = (
+        shutil.which(program, path=env.get("PATH"))
+        if "/" not in program
+        else (program if local.exists() else None)
+    )
+    if found is None:
+        return Check(
+            "train command",
+            FAIL,
+            f"{program!r} is not on PATH (from {workdir})",
+            "install it, activate the environment that has it, or use train.setup to install it",
+        )
+    scripts = [a for a in argv[1:] if a.endswith((".py", ".sh", ".R", ".jl")) and not a.startswith("-")]
+    missing = [a for a in scripts if not (workdir / a).exists() and not Path(a).is_absolute()]
+    if missing:
+        return Check(
+            "train command",
+            FAIL,
+            f"{missing[0]} not found in {workdir}",
+            "fix train.command or train.workdir (relative to traingate.yml)",
+        )
+    return Check("train command", OK, f"{cfg.train.command} (program: {found})")
+
+
 def _aws_needed(cfg: Config) -> list[str]:
     reasons = []
     if cfg.infra.backend.value == "ec2":
@@ -392,6 +435,7 @@ def run_checks(
     limit = timeout if timeout is not None else min(cfg.tracking.request_timeout_seconds, 10.0)
     return [
         check_config(cfg),
+        check_train_command(cfg, env),
         check_git(cfg),
         check_infra(cfg),
         check_aws_credentials(cfg, env),
