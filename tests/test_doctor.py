@@ -288,3 +288,11 @@ def test_train_command_program_and_script_must_exist(tmp_path: Path) -> None:
 
     remote = _cfg(tmp_path, {"train": {"command": "python nowhere.py", "where": "instance"}})
     assert _by_name(run_checks(remote, env={}))["train command"].status == "skip"
+
+
+def test_remote_under_a_file_cannot_be_created(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("x")
+    cfg = _cfg(tmp_path, {"store": {"remote": "blocker/remote"}})
+    check = _by_name(run_checks(cfg, env={}))["DVC remote"]
+    assert check.status == "FAIL"
+    assert "is a file" in check.detail

@@ -273,6 +273,13 @@ def _existing_parent(path: Path) -> Path:
 def _check_folder_remote(folder: Path) -> Check:
     if not folder.exists():
         parent = _existing_parent(folder)
+        if not parent.is_dir():
+            return Check(
+                "DVC remote",
+                FAIL,
+                f"{folder} cannot be created: {parent} is a file",
+                "set store.remote to a folder path",
+            )
         if not os.access(parent, os.W_OK):
             return Check(
                 "DVC remote",
