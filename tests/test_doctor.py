@@ -296,3 +296,11 @@ def test_remote_under_a_file_cannot_be_created(tmp_path: Path) -> None:
     check = _by_name(run_checks(cfg, env={}))["DVC remote"]
     assert check.status == "FAIL"
     assert "is a file" in check.detail
+
+
+def test_sqlite_tracking_under_a_file_fails(tmp_path: Path) -> None:
+    (tmp_path / "blocker").write_text("x")
+    cfg = _cfg(tmp_path, {"tracking": {"uri": "sqlite:///blocker/mlflow.db"}})
+    check = _by_name(run_checks(cfg, env={}))["tracking"]
+    assert check.status == "FAIL"
+    assert "is a file" in check.detail

@@ -232,11 +232,11 @@ def check_tracking(cfg: Config, timeout: float, http_get: HttpGet) -> Check:
                 )
             return Check("tracking", OK, f"MLflow on SQLite {db}")
         parent = _existing_parent(db.parent)
-        if not os.access(parent, os.W_OK):
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
             return Check(
                 "tracking",
                 FAIL,
-                f"cannot create {db}: {parent} is not writable",
+                f"cannot create {db}: {parent} is " + ("not writable" if parent.is_dir() else "a file"),
                 "set tracking.uri to a writable path, e.g. sqlite:///.traingate/mlflow.db",
             )
         return Check("tracking", OK, f"MLflow on SQLite {db} (created on first run)")
