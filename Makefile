@@ -24,10 +24,10 @@ $(UV): $(BIN)/python
 venv: $(UV)
 
 install: venv
-	$(UV) pip install --python $(BIN)/python --quiet -e '.[all]'
+	$(UV) pip install --python $(BIN)/python --quiet --compile-bytecode -e '.[all]'
 
 install-dev: venv
-	$(UV) pip install --python $(BIN)/python --quiet -e '.[dev]'
+	$(UV) pip install --python $(BIN)/python --quiet --compile-bytecode -e '.[dev]'
 
 demo: install
 	$(BIN)/traingate demo
