@@ -289,6 +289,13 @@ class MlflowTracking:
             batches += 1
         return batches
 
+    def metric_max_step(self, run_id: str, key: str) -> int:
+        history = self._call(
+            f"read the history of {key!r} in run {run_id}",
+            lambda: self._client.get_metric_history(run_id, key),
+        )
+        return max((int(m.step) for m in history), default=0)
+
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 

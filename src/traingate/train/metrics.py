@@ -155,17 +155,20 @@ def read_metrics_log(path: Path) -> MetricsLog:
     return result
 
 
-def to_points(final: dict[str, float], history: MetricsLog, *, now_ms: int) -> list[MetricPoint]:
+def to_points(
+    final: dict[str, float], history: MetricsLog, *, now_ms: int, min_final_step: int = 0
+) -> list[MetricPoint]:
     """Points for MLflow: the per-epoch history, then the final values.
 
     MLflow reports, per key, the value at the highest step (then the latest timestamp). The
     final values are logged at the history's last step with a later timestamp, so what the
     gate reads is exactly metrics.json, and the curve is not stretched by a fake epoch.
+    `min_final_step`: the highest step the script itself logged for these keys, if it did.
     """
     points: list[MetricPoint] = []
     base = now_ms - len(history.entries) - 1
     for index, (step, values) in enumerate(history.entries):
         points.extend(MetricPoint(k, v, step, base + index) for k, v in values.items())
-    last_step = max(history.max_step, max((p.step for p in points), default=0))
+    last_step = max(history.max_step, min_final_step)
     points.extend(MetricPoint(k, v, last_step, now_ms) for k, v in final.items())
     return points

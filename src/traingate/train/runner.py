@@ -307,7 +307,13 @@ def _train_and_log(
     missing = [m.name for m in cfg.gate.metrics if m.name not in metrics]
     if missing:
         warnings.append(f"{metrics_path} lacks the gated metric(s) {', '.join(missing)}: the gate will fail")
-    points = to_points(metrics, history, now_ms=int(time.time() * 1000))
+    # A script that logged the same keys itself (into this run) at higher steps would otherwise
+    # shadow metrics.json: MLflow reports the value at the highest step.
+    already = tracking.get_run(job_run_id(job)).metrics
+    own_steps = [tracking.metric_max_step(job_run_id(job), k) for k in metrics if k in already]
+    points = to_points(
+        metrics, history, now_ms=int(time.time() * 1000), min_final_step=max(own_steps, default=0)
+    )
     batches = tracking.log_metrics(job_run_id(job), points)
 
     paths = _resolve_artifacts(cfg, outcome.outputs_dir)
