@@ -18,11 +18,13 @@ share it), so the watchdog's TTL can be passed without waiting.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,6 +202,9 @@ class E2E:
     names: dict[str, str]
     runs: list[PipelineRun] = field(default_factory=list)
     aws_calls: dict[str, int] = field(default_factory=dict)
+    moto: _MotoRequests = field(default_factory=lambda: _MotoRequests())
+    setup_seconds: float = 0.0
+    recorded: list[dict[str, Any]] = field(default_factory=list)
     _run_counter: int = 1000
 
     # ------------------------------------------------------------------------- set-up
@@ -244,6 +249,39 @@ class E2E:
         run = PipelineRun(self.world, branch=branch, **kwargs)
         self.runs.append(run)
         return run
+
+    def mark(self) -> None:
+        """Start counting service calls from here (set-up and probes before it are not counted)."""
+        self.aws_calls.clear()
+        self.moto.requests.clear()
+        self.proxy.requests.clear()
+        self.github.log.clear()
+        self.ssm.calls.update({k: 0 for k in self.ssm.calls})
+
+    def figures(self, run: PipelineRun) -> dict[str, Any]:
+        """What bench/bench_e2e.py reports for one run (read before any probe adds calls)."""
+        t = run.timing
+        train_seconds = 0.0
+        report = run.artifacts.get("traingate-train-reports")
+        if report is not None and (report / "train-report.json").is_file():
+            train_seconds = float(json.loads((report / "train-report.json").read_text())["duration_seconds"])
+        return {
+            "wall_seconds": round(t.wall_seconds, 3),
+            "cli_seconds": round(t.cli_seconds, 3),
+            "cli_cpu_seconds": round(t.cli_cpu_seconds, 3),
+            "harness_seconds": round(t.harness_seconds, 3),
+            "train_command_seconds": round(train_seconds, 3),
+            "cli_calls": t.cli_calls,
+            "per_job_seconds": {n: round(sum(s.seconds for s in j.steps), 3) for n, j in run.jobs.items()},
+            "aws_boto3_calls": dict(sorted(self.aws_calls.items())),
+            "aws_http_requests": len(self.moto.requests),
+            "aws_http_by_kind": self.moto.by_kind(),
+            "ssm_calls": dict(self.ssm.calls),
+            "mlflow_requests": len(self.proxy.requests),
+            "github_requests": len(self.github.log),
+            "github_by_route": sorted(f"{m} {p}" for m, p in self.github.log),
+            "fixture_setup_seconds": round(self.setup_seconds, 3),
+        }
 
     # ------------------------------------------------------------------------- probes
     def instance_state(self) -> str:
@@ -336,6 +374,33 @@ class E2E:
             os.chdir(cwd)
 
 
+class _MotoRequests(logging.Handler):
+    """Every HTTP request moto's server answers (boto3, DVC's s3fs and the SSM fake's `aws` shim)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.requests: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.args and isinstance(record.args, tuple):
+            line = re.sub(r"\x1b\[[0-9;]*m", "", str(record.args[0]))  # werkzeug colours by status
+            if line.count(" ") >= 2:
+                self.requests.append(line)
+
+    def by_kind(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for line in self.requests:
+            method, path = line.split(" ")[:2]
+            kind = (
+                "s3"
+                if path.startswith(f"/{BUCKET}")
+                else ("moto-api" if "moto-api" in path else "ec2/dynamodb")
+            )
+            key = f"{kind} {method}"
+            out[key] = out.get(key, 0) + 1
+        return out
+
+
 def _count_boto_calls(counter: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
     """Count every AWS API call made through botocore (traingate's and the fixtures' own)."""
     from botocore.client import BaseClient
@@ -348,6 +413,18 @@ def _count_boto_calls(counter: dict[str, int], monkeypatch: pytest.MonkeyPatch) 
         return original(self, operation_name, api_params)
 
     monkeypatch.setattr(BaseClient, "_make_api_call", counted)
+
+
+FIGURES_ENV = "TRAINGATE_E2E_FIGURES"
+
+
+def _write_figures(t: E2E) -> None:
+    """bench/bench_e2e.py sets TRAINGATE_E2E_FIGURES: append one JSON line per recorded run."""
+    target = os.environ.get(FIGURES_ENV)
+    if target and t.recorded:
+        with open(target, "a", encoding="utf-8") as fh:
+            for item in t.recorded:
+                fh.write(json.dumps(item) + "\n")
 
 
 @pytest.fixture
@@ -363,6 +440,8 @@ def e2e(
     import responses
 
     from tests.infra.conftest import make_instance
+
+    began = time.perf_counter()
     from traingate.github.forge import PyGithubForge
     from traingate.infra import stage
     from traingate.infra.aws import override_clients
@@ -411,6 +490,8 @@ def e2e(
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "DVC_NO_ANALYTICS": "1",
     }
+    # The instance's training image has this interpreter (numpy, PIL, dvc) first on its PATH.
+    monkeypatch.setenv("PATH", env["PATH"])
     proxy = FaultProxy(mlflow_server.url).start()
     aws_calls: dict[str, int] = {}
     _count_boto_calls(aws_calls, monkeypatch)
@@ -431,7 +512,16 @@ def e2e(
             t = E2E(world, e2e_seed, work, clock, ssm, proxy, mlflow_server, fake, instance_id, names)
             t.aws_calls = aws_calls
             t.configure()
-            yield t
+            moto_log = logging.getLogger("werkzeug")
+            moto_log.addHandler(t.moto)
+            if moto_log.level == logging.NOTSET or moto_log.level > logging.INFO:
+                monkeypatch.setattr(moto_log, "level", logging.INFO)
+            t.setup_seconds = time.perf_counter() - began
+            try:
+                yield t
+            finally:
+                moto_log.removeHandler(t.moto)
+                _write_figures(t)
     finally:
         proxy.stop()
         ssm.close()

@@ -66,6 +66,7 @@ class StepRecord:
     stdout: str = ""
     stderr: str = ""
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     exception: BaseException | None = None
 
     @property
@@ -111,9 +112,11 @@ class JobRecord:
 class Timing:
     """Where the wall time of a run went."""
 
-    cli_seconds: float = 0.0  # inside traingate commands (in-process)
+    cli_seconds: float = 0.0  # inside traingate commands (in-process), wall
+    cli_cpu_seconds: float = 0.0  # CPU of the thread running them: traingate's own work
     harness_seconds: float = 0.0  # clones, artifacts, YAML interpretation
     cli_calls: int = 0
+    wall_seconds: float = 0.0
 
 
 @dataclass
@@ -250,9 +253,13 @@ class PipelineRun:
         return name
 
     def run(self, until: str | None = None) -> PipelineRun:
-        while (name := self.step()) is not None:
-            if name == until:
-                break
+        started = time.perf_counter()
+        try:
+            while (name := self.step()) is not None:
+                if name == until:
+                    break
+        finally:
+            self.timing.wall_seconds += time.perf_counter() - started
         return self
 
     def outputs(self) -> dict[str, Any]:
@@ -586,10 +593,12 @@ class PipelineRun:
             k: None for k in os.environ if k.startswith(("GITHUB_", "TRAINGATE_", "MLFLOW_")) and k not in env
         }
         with _CLI_LOCK, _chdir(cwd):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.thread_time()
             result = CliRunner().invoke(cli, argv, env={**cleared, **env}, catch_exceptions=True)
             rec.seconds = time.perf_counter() - started
+            rec.cpu_seconds = time.thread_time() - cpu
         self.timing.cli_seconds += rec.seconds
+        self.timing.cli_cpu_seconds += rec.cpu_seconds
         self.timing.cli_calls += 1
         rec.exit_code = result.exit_code
         rec.stdout = result.stdout

@@ -54,7 +54,9 @@ def test_happy_path(e2e: E2E) -> None:
     branch = e2e.push_data(pairs=4)
     pushed = e2e.branch_sha(branch)
     objects_before = e2e.s3_keys()
+    e2e.mark()
     run = e2e.pipeline(branch).run()
+    e2e.recorded.append(e2e.figures(run))  # bench/bench_e2e.py reads these
     assert run.results == ALL_SUCCESS, given_up(run)
     assert all(s.exit_code == 0 for j in run.jobs.values() for s in j.steps)
 
@@ -191,6 +193,21 @@ def test_training_failure_on_the_instance_over_ssm(e2e: E2E) -> None:
     assert [r.info.status for r in e2e.experiment_runs()] == ["FAILED"]
     assert_instance_given_back(e2e, run)
     assert_no_pr(e2e, run)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="train.where=instance never gets the dataset: train/runner.py _data_version pulls only "
+    "when where=runner and train/remote.py ships the git-tracked code without the DVC data, so "
+    "train.py on the instance finds no data/training (a `dvc pull` setup fails: no git repo there)",
+)
+def test_happy_path_training_on_the_instance(e2e: E2E) -> None:
+    e2e.configure(train__where="instance")
+    run = e2e.pipeline(e2e.push_data()).run()
+    assert run.results == ALL_SUCCESS, given_up(run)
+    assert any("python train.py" in script for script in e2e.ssm.sent_scripts)
+    assert e2e.aliases() == {"champion": run.job("train").outputs["model_version"]}
+    assert_instance_given_back(e2e, run)
 
 
 # --------------------------------------------------------------------- 10 capacity errors
@@ -377,12 +394,6 @@ def test_data_branch_moved_during_the_run_is_rebased_and_pushed(e2e: E2E) -> Non
 
 
 # ------------------------------------------------------------ 5 runner dies mid-train
-@pytest.mark.xfail(
-    strict=True,
-    reason="src/traingate/infra/stage.py reap_step skips every instance that is not running "
-    "(`if inst.state not in ('running', 'pending'): continue`), so after the watchdog stopped it "
-    "the expired holder stays in the lease record forever",
-)
 def test_runner_dies_watchdog_stops_reap_cleans_rerun_succeeds(e2e: E2E) -> None:
     branch = e2e.push_data()
     first = e2e.pipeline(branch)
@@ -396,7 +407,6 @@ def test_runner_dies_watchdog_stops_reap_cleans_rerun_succeeds(e2e: E2E) -> None
     assert e2e.instance_state() == "stopped"
 
     reap = e2e.cli("infra", "reap")
-    # (strict xfail below: reap_step skips instances that are not running)
     assert reap.exit_code == 0, reap.output + reap.stderr
     assert e2e.lease_holders() == {}, "infra reap must forget the expired holder"
 
@@ -416,19 +426,10 @@ def test_runner_dies_rerun_without_reap_restarts_cleanly(e2e: E2E) -> None:
     again = e2e.pipeline(branch, sha=first.sha, run_id=first.run_id, attempt=2).run()
     assert again.results == ALL_SUCCESS, given_up(again)
     assert again.job("start-infra").outputs["holder"] == "o/r/1001/2"
-    stop = again.job("stop-infra").outputs
-    assert stop["stopped"] == "true" and e2e.instance_state() == "stopped"
-    # Attempt 1's holder is past its TTL, so it no longer keeps the instance up (see the strict
-    # xfail below for the record that stays behind).
-    assert all(until < e2e.clock() for until in e2e.lease_holders().values())
+    # stop-infra of attempt 2 also releases what attempt 1 left in the lease.
+    assert_instance_given_back(e2e, again)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src/traingate/infra/stage.py stop_step/_same_run releases the other attempts of the "
-    "same run only when no explicit holder is given, but stop-infra.yml always passes "
-    "`holder: needs.start-infra.outputs.holder`; attempt 1's holder is never released",
-)
 def test_rerun_stop_releases_the_first_attempts_holder(e2e: E2E) -> None:
     branch = e2e.push_data()
     first = e2e.pipeline(branch)
