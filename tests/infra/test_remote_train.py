@@ -179,7 +179,9 @@ def test_killed_process_is_not_success(
     outcome = executor(running, ssm, bucket, clock, tmp_path).run(
         job_for(project, env={"MODE": "kill"}), print
     )
-    assert outcome.killed and outcome.exit_code != 0
+    # Not a timeout: reported as SIGKILL's exit code, with the reason in the log tail.
+    assert outcome.exit_code == 137 and not outcome.killed
+    assert "died without writing an exit code" in outcome.log_tail
     assert not (outcome.outputs_dir / "outputs" / "metrics.json").exists()
 
 
@@ -214,8 +216,15 @@ def test_timeout_kills_on_the_instance(
 ) -> None:
     ex = executor(running, ssm, bucket, clock, tmp_path, grace_seconds=10**9)
     outcome = ex.run(job_for(project, env={"MODE": "slow"}, timeout_seconds=1), print)
-    assert outcome.exit_code == 124 and not outcome.killed
+    assert outcome.exit_code == 124 and outcome.killed
     assert "killed after train.timeout_minutes" in outcome.log_tail
+
+
+def test_a_script_exiting_124_is_not_a_timeout(
+    project: Any, running: str, ssm: FakeSsm, bucket: Any, clock: FakeClock, tmp_path: Path
+) -> None:
+    outcome = executor(running, ssm, bucket, clock, tmp_path).run(job_for(project, command="exit 124"), print)
+    assert outcome.exit_code == 124 and not outcome.killed
 
 
 def test_runner_kills_a_run_the_instance_did_not_stop(
@@ -225,7 +234,15 @@ def test_runner_kills_a_run_the_instance_did_not_stop(
     outcome = ex.run(job_for(project, env={"MODE": "slow"}, timeout_seconds=5), print)
     assert outcome.killed and outcome.exit_code == 124
     pid = (ssm.remote_root(running) / "runs" / outcome.run_ref / "pid").read_text().strip()
-    states = subprocess.run(["ps", "-o", "stat=", "-s", pid], capture_output=True, text=True).stdout.split()
+    import time
+
+    for _ in range(200):  # SIGKILL is delivered asynchronously
+        states = subprocess.run(
+            ["ps", "-o", "stat=", "-s", pid], capture_output=True, text=True
+        ).stdout.split()
+        if all(st.startswith("Z") for st in states):
+            break
+        time.sleep(0.01)
     assert all(st.startswith("Z") for st in states), states  # killed (zombies await their reaper)
 
 
@@ -285,12 +302,16 @@ def test_long_run_renews_watchdog_and_lease(
         if len(renewals) == 3:
             go.touch()  # the run ends only after three renewals
 
-    # ttl of 10 minutes: a poll renews once 200 s of (fake) time passed; time runs 60 s fast per sleep.
-    ex = executor(running, ssm, bucket, clock, tmp_path, ttl_minutes=10, grace_seconds=10**9, renew=renew)
+    # ttl of 10 minutes: a poll renews once 200 s of (fake) time passed.
+    ex = executor(
+        running, ssm, bucket, clock, tmp_path, ttl_minutes=10, grace_seconds=10**9, renew=renew, poll_cap=7.0
+    )
     clock_step: Callable[[float], None] = clock.sleep
 
     def slow_sleep(seconds: float) -> None:
-        clock_step(seconds + 60)
+        # Only the executor's own waits between polls (>= 4 s once backed off) run 100 s fast;
+        # the short waits inside one SSM command (<= 2 s) stay as they are.
+        clock_step(seconds + (100 if seconds >= 4 else 0))
 
     ex.sleep = slow_sleep
     outcome = ex.run(job_for(project, env={"MODE": "wait", "GO_FILE": str(go)}), print)

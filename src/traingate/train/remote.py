@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 #: Bytes of log per poll; base64 makes it 4/3 larger, still well under SSM's 24,000 characters.
 CHUNK_BYTES = 15000
 SCRIPT_SUFFIXES = (".py", ".sh", ".R", ".r", ".jl", ".pl", ".rb")
+TIMEOUT_MARK = "== traingate: killed after train.timeout_minutes"
 EXCLUDE_DIRS = {".git", ".traingate", "__pycache__", ".venv", ".dvc/cache"}
 
 
@@ -197,9 +198,11 @@ def _launch_script(job: TrainJob, ref: str) -> str:
         "#!/bin/bash\n"
         'run="$(cd "$(dirname "$0")" && pwd)"\n'
         'cd "$run/code"\n'
+        "began=$(date +%s)\n"
         f'timeout --kill-after=30 {seconds} bash "$run/job.sh"\n'
         "rc=$?\n"
-        '[ "$rc" = 124 ] && echo "== traingate: killed after train.timeout_minutes'
+        # timeout(1) also returns 124 when the command itself does; only the clock tells them apart.
+        f'[ "$rc" = 124 ] && [ $(( $(date +%s) - began )) -ge {seconds} ] && echo "{TIMEOUT_MARK}'
         f' ({seconds} s)"\n'
         'echo "$rc" > "$run/exit_code.tmp" && mv "$run/exit_code.tmp" "$run/exit_code"\n'
     )
@@ -409,13 +412,18 @@ class RemoteExecutor:
                 tail = (tail + lines)[-50:]
             if ec != "-" and offset >= size:
                 exit_code = int(ec) if ec.lstrip("-").isdigit() else 1
+                # run.sh prints TIMEOUT_MARK only when timeout(1) ended the command.
+                killed = exit_code == 124 and any(TIMEOUT_MARK in line for line in tail)
                 break
             if ec == "-" and not alive and offset >= size:
-                killed = True
-                log(
-                    f"== traingate: the training process on {self.instance_id} "
-                    "died without an exit code (killed)"
+                # Not a timeout (the runner reads `killed` as one): report it as SIGKILL's 137.
+                exit_code = 137
+                line = (
+                    f"== traingate: the training process on {self.instance_id} died without "
+                    "writing an exit code (killed: out of memory, an operator, or a reboot)"
                 )
+                log(line)
+                tail = [*tail, line][-50:]
                 break
             if self.clock() > deadline:
                 self._cmd(
