@@ -303,7 +303,11 @@ class MlflowTracking:
         # MLflow accepts at most 100 tags per batch.
         for start in range(0, len(items), 100):
             chunk = items[start : start + 100]
-            self._call("set run tags", lambda chunk=chunk: self._client.log_batch(run_id, tags=chunk))
+
+            def send(chunk: list[Any] = chunk) -> None:
+                self._client.log_batch(run_id, tags=chunk)
+
+            self._call("set run tags", send)
 
     def log_artifact(self, run_id: str, local_path: Path, artifact_path: str) -> None:
         self._call(
