@@ -177,3 +177,77 @@ def test_override_clients_rejects_unknown_names() -> None:
 
 def _unused(*_: Any) -> None:  # keeps type checkers quiet about fixtures used for side effects
     pass
+
+
+def test_stop_clears_the_scheduled_shutdown(
+    instance_id: str, ec2: ScriptedEc2, ssm: FakeSsm, clock: FakeClock
+) -> None:
+    ec2.inner.start(instance_id)
+    run_command(ssm, instance_id, "shutdown -h +5", timeout_seconds=10, sleep=clock.sleep, clock=clock)
+    assert ssm.shutdown_at(instance_id) is not None
+    ec2.inner.stop(instance_id)
+    ssm.tick(instance_id)
+    assert ssm.shutdown_at(instance_id) is None
+
+
+def test_boto3_ssm_sets_execution_timeout(aws_env: str, instance_id: str) -> None:
+    """SSM's default executionTimeout is one hour (field report 2): every command sets its own."""
+    import boto3
+
+    from traingate.infra.ssm import Boto3Ssm
+
+    client = boto3.client("ssm", region_name="us-east-1")
+    command_id = Boto3Ssm(client).send(instance_id, "echo hi", timeout_seconds=5400, comment="t")
+    sent = client.list_commands(CommandId=command_id)["Commands"][0]
+    assert sent["Parameters"]["executionTimeout"] == ["5400"]
+    assert sent["DocumentName"] == "AWS-RunShellScript"
+
+
+def test_boto3_ssm_ping_and_missing_invocation() -> None:
+    import boto3
+    from botocore.stub import Stubber
+
+    from traingate.infra.ssm import Boto3Ssm
+
+    client = boto3.client("ssm", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    stub = Stubber(client)
+    stub.add_response(
+        "describe_instance_information",
+        {"InstanceInformationList": [{"InstanceId": "i-1", "PingStatus": "ConnectionLost"}]},
+    )
+    stub.add_response("describe_instance_information", {"InstanceInformationList": []})
+    stub.add_client_error("get_command_invocation", service_error_code="InvocationDoesNotExist")
+    stub.add_client_error("send_command", service_error_code="InvalidInstanceId")
+    with stub:
+        ssm = Boto3Ssm(client)
+        assert ssm.ping_status("i-1") == "ConnectionLost"
+        assert ssm.ping_status("i-1") == ""
+        assert ssm.invocation("0" * 36, "i-1").status == "Pending"
+        with pytest.raises(SsmUnreachableError, match="not online"):
+            ssm.send("i-1", "true", timeout_seconds=10)
+
+
+def test_make_remote_executor_through_overrides(
+    tmp_path: Path, instance_id: str, ec2: ScriptedEc2, ssm: FakeSsm, aws_env: str
+) -> None:
+    import boto3
+
+    from traingate.errors import TrainError
+    from traingate.train.remote import make_remote_executor
+
+    cfg = parse_config(
+        {
+            "infra": {"backend": "ec2", "instance": {"id": instance_id}, "s3_prefix": "s3://b/p"},
+            "train": {"where": "instance"},
+        },
+        base_dir=tmp_path,
+    )
+    s3 = boto3.client("s3", region_name="us-east-1")
+    with override_clients(ec2=ec2, ssm=ssm, s3=s3):
+        with pytest.raises(TrainError, match="is stopped"):
+            make_remote_executor(cfg)
+        ec2.inner.start(instance_id)
+        ex = make_remote_executor(cfg)
+    assert ex.instance_id == instance_id and ex.ssm is ssm and ex.s3 is s3
+    assert ex.location.url("runs") == "s3://b/p/runs"
+    assert ex.ttl_minutes == cfg.infra.ttl_minutes
