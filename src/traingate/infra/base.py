@@ -9,7 +9,6 @@ botocore errors.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -126,11 +125,3 @@ def backoff_delays(first: float, cap: float, factor: float = 2.0) -> Callable[[]
         return min(value, cap)
 
     return nxt
-
-
-def real_clock() -> float:
-    return time.monotonic()
-
-
-def wall_clock() -> float:
-    return time.time()

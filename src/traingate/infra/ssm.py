@@ -6,7 +6,6 @@ readiness asks the agent for PingStatus and then runs a trivial command that mus
 
 from __future__ import annotations
 
-import shlex
 from typing import Any
 
 from traingate.errors import InfraError
@@ -22,8 +21,6 @@ from traingate.infra.base import (
 
 #: Where traingate keeps its files on the instance (run folders, watchdog state).
 REMOTE_ROOT = "${TRAINGATE_ROOT:-/var/lib/traingate}"
-#: The service returns at most this many characters of stdout per invocation.
-OUTPUT_CAP = 24000
 
 
 class Boto3Ssm:
@@ -145,17 +142,7 @@ def watchdog_script(ttl_minutes: int) -> str:
         "set -eu\n"
         f'root="{root}"\n'
         'mkdir -p "$root"\n'
-        f"shutdown -h +{minutes} 'traingate watchdog: lease not renewed' >/dev/null 2>&1 || "
-        f"shutdown -h +{minutes}\n"
+        f"shutdown -h +{minutes} 'traingate watchdog: lease not renewed'\n"
         f'echo "$(( $(date +%s) + {minutes * 60} ))" > "$root/watchdog.deadline"\n'
         'echo "watchdog armed: halt at $(cat "$root/watchdog.deadline")"\n'
     )
-
-
-def disarm_script() -> str:
-    root = REMOTE_ROOT
-    return f'shutdown -c >/dev/null 2>&1 || true\nrm -f "{root}/watchdog.deadline"\necho disarmed\n'
-
-
-def quote(value: str) -> str:
-    return shlex.quote(value)
