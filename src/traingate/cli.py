@@ -282,6 +282,21 @@ def infra_reap(opts: Options, dry_run: bool) -> None:
 
 
 # --------------------------------------------------------------------------------------- train
+_tracking_uri_option = click.option(
+    "--tracking-uri",
+    envvar="TRAINGATE_TRACKING_URI",
+    help="Override tracking.uri for this call, e.g. the `mlflow_url` output of `infra start` (the "
+    "instance's address changes on every start).",
+)
+
+
+def _with_tracking_uri(cfg: Config, tracking_uri: str | None) -> Config:
+    """An empty value (an unset workflow input) keeps traingate.yml's tracking.uri."""
+    if tracking_uri:
+        cfg.tracking.uri = tracking_uri
+    return cfg
+
+
 @cli.command("train")
 @click.option(
     "--attach",
@@ -303,14 +318,19 @@ def infra_reap(opts: Options, dry_run: bool) -> None:
     envvar="TRAINGATE_GATE",
     help="Run the quality gate right after training.",
 )
+@_tracking_uri_option
 @pass_opts
-def train_cmd(opts: Options, attach: str | None, no_pull: bool, with_gate: bool) -> None:
+def train_cmd(
+    opts: Options, attach: str | None, no_pull: bool, with_gate: bool, tracking_uri: str | None
+) -> None:
     """Run the training command, check its exit code and metrics, log everything to MLflow."""
 
     def action(cfg: Config) -> StepResult:
         from traingate.train.runner import train_step
 
-        return train_step(cfg, attach=attach, pull=not no_pull, with_gate=with_gate)
+        return train_step(
+            _with_tracking_uri(cfg, tracking_uri), attach=attach, pull=not no_pull, with_gate=with_gate
+        )
 
     run_step(opts, action)
 
@@ -324,14 +344,15 @@ def train_cmd(opts: Options, attach: str | None, no_pull: bool, with_gate: bool)
 @click.option(
     "--no-promote", is_flag=True, envvar="TRAINGATE_NO_PROMOTE", help="Compare only; never move an alias."
 )
+@_tracking_uri_option
 @pass_opts
-def gate_cmd(opts: Options, run_id: str | None, no_promote: bool) -> None:
+def gate_cmd(opts: Options, run_id: str | None, no_promote: bool, tracking_uri: str | None) -> None:
     """Compare the candidate with @champion; promote when improved. Fails closed."""
 
     def action(cfg: Config) -> StepResult:
         from traingate.tracking.gate import gate_step
 
-        return gate_step(cfg, run_id=run_id, promote=not no_promote)
+        return gate_step(_with_tracking_uri(cfg, tracking_uri), run_id=run_id, promote=not no_promote)
 
     run_step(opts, action)
 
@@ -339,14 +360,15 @@ def gate_cmd(opts: Options, run_id: str | None, no_promote: bool) -> None:
 @cli.command("promote")
 @click.option("--version", "version", help="Model version to make champion (default: @challenger).")
 @click.option("--rollback", is_flag=True, help="Move champion back to @previous-champion.")
+@_tracking_uri_option
 @pass_opts
-def promote_cmd(opts: Options, version: str | None, rollback: bool) -> None:
+def promote_cmd(opts: Options, version: str | None, rollback: bool, tracking_uri: str | None) -> None:
     """Move the champion alias (post-merge promotion, or rollback)."""
 
     def action(cfg: Config) -> StepResult:
         from traingate.tracking.promote import promote_step
 
-        return promote_step(cfg, version=version, rollback=rollback)
+        return promote_step(_with_tracking_uri(cfg, tracking_uri), version=version, rollback=rollback)
 
     run_step(opts, action)
 
