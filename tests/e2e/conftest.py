@@ -76,7 +76,8 @@ def traingate_yml(names: dict[str, str], moto: str, tracking_uri: str, **over: A
             "ready": ["running", "status-ok", "ssm"],
             "ttl_minutes": 30,
             "lease_table": LEASE_TABLE,
-            "mlflow_url": "http://{public_ip}:5000",
+            # The instance's MLflow server is the loopback one (moto's public IPs lead nowhere).
+            "mlflow_url": tracking_uri,
             "poll_cap_seconds": 2,
             "start_retry_budget_minutes": 1,
         },

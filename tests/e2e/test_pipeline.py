@@ -74,7 +74,9 @@ def test_happy_path(e2e: E2E) -> None:
     # start-infra -> train -> stop-infra: the instance was lent and given back.
     start = run.job("start-infra").outputs
     assert start["instance_id"] == e2e.instance_id and start["state"] == "running"
-    assert start["holder"] == "o/r/1001/1" and start["mlflow_url"].endswith(":5000")
+    assert start["holder"] == "o/r/1001/1" and start["mlflow_url"] == e2e.proxy.url
+    # train tracks to the server start-infra announced (the instance's address changes per start).
+    assert run.job("train").step().env.get("TRAINGATE_TRACKING_URI") == start["mlflow_url"]
     assert any("shutdown -h +30" in s for s in e2e.ssm.sent_scripts)  # the self-stop watchdog
     assert_instance_given_back(e2e, run)
 
