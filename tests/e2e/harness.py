@@ -585,14 +585,15 @@ class PipelineRun:
             **step_env,
         }
         rec = StepRecord(job, sname, "traingate", argv=argv, env=step_env)
-        self._hook(f"step:{job}", rec)
-        if self.world.sync_forge is not None:
-            self.world.sync_forge()
         # Everything the job did not set must not leak in from the test process.
         cleared = {
             k: None for k in os.environ if k.startswith(("GITHUB_", "TRAINGATE_", "MLFLOW_")) and k not in env
         }
         with _CLI_LOCK, _chdir(cwd):
+            # Under the lock: what a hook observes still holds when the command starts.
+            self._hook(f"step:{job}", rec)
+            if self.world.sync_forge is not None:
+                self.world.sync_forge()
             started, cpu = time.perf_counter(), time.thread_time()
             result = CliRunner().invoke(cli, argv, env={**cleared, **env}, catch_exceptions=True)
             rec.seconds = time.perf_counter() - started

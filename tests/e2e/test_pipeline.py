@@ -301,10 +301,21 @@ def test_mlflow_server_down_fails_train_before_training(e2e: E2E) -> None:
 
 
 # ---------------------------------------------------------------- 6 two pipelines overlap
+def instance_must_be_running(e2e: E2E) -> Any:
+    """A hook for `step:train`: the field-report race was a stop under a running training job."""
+
+    def check(run: PipelineRun, key: str, step: Any) -> None:
+        state = e2e.instance_state()
+        assert state == "running", f"{run.github['repository']} run {run.run_id} trains on a {state} instance"
+
+    return check
+
+
 def test_two_pipelines_share_the_instance_through_the_lease(e2e: E2E) -> None:
     """Two repositories (a concurrency group does not reach across them) share one instance."""
-    a = e2e.pipeline(e2e.push_data("data/20261124-a", seed=11))
-    b = e2e.pipeline(e2e.push_data("data/20261124-b", seed=12, degrade=True, prefix="worse"))
+    hooks = {"step:train": instance_must_be_running(e2e)}
+    a = e2e.pipeline(e2e.push_data("data/20261124-a", seed=11), hooks=hooks)
+    b = e2e.pipeline(e2e.push_data("data/20261124-b", seed=12, degrade=True, prefix="worse"), hooks=hooks)
     b.github["repository"] = "o/other"
     a.run(until="start-infra")
     b.run(until="start-infra")
@@ -330,6 +341,41 @@ def test_two_pipelines_share_the_instance_through_the_lease(e2e: E2E) -> None:
         assert e2e.aliases()["previous-champion"] == version_a
     else:
         assert e2e.aliases()["champion"] == version_a and b.results["create-pr"] == "skipped"
+
+
+def test_two_pipelines_in_threads_never_train_on_a_stopped_instance(e2e: E2E) -> None:
+    """The same two repositories, now as free-running threads (jobs interleave as they come)."""
+    import threading
+
+    hooks = {"step:train": instance_must_be_running(e2e)}
+    a = e2e.pipeline(e2e.push_data("data/20261124-a", seed=11), hooks=hooks)
+    b = e2e.pipeline(e2e.push_data("data/20261124-b", seed=13, prefix="more"), hooks=hooks)
+    b.github["repository"] = "o/other"
+    errors: list[BaseException] = []
+
+    def drive(run: PipelineRun) -> None:
+        try:
+            run.run()
+        except BaseException as err:  # re-raised in the test thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=drive, args=(r,)) for r in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=240)
+    assert not errors, errors
+    for run in (a, b):
+        assert run.results["train"] == "success" and run.results["stop-infra"] == "success", given_up(run)
+    assert e2e.instance_state() == "stopped" and e2e.lease_holders() == {}
+    stopped = sorted(r.job("stop-infra").outputs["stopped"] for r in (a, b))
+    assert stopped in (["false", "true"], ["true", "true"])
+    # The gates ran one after the other: at most one saw no champion, and the champion is the
+    # version of a run that promoted.
+    gates = [r.job("train").outputs for r in (a, b)]
+    assert [g["baseline"] for g in gates].count("none") <= 1
+    promoted = [g for g in gates if g["improved"] == "true"]
+    assert promoted and e2e.aliases()["champion"] in {g["model_version"] for g in promoted}
 
 
 # ------------------------------------------------------------- 8 artifact upload denied
