@@ -261,7 +261,9 @@ def test_artifact_upload_denied(project: Project, fault_proxy: FaultProxy, polic
     assert "artifact upload failed" in result.summary
     run = open_adapter(cfg).get_run(result.outputs["run_id"])
     assert run.status == "FINISHED"
-    assert fault_proxy.count("/runs/log-batch") == 1  # the metrics: one request
+    # The gate must know the model never reached the store (it then registers nothing).
+    assert run.tags.get("traingate.artifacts") == "missing"
+    assert fault_proxy.count("/runs/log-batch") == 2  # the metrics in one request, then that tag
 
 
 @pytest.mark.slow

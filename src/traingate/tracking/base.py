@@ -13,6 +13,10 @@ from typing import Protocol
 
 from traingate.errors import TrackingError
 
+# Set by `train` on a run whose model files did not reach the artifact store
+# (train.artifacts_policy: best-effort); the gate then decides but cannot register the model.
+TAG_ARTIFACTS = "traingate.artifacts"
+
 
 class TrackingNotFound(TrackingError):
     """The run, model or version does not exist (as opposed to: the server could not answer).

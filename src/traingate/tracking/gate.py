@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from traingate.errors import GateError, TrackingError, TraingateError
 from traingate.result import StepResult
 from traingate.state import atomic_write_json, read_state, reports_dir, update_state
-from traingate.tracking.base import RunRecord, Tracking, TrackingNotFound
+from traingate.tracking.base import TAG_ARTIFACTS, RunRecord, Tracking, TrackingNotFound
 
 if TYPE_CHECKING:
     from traingate.config import Config, GateMetric
@@ -254,7 +254,15 @@ def gate_step(
     model_version = ""
     promoted_alias = ""
     mode = str(cfg.gate.promote)
-    if decision.improved and promote and mode != "off":
+    artifacts_missing = candidate.tags.get(TAG_ARTIFACTS) == "missing"
+    if decision.improved and promote and mode != "off" and artifacts_missing:
+        warnings.append(
+            f"run {candidate.run_id} improved, but its model files never reached the artifact store "
+            "(train.artifacts_policy: best-effort), so no version was registered and "
+            f"@{cfg.gate.alias} did not move; fix the artifact store permissions, re-run training, "
+            "or register the locally kept model by hand"
+        )
+    elif decision.improved and promote and mode != "off":
         from traingate.tracking.promote import register_and_promote
 
         promotion = register_and_promote(
@@ -298,6 +306,7 @@ def gate_step(
         "reason": decision.reason,
         "run_url": run_url,
         "metrics": metrics_out,
+        "warnings": warnings,
     }
     report_path = reports_dir(workspace) / "gate-report.json"
     atomic_write_json(report_path, report)
@@ -314,6 +323,8 @@ def gate_step(
             f"\nRegistered version {model_version} as `@{promoted_alias}`; `traingate promote` after "
             f"the merge makes it `@{cfg.gate.alias}`.\n"
         )
+    for text in warnings:
+        summary += f"\n> ⚠️ {text}\n"
     verdict = "improved" if decision.improved else "not improved"
     message = f"gate: {verdict} ({decision.reason})" + (
         f"; version {model_version} is @{promoted_alias}" if promoted_alias else ""

@@ -25,6 +25,7 @@ from traingate import __version__, gha
 from traingate.errors import TrackingError, TrainError, TraingateError
 from traingate.result import StepResult
 from traingate.state import atomic_write_json, read_state, reports_dir, update_state
+from traingate.tracking.base import TAG_ARTIFACTS
 from traingate.train.base import Executor, LogSink, TrainJob, TrainOutcome
 from traingate.train.metrics import read_final_metrics, read_metrics_log, to_points
 
@@ -335,6 +336,13 @@ def _train_and_log(
                 f"artifact upload failed, the model is kept only at {path} "
                 f"(train.artifacts_policy: best-effort): {err.message}"
             )
+    if len(uploaded) < len(paths):
+        # The gate reads this tag: an improved run whose model never reached the artifact store
+        # cannot be registered, and best-effort means "say so loudly and go on", not "fail".
+        try:
+            tracking.set_tags(job_run_id(job), {TAG_ARTIFACTS: "missing"})
+        except TraingateError as err:
+            warnings.append(f"could not tag run {job_run_id(job)} with the missing artifacts: {err.message}")
     return metrics, outcome, batches, uploaded
 
 
