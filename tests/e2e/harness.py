@@ -430,6 +430,9 @@ class PipelineRun:
         else:
             _git(workspace, "checkout", "-q", "-B", self.branch, self.sha)
             _git(workspace, "branch", "-q", f"--set-upstream-to=origin/{self.branch}")
+        if with_.get("persist-credentials", "true") == "false":
+            # No token left on disk: a push from this job fails as it would on GitHub.
+            _git(workspace, "remote", "set-url", "--push", "origin", str(workspace / "no-credentials.git"))
         return StepRecord(job, sname, "checkout", outputs={"ref": ref or self.branch})
 
     def _upload(self, job: str, sname: str, with_: dict[str, str], workspace: Path) -> StepRecord:
