@@ -170,12 +170,6 @@ def test_invalid_data_stops_before_the_instance(e2e: E2E) -> None:
     assert_no_pr(e2e, run)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="YAML<->CLI mismatch: actions/merge-and-validate/action.yml passes neither "
-    "TRAINGATE_COMMENT nor a GitHub token to `traingate data merge`, so the commit comment "
-    "listing the errors (data/merge.py _maybe_comment) is never posted",
-)
 def test_invalid_data_posts_a_commit_comment(e2e: E2E) -> None:
     branch = e2e.push_data(corrupt=True)
     pushed = e2e.branch_sha(branch)
@@ -276,6 +270,21 @@ def test_capacity_error_that_persists_fails_clearly_and_only_stop_runs(e2e: E2E)
     assert run.job("start-infra").outputs["holder"] == ""
     assert e2e.instance_state() == "stopped" and e2e.lease_holders() == {}
     assert e2e.experiment_runs() == []
+    assert_no_pr(e2e, run)
+
+
+def test_start_denied_by_iam_is_not_retried_and_names_the_action(e2e: E2E) -> None:
+    """Field report 2: an explicit IAM deny on the EC2 action blocked the whole stack."""
+    from traingate.infra.aws import override_clients
+
+    ec2 = _scripted_ec2(e2e, ["UnauthorizedOperation"] * 10)
+    with override_clients(ec2=ec2):
+        run = e2e.pipeline(e2e.push_data()).run()
+    assert run.results["start-infra"] == "failure" and run.results["train"] == "skipped", given_up(run)
+    assert ec2.calls["start"] == 1  # a deny does not get better by retrying
+    error = next(a for a in run.job("start-infra").annotations if a.startswith("::error"))
+    assert "ec2:StartInstances" in error and "policy" in error
+    assert run.results["stop-infra"] == "success" and e2e.lease_holders() == {}
     assert_no_pr(e2e, run)
 
 
@@ -526,6 +535,20 @@ def test_auto_merge_on_a_clean_pr_merges_directly(e2e: E2E) -> None:
     assert e2e.github.pulls[number]["merged"] is True
     assert e2e.github.merges[0]["merge_method"] == "squash"
     assert e2e.github.merges[0]["sha"] == run.job("create-pr").outputs["head_sha"]
+
+
+def test_actions_may_not_create_prs_fails_loudly_after_the_instance_is_back(e2e: E2E) -> None:
+    """The repository forbids GITHUB_TOKEN to open PRs: a clear failure, nothing half-done."""
+    e2e.github.actions_may_create_prs = False
+    run = e2e.pipeline(e2e.push_data()).run()
+    assert run.results["train"] == "success" and run.results["create-pr"] == "failure", given_up(run)
+    assert run.results["auto-merge"] == "skipped"
+    error = next(a for a in run.job("create-pr").annotations if a.startswith("::error"))
+    assert "not permitted" in error and "next step" in error
+    assert e2e.github.pulls == {} and run.outputs()["pr_url"] == ""
+    # The model was promoted by the gate and the instance is back: only the PR is missing.
+    assert e2e.aliases() == {"champion": run.job("train").outputs["model_version"]}
+    assert e2e.instance_state() == "stopped"
 
 
 def test_auto_merge_disabled_in_the_repository_fails_loudly(e2e: E2E) -> None:
