@@ -62,7 +62,8 @@ class StepRecord:
     exit_code: int = 0
     argv: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)  # the action's outputs (YAML `value:`)
+    written: dict[str, str] = field(default_factory=dict)  # what the command wrote to GITHUB_OUTPUT
     stdout: str = ""
     stderr: str = ""
     seconds: float = 0.0
@@ -610,6 +611,7 @@ class PipelineRun:
         rec.exception = result.exception
         rec.outcome = "success" if result.exit_code == 0 else "failure"
         rec.outputs = read_outputs(out_file)
+        rec.written = dict(rec.outputs)
         return rec
 
 

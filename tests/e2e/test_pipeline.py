@@ -59,6 +59,10 @@ def test_happy_path(e2e: E2E) -> None:
     e2e.recorded.append(e2e.figures(run))  # bench/bench_e2e.py reads these
     assert run.results == ALL_SUCCESS, given_up(run)
     assert all(s.exit_code == 0 for j in run.jobs.values() for s in j.steps)
+    # Every output an action declares was written by its command, and nothing written is hidden.
+    for job in run.jobs.values():
+        step = job.step()
+        assert set(step.outputs) == set(step.written), (job.name, sorted(step.outputs), sorted(step.written))
 
     # merge-and-validate: data pushed first, then the pointer commit on the data branch.
     merge = run.job("merge-and-validate").outputs
