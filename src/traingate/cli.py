@@ -178,6 +178,11 @@ def data_validate(opts: Options, path: str | None, no_cache: bool, report_path: 
     envvar="TRAINGATE_COMMENT",
     help="On failure in Actions, post the errors as a commit comment.",
 )
+@click.option(
+    "--github-token",
+    envvar=["TRAINGATE_GITHUB_TOKEN", "GITHUB_TOKEN"],
+    help="Token for --comment (default: $TRAINGATE_GITHUB_TOKEN, then $GITHUB_TOKEN).",
+)
 @pass_opts
 def data_merge(
     opts: Options,
@@ -187,8 +192,10 @@ def data_merge(
     no_commit: bool,
     message: str | None,
     comment: bool,
+    github_token: str | None,
 ) -> None:
     """Validate SOURCE (default: data.incoming) and merge it into the dataset: data first, pointers after."""
+    gha.mask(github_token)
 
     def action(cfg: Config) -> StepResult:
         from traingate.data.merge import merge_step
@@ -201,6 +208,7 @@ def data_merge(
             commit=not no_commit,
             message=message,
             comment=comment,
+            token=github_token,
         )
 
     run_step(opts, action)

@@ -16,6 +16,7 @@ from traingate.data.merge import merge_step
 from traingate.data.store import DvcStore, _folder_entries, dataset_version, pull_dataset
 from traingate.errors import DataError, StoreError
 from traingate.github.gitops import BOT_NAME
+from traingate.result import StepResult
 
 pytestmark = pytest.mark.slow
 
@@ -371,13 +372,19 @@ def test_failed_merge_posts_comment_when_asked(project: Project, make_pair: Make
     first_merge(project)
     project.add_incoming(make_pair, ["a0"], seed=999)  # name conflict
     calls: list[dict] = []
-    monkeypatch.setattr(status, "comment_step", lambda cfg, **kw: calls.append(kw))
-    monkeypatch.setenv("GITHUB_TOKEN", "t0ken")
+
+    def fake_comment_step(cfg, *args, **kw):
+        calls.append({"args": args, **kw})
+        return StepResult(message="commented")
+
+    monkeypatch.setattr(status, "comment_step", fake_comment_step)
     monkeypatch.setenv("GITHUB_REPOSITORY", "o/r")
     monkeypatch.setenv("GITHUB_SHA", "abc")
     with pytest.raises(DataError):
-        merge_step(project.cfg, comment=True, sleep=lambda _s: None)
-    assert len(calls) == 1 and calls[0]["repo"] == "o/r" and Path(calls[0]["report"]).exists()
+        merge_step(project.cfg, comment=True, token="t0ken", sleep=lambda _s: None)
+    token, _repo, _sha, report = calls[0]["args"]
+    assert len(calls) == 1 and token == "t0ken" and calls[0]["env"]["GITHUB_REPOSITORY"] == "o/r"
+    assert Path(report).exists()
     with pytest.raises(DataError):
         merge_step(project.cfg, comment=False, sleep=lambda _s: None)
     assert len(calls) == 1

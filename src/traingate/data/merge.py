@@ -31,7 +31,7 @@ from traingate.data.validate import (
     split_rel,
     validate_dataset,
 )
-from traingate.errors import DataError, GitError, StoreError
+from traingate.errors import DataError, StoreError
 
 if TYPE_CHECKING:
     from traingate.config import Config
@@ -218,6 +218,7 @@ def merge_step(
     message: str | None = None,
     comment: bool = False,
     *,
+    token: str | None = None,
     store: Store | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> StepResult:
@@ -310,7 +311,7 @@ def merge_step(
                     "re-run with `--on-conflict replace` to replace the stored version on purpose "
                     "(recorded in the commit message).\n"
                 )
-            _maybe_comment(cfg, comment, report_path, warnings)
+            _maybe_comment(cfg, comment, token, report_path, warnings)
             first = v.errors[0]
             raise DataError(
                 f"{len(v.errors)} data error(s) in {src}; nothing was merged; first: {first.message}",
@@ -480,23 +481,22 @@ def _update_workspace(cfg: Config, plan: MergePlan) -> None:
         shutil.copyfile(obj.source, target)
 
 
-def _maybe_comment(cfg: Config, comment: bool, report_path: Path, warnings: list[str]) -> None:
-    """Post the errors as a commit comment when asked (the github stage owns the API call)."""
-    import os
+def _maybe_comment(
+    cfg: Config, comment: bool, token: str | None, report_path: Path, warnings: list[str]
+) -> None:
+    """Post the errors as a commit comment when asked (the github stage owns the API call).
 
-    if not comment or not os.environ.get("GITHUB_TOKEN"):
+    Never raises: the validation error is what must decide the exit code; a comment that could
+    not be posted becomes a warning instead of being lost.
+    """
+    if not comment:
         return
-    try:
-        from traingate.github.status import comment_step
+    from traingate.github.status import comment_validation_failure
 
-        comment_step(
-            cfg,
-            token=os.environ.get("GITHUB_TOKEN"),
-            repo=os.environ.get("GITHUB_REPOSITORY"),
-            sha=os.environ.get("GITHUB_SHA"),
-            report=report_path,
-        )
-    except (ImportError, GitError) as err:
-        warnings.append(f"could not post the commit comment: {err}")
-    except Exception as err:  # the data error is what matters; a comment failure must not hide it
-        warnings.append(f"could not post the commit comment: {err}")
+    line = comment_validation_failure(cfg, report_path, token=token)
+    if line.startswith("could not"):
+        # Raised right before a DataError, so it cannot wait for the StepResult's warnings.
+        from traingate import gha
+
+        gha.warning(line)
+        warnings.append(line)
