@@ -214,17 +214,13 @@ def test_training_failure_on_the_instance_over_ssm(e2e: E2E) -> None:
     assert_no_pr(e2e, run)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.where=instance never gets the dataset: train/runner.py _data_version pulls only "
-    "when where=runner and train/remote.py ships the git-tracked code without the DVC data, so "
-    "train.py on the instance finds no data/training (a `dvc pull` setup fails: no git repo there)",
-)
 def test_happy_path_training_on_the_instance(e2e: E2E) -> None:
     e2e.configure(train__where="instance")
     run = e2e.pipeline(e2e.push_data()).run()
     assert run.results == ALL_SUCCESS, given_up(run)
     assert any("python train.py" in script for script in e2e.ssm.sent_scripts)
+    # The instance pulled the dataset itself (its own role); the runner shipped only the code.
+    assert any("dvc pull data/training.dvc" in script for script in e2e.ssm.sent_scripts)
     assert e2e.aliases() == {"champion": run.job("train").outputs["model_version"]}
     assert_instance_given_back(e2e, run)
 

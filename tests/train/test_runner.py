@@ -179,8 +179,16 @@ def test_instance_branch_uses_the_executor_and_does_not_pull(
     monkeypatch.setattr(store, "dataset_version", lambda cfg: "v1")
     remote = FakeRemote(tmp_path / "fetched")
     cfg = project.config(train={"where": "instance", "pull_data": True})
+    with pytest.raises(TrainError, match=r"pointer .*training\.dvc does not exist"):
+        train_step(cfg, executor=remote, log=quiet)
+    assert remote.jobs == []  # nothing shipped
+    (project.root / ".dvc").mkdir()
+    (project.root / "data").mkdir(exist_ok=True)
+    (project.root / "data" / "training.dvc").write_text("outs:\n- md5: abc.dir\n  path: training\n")
     result = train_step(cfg, executor=remote, log=quiet)
     job = remote.jobs[0]
+    # The instance pulls the dataset itself; the runner only names the pointer.
+    assert job.datasets == ["data/training.dvc"]
     assert job.env["MLFLOW_RUN_ID"] == result.outputs["run_id"]
     assert job.env["MLFLOW_TRACKING_URI"] == cfg.tracking_uri
     assert job.env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"

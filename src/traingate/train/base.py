@@ -28,6 +28,14 @@ class TrainJob:
     run_name: str = ""
     # Git commit of the code being trained (shipped to the instance as-is).
     commit: str = ""
+    # DVC pointer files (relative to workdir) the executor must pull where the command runs,
+    # with that machine's own credentials: the runner never ships the dataset.
+    datasets: list[str] = field(default_factory=list)
+
+
+# Exit code an executor reports when it could not make `TrainJob.datasets` available, so the
+# runner can say "the dataset could not be pulled" rather than "the training command failed".
+DATA_PULL_FAILED = 86
 
 
 @dataclass

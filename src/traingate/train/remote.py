@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from traingate.errors import ConfigError, InfraError, TrainError
 from traingate.infra.base import Clock, Ssm, SsmUnreachableError, backoff_delays
 from traingate.infra.ssm import REMOTE_ROOT, check_command, run_command, watchdog_script
-from traingate.train.base import LogSink, TrainJob, TrainOutcome
+from traingate.train.base import DATA_PULL_FAILED, LogSink, TrainJob, TrainOutcome
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -189,7 +189,20 @@ def _job_script(job: TrainJob, ref: str) -> str:
     setup = ""
     if job.setup.strip():
         setup = f"echo '== traingate: setup (streamed)'\n{job.setup}\necho '== traingate: setup done'\n"
-    return f"set -e\nexport TRAINGATE_RUN={shlex.quote(ref)}\n{env}{setup}{job.command}\n"
+    pull = ""
+    if job.datasets:
+        pointers = " ".join(shlex.quote(p) for p in job.datasets)
+        # After the setup (which may install dvc), with the instance's own role; the code arrived
+        # as an archive, not a git clone, hence no_scm. A failure exits DATA_PULL_FAILED.
+        pull = (
+            f"echo '== traingate: dvc pull {pointers} (on the instance)'\n"
+            "command -v dvc >/dev/null || { echo 'traingate: dvc is not installed on the instance; "
+            f"install it in train.setup or the image' >&2; exit {DATA_PULL_FAILED}; }}\n"
+            f"dvc config --local core.no_scm true || exit {DATA_PULL_FAILED}\n"
+            f"dvc pull {pointers} || {{ echo 'traingate: dvc pull failed on the instance' >&2; "
+            f"exit {DATA_PULL_FAILED}; }}\n"
+        )
+    return f"set -e\nexport TRAINGATE_RUN={shlex.quote(ref)}\n{env}{setup}{pull}{job.command}\n"
 
 
 def _launch_script(job: TrainJob, ref: str) -> str:

@@ -26,7 +26,7 @@ from traingate.errors import TrackingError, TrainError, TraingateError
 from traingate.result import StepResult
 from traingate.state import atomic_write_json, read_state, reports_dir, update_state
 from traingate.tracking.base import TAG_ARTIFACTS
-from traingate.train.base import Executor, LogSink, TrainJob, TrainOutcome
+from traingate.train.base import DATA_PULL_FAILED, Executor, LogSink, TrainJob, TrainOutcome
 from traingate.train.metrics import read_final_metrics, read_metrics_log, to_points
 
 if TYPE_CHECKING:
@@ -75,6 +75,26 @@ def _data_version(cfg: Config, pull: bool, log: LogSink) -> tuple[str, list[str]
         return store.dataset_version(cfg), []
     except TraingateError as err:
         return "", [f"could not read the dataset version (tagged as unknown): {err.message}"]
+
+
+def _instance_datasets(cfg: Config, workdir: Path) -> list[str]:
+    """The DVC pointers the instance must pull itself, checked before anything is shipped."""
+    pointer = cfg.data_root.parent / f"{cfg.data_root.name}.dvc"
+    if not pointer.exists():
+        raise TrainError(
+            f"train.where is `instance` and train.pull_data is on, but the dataset pointer {pointer} "
+            "does not exist",
+            hint="merge the data first (`traingate data merge`), or set train.pull_data: false",
+        )
+    resolved = pointer.resolve()
+    if not resolved.is_relative_to(workdir) or not (workdir / ".dvc").is_dir():
+        raise TrainError(
+            f"the instance cannot pull {pointer}: it ships train.workdir ({workdir}), which must be the "
+            "DVC repository root holding .dvc/ and the pointer",
+            hint="set train.workdir to the repository root, or train.pull_data: false and provide "
+            "the data on the instance",
+        )
+    return [resolved.relative_to(workdir).as_posix()]
 
 
 def _make_executor(cfg: Config) -> Executor:
@@ -197,7 +217,9 @@ def train_step(
         "MLFLOW_EXPERIMENT_ID": experiment_id,
         "TRAINGATE_DATA_VERSION": data_version,
     }
+    datasets = _instance_datasets(cfg, workdir) if not where_runner and pull and cfg.train.pull_data else []
     job = TrainJob(
+        datasets=datasets,
         command=cfg.train.command,
         workdir=workdir,
         env=env,
@@ -293,6 +315,15 @@ def _train_and_log(
         raise TrainError(
             f"the training command timed out after {cfg.train.timeout_minutes:g} minutes and was stopped",
             hint="raise train.timeout_minutes, or make the training faster",
+            summary=_log_tail_summary(outcome),
+        )
+    if outcome.exit_code == DATA_PULL_FAILED and job.datasets:
+        tail = "\n".join(outcome.log_tail.strip().splitlines()[-10:])
+        raise TrainError(
+            f"the instance could not pull the dataset {', '.join(job.datasets)} from "
+            f"{cfg.store_remote}; training did not start; last lines:\n{tail}",
+            hint="give the instance's role read access to the DVC remote and install dvc there "
+            "(train.setup), or set train.pull_data: false if the instance has the data",
             summary=_log_tail_summary(outcome),
         )
     if outcome.exit_code != 0:
