@@ -216,3 +216,17 @@ def test_curve_numbers_use_the_notation_mermaid_parses() -> None:
         for value in [*xs, *ys, lo, hi]:
             assert plain.match(value), (value, block)
     assert "line [0.00001, 0.00002," in text and "10000000]" in text
+
+
+def test_merge_checks_with_boolean_passed_get_a_verdict_mark() -> None:
+    from traingate.report import _checks
+
+    marks = _checks(
+        {
+            "checks": [
+                {"name": "names", "passed": True, "detail": "0 conflict(s)"},
+                {"name": "duplicates", "passed": False, "detail": "2"},
+            ]
+        }
+    )
+    assert marks == ["✅ names — 0 conflict(s)", "❌ duplicates — 2"]

@@ -180,6 +180,8 @@ def _checks(merge: Mapping[str, Any]) -> list[str]:
         if isinstance(check, Mapping):
             name = check.get("name") or check.get("check") or check.get("code") or "check"
             status = check.get("status") or check.get("result")
+            if status is None and isinstance(check.get("passed"), bool):
+                status = "pass" if check["passed"] else "fail"
             detail = check.get("detail") or check.get("message")
             mark = {"pass": "✅", "passed": "✅", "ok": "✅", "fail": "❌", "failed": "❌"}.get(
                 str(status).lower(), "•"
