@@ -551,6 +551,17 @@ def test_actions_may_not_create_prs_fails_loudly_after_the_instance_is_back(e2e:
     assert e2e.instance_state() == "stopped"
 
 
+def test_lost_response_on_pr_create_still_makes_exactly_one_pr(e2e: E2E) -> None:
+    """GitHub created the PR but the 502 hid it: the retry must find it, not open a second one."""
+    e2e.github.fail("POST", r"/pulls$", 502, after=True)
+    run = e2e.pipeline(e2e.push_data()).run()
+    assert run.results == ALL_SUCCESS, given_up(run)
+    assert len(e2e.github.pulls) == 1
+    assert e2e.github.count("POST", r"/pulls$") >= 2  # the lost one and the retry
+    assert run.job("create-pr").outputs["pr_number"] == str(next(iter(e2e.github.pulls)))
+    assert len(e2e.github.statuses) == 1
+
+
 def test_auto_merge_disabled_in_the_repository_fails_loudly(e2e: E2E) -> None:
     e2e.github.auto_merge_allowed = False
     run = e2e.pipeline(e2e.push_data()).run()
