@@ -314,6 +314,11 @@ class PipelineRun:
         if secrets_given == "inherit":
             raise HarnessError(f"job {name}: `secrets: inherit` (the house rule says explicit secrets)")
         secrets = {k: "" for k in (call.get("secrets") or {})}
+        if set(secrets_given) - set(secrets):
+            # GitHub rejects the run: "secret X is not defined in the referenced workflow".
+            raise HarnessError(
+                f"job {name} passes undeclared secrets {sorted(set(secrets_given) - set(secrets))}"
+            )
         secrets.update({k: to_string(_eval_value(v, ctx)) for k, v in secrets_given.items()})
 
         callee_jobs = callee.get("jobs") or {}
