@@ -165,3 +165,14 @@ def test_comment_command(
     assert result.exit_code == 0, result.output
     assert _outputs(tmp_path)["operation"] == "created"
     assert "`no_data`" in next(iter(fake_github.comments.values()))["body"]
+
+
+def test_missing_token_is_reported_before_the_reports_are_read(tmp_path: Path) -> None:
+    """Configuration first: without a token the step is exit 2 even when no report exists yet."""
+    cfg = tmp_path / "traingate.yml"
+    cfg.write_text("project: p\n")
+    result = CliRunner().invoke(
+        cli, ["--config", str(cfg), "pr", "create", "--head", HEAD], env={"GITHUB_REPOSITORY": "o/r"}
+    )
+    assert result.exit_code == 2, result.output
+    assert "GITHUB_TOKEN is not set" in result.stderr

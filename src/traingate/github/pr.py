@@ -98,6 +98,19 @@ def create_step(
     env: Mapping[str, str] | None = None,
 ) -> StepResult:
     env = dict(os.environ) if env is None else dict(env)
+    repo_name = resolve_repo(repo, env)
+    send = not render_only and bool(token or repo_name)
+    # Configuration first: a missing token is exit 2 before any report is read.
+    if send and not repo_name:
+        raise UsageError(
+            "a token was given but no repository: --repo was not given and GITHUB_REPOSITORY is not set",
+            hint="pass --repo owner/name (or --render-only to write the body only)",
+        )
+    if send and not token:
+        raise CredentialsError(
+            f"cannot open a pull request in {repo_name}: GITHUB_TOKEN is not set and --token was not given",
+            hint=PERMISSIONS_HINT + " (or pass --render-only to write the body without GitHub)",
+        )
     data, gate, rows, skipped, warnings = _load_inputs(cfg, data_report, gate_report, metrics_log)
     _refuse_not_improved(gate)
 
@@ -116,8 +129,7 @@ def create_step(
     body_path = cfg.path(cfg.pr.render_to)
     atomic_write_text(body_path, f"# {title}\n\n{body}")
 
-    repo_name = resolve_repo(repo, env)
-    if render_only or (not token and not repo_name):
+    if not send:
         why = "--render-only" if render_only else "no GITHUB_TOKEN and no repository given"
         return StepResult(
             outputs={
@@ -130,16 +142,6 @@ def create_step(
             summary=f"### Pull request (rendered only)\n\n{why}: the body is in `{body_path}`.\n",
             message=f"PR body rendered to {body_path} ({why}); no GitHub API was called",
             warnings=warnings,
-        )
-    if not repo_name:
-        raise UsageError(
-            "a token was given but no repository: --repo was not given and GITHUB_REPOSITORY is not set",
-            hint="pass --repo owner/name (or --render-only to write the body only)",
-        )
-    if not token:
-        raise CredentialsError(
-            f"cannot open a pull request in {repo_name}: GITHUB_TOKEN is not set and --token was not given",
-            hint=PERMISSIONS_HINT + " (or pass --render-only to write the body without GitHub)",
         )
     head_ref = _head_branch(head, env)
     if not head_ref:
@@ -154,6 +156,7 @@ def create_step(
             hint="run `pr create` from the data branch (push to data/**), or pass --head and --base",
         )
 
+    assert token and repo_name  # send is true: both were checked before any report was read
     forge = (forge_factory or make_forge)(token, repo_name)
     pull, operation = _open_or_update(forge, head_ref, base_ref, title, body)
     outputs: dict[str, Any] = {
