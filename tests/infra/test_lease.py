@@ -108,7 +108,10 @@ def test_dynamodb_concurrent_acquire_and_stop_never_overlap(table: Any) -> None:
     for t in threads:
         t.join(timeout=120)
     assert not violations
-    assert claims > 0
+    # How often the stopper won under contention depends on thread scheduling; what must hold
+    # is that the lease is not left stuck: once the starter is gone, the last holder may stop.
+    lease.acquire("stopper", 100, 1000)
+    assert lease.release("stopper", 1000).may_stop, f"lease stuck after {claims} contended claims"
 
 
 def test_two_runs_share_the_instance_with_a_lease_table(

@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import sqlite3
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -56,18 +58,37 @@ class ValidationCache:
         if directory is None:
             return cls(None, None, version)
         path = directory / "validate.sqlite"
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as err:
-            cache = cls(None, path, version)
-            cache.problem = f"validation cache {path} unusable ({err}); validating without it"
-            log.warning(cache.problem)
-            return cache
-        return cls(conn, path, version)
+        problem: Exception
+        for attempt in range(40):
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                    conn.executescript(_SCHEMA)
+                except BaseException:
+                    conn.close()
+                    raise
+                return cls(conn, path, version)
+            except sqlite3.OperationalError as err:
+                # Switching to WAL and creating the schema take locks that SQLite's busy timeout
+                # does not always cover when several runs open a new cache at the same moment:
+                # retry briefly rather than run the whole validation without the cache.
+                if "locked" in str(err) or "busy" in str(err):
+                    time.sleep(0.02 + random.random() * 0.08 * (1 + attempt % 5))
+                    continue
+                problem = err
+                break
+            except (OSError, sqlite3.Error) as err:
+                problem = err
+                break
+        else:
+            problem = sqlite3.OperationalError("still locked after 40 attempts")
+        cache = cls(None, path, version)
+        cache.problem = f"validation cache {path} unusable ({problem}); validating without it"
+        log.warning(cache.problem)
+        return cache
 
     @property
     def enabled(self) -> bool:
