@@ -33,8 +33,8 @@ demo: install
 	$(BIN)/traingate demo
 
 lint-py: install-dev
-	$(BIN)/ruff check src tests bench examples scripts
-	$(BIN)/ruff format --check src tests bench examples scripts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 lint-workflows: install-dev
 	$(BIN)/python scripts/lint_workflows.py
