@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from traingate import __version__, gha
-from traingate.errors import TraingateError, UsageError
+from traingate.errors import TraingateError
 
 if TYPE_CHECKING:
     from traingate.config import Config
@@ -619,11 +619,6 @@ def main() -> None:
         # Bad flags are usage errors: exit 2 with click's message (what failed) and a pointer.
         exc.show()
         sys.exit(2)
-    except UsageError as err:  # pragma: no cover - raised by commands through run_step
-        sys.exit(_emit_error(err, False))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,7 +14,7 @@ import secrets
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 
 def in_actions() -> bool:
@@ -94,9 +94,7 @@ def _annotate(
     file: str | None = None,
     line: int | None = None,
     title: str | None = None,
-    stream: TextIO | None = None,
 ) -> None:
-    out = stream or sys.stderr
     if in_actions():
         props = []
         if file:
@@ -107,12 +105,10 @@ def _annotate(
             props.append(f"title={_escape_property(title)}")
         prop_text = (" " + ",".join(props)) if props else ""
         # Workflow commands are read from stdout by the runner.
-        print(f"::{kind}{prop_text}::{_escape_data(message)}", file=sys.stdout, flush=True)
-        if out is not sys.stdout:
-            return
+        print(f"::{kind}{prop_text}::{_escape_data(message)}", flush=True)
         return
     where = f" ({file}{':' + str(line) if line else ''})" if file else ""
-    print(f"{kind}{where}: {message}", file=out, flush=True)
+    print(f"{kind}{where}: {message}", file=sys.stderr, flush=True)
 
 
 def error(
