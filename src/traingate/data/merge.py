@@ -26,6 +26,7 @@ from traingate.data.store import NewObject, Store, find_repo_root, open_store
 from traingate.data.validate import (
     Issue,
     Validation,
+    raise_data_errors,
     render_summary,
     resolve_cache_dir,
     split_rel,
@@ -312,11 +313,10 @@ def merge_step(
                     "(recorded in the commit message).\n"
                 )
             _maybe_comment(cfg, comment, token, report_path, warnings)
-            first = v.errors[0]
-            raise DataError(
-                f"{len(v.errors)} data error(s) in {src}; nothing was merged; first: {first.message}",
+            raise_data_errors(
+                v,
+                what="nothing was merged; ",
                 hint=f"fix the files listed in the step summary / {report_path}, then push again",
-                file=str(src / first.path) if first.path else None,
                 summary=summary,
                 outputs=outputs,
             )

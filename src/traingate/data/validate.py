@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from traingate.data.images import FACTS_VERSION, IMAGE_EXTENSIONS, MASK_EXTENSIONS, inspect_file
 from traingate.errors import DataError
@@ -462,6 +462,20 @@ def validate_dataset(
 
 
 # ---------------------------------------------------------------------------- step + report
+def raise_data_errors(
+    v: Validation, *, hint: str, summary: str, outputs: dict[str, Any], what: str = ""
+) -> NoReturn:
+    """Raise the DataError of a failed validation: the count, the first error and its file."""
+    first = v.errors[0]
+    raise DataError(
+        f"{len(v.errors)} data error(s) in {v.root}; {what}first: {first.message}",
+        hint=hint,
+        file=str(v.root / first.path) if first.path else None,
+        summary=summary,
+        outputs=outputs,
+    )
+
+
 def render_summary(
     report: dict[str, Any], *, title: str, cap: int, extra_rows: Iterable[tuple[str, Any]] = ()
 ) -> str:
@@ -541,11 +555,9 @@ def validate_step(
     if v.cache_note:
         warnings.append(v.cache_note)
     if not v.passed:
-        first = v.errors[0]
-        raise DataError(
-            f"{len(v.errors)} data error(s) in {root}; first: {first.message}",
+        raise_data_errors(
+            v,
             hint=f"fix the files listed in the step summary / {target}, then re-run",
-            file=str(root / first.path) if first.path else None,
             summary=summary,
             outputs=outputs,
         )
