@@ -295,7 +295,7 @@ def _explain(err: ValidationError, source: str) -> ConfigError:
     lines = []
     first_loc = None
     for e in err.errors():
-        loc = _format_loc(tuple(x for x in e["loc"] if x not in ("function-after",)))
+        loc = _format_loc(tuple(e["loc"]))
         first_loc = first_loc or loc
         kind = e["type"]
         if kind == "extra_forbidden":
