@@ -292,3 +292,12 @@ def test_nested_folder_names_pair_correctly(tmp_path: Path) -> None:
     v = validate_dataset(root, cfg.data)
     assert v.pairs == {"site1/a": ("imgs/train/site1/a.jpg", "lbl/train/site1/a.png")}
     assert codes(v) == {"imgs/train/b.jpg": "missing_mask"}
+
+
+def test_summary_escapes_file_names_from_the_push() -> None:
+    from traingate.data.validate import render_summary
+
+    issue = {"code": "corrupt_file", "path": "images/a|`b`.jpg", "message": "images/<img src=x>|@me.jpg: bad"}
+    report = {"status": "fail", "counts": {}, "errors": [issue], "warnings": []}
+    row = render_summary(report, title="t", cap=5).splitlines()[-3]
+    assert row == "| `corrupt_file` | `images/a\\|'b'.jpg` | images/&lt;img src=x&gt;\\|@\u200bme.jpg: bad |"

@@ -479,6 +479,8 @@ def raise_data_errors(
 def render_summary(
     report: dict[str, Any], *, title: str, cap: int, extra_rows: Iterable[tuple[str, Any]] = ()
 ) -> str:
+    from traingate.report import _code, escape_cell
+
     ok = report["status"] == "pass"
     counts = report["counts"]
     lines = [f"### {'✅' if ok else '❌'} {title}", "", "| | count |", "|---|---:|"]
@@ -505,8 +507,10 @@ def render_summary(
             "|---|---|---|",
         ]
         for issue in issues[:cap]:
-            msg = issue["message"].replace("|", "\\|")
-            lines.append(f"| `{issue['code']}` | `{issue['path']}` | {msg} |")
+            # File names come from whoever pushed the data: escaped like every other report's.
+            lines.append(
+                f"| {_code(issue['code'])} | {_code(issue['path'])} | {escape_cell(issue['message'])} |"
+            )
         if len(issues) > cap:
             lines.append(f"| … | … | {len(issues) - cap} more in the JSON report |")
     if not ok:
