@@ -296,13 +296,14 @@ class DvcStore:
                 ) from err
             self.transfer.downloaded += 1
             local.add_bytes(oid, raw)  # later runs on this machine read it locally
-        if tree_hash(parse_tree(raw, oid)) != oid:
+        entries = parse_tree(raw, oid)
+        if tree_hash(entries) != oid:
             raise StoreError(
                 f"the dataset listing {oid} does not match its hash (damaged object)",
                 hint="delete it from the local cache (.dvc/cache) and re-run; if it persists, the "
                 "remote copy is damaged",
             )
-        return parse_tree(raw, oid)
+        return entries
 
     def sizes(self, md5s: list[str]) -> dict[str, int]:
         """Sizes of stored objects (for replaced files), by asking the remote, not downloading."""
