@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from traingate import __version__, gha
 from traingate.errors import TrackingError, TrainError, TraingateError
+from traingate.report import actions_run_url
 from traingate.result import StepResult
 from traingate.state import atomic_write_json, read_state, reports_dir, update_state
 from traingate.tracking.base import TAG_ARTIFACTS
@@ -53,15 +54,6 @@ def git_info(cfg: Config) -> tuple[str, str]:
     commit = os.environ.get("GITHUB_SHA") or _git(cfg, "rev-parse", "HEAD")
     branch = os.environ.get("GITHUB_REF_NAME") or _git(cfg, "rev-parse", "--abbrev-ref", "HEAD")
     return commit, ("" if branch == "HEAD" else branch)
-
-
-def actions_run_url() -> str:
-    repo = os.environ.get("GITHUB_REPOSITORY")
-    run_id = os.environ.get("GITHUB_RUN_ID")
-    if not repo or not run_id:
-        return ""
-    server = os.environ.get("GITHUB_SERVER_URL") or "https://github.com"
-    return f"{server}/{repo}/actions/runs/{run_id}"
 
 
 def _data_version(cfg: Config, pull: bool, log: LogSink) -> tuple[str, list[str]]:
@@ -409,4 +401,4 @@ def _summary(
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["actions_run_url", "git_info", "train_step"]
+__all__ = ["git_info", "train_step"]
