@@ -20,8 +20,6 @@ Sleep = Callable[[float], None]
 Clock = Callable[[], float]
 Log = Callable[[str], None]
 
-#: States where the instance may still become usable by waiting.
-TRANSITIONAL = frozenset({"pending", "stopping"})
 #: States no amount of waiting or starting fixes.
 GONE = frozenset({"shutting-down", "terminated"})
 #: SSM command statuses after which the status never changes again.

@@ -29,10 +29,8 @@ class Boto3Ec2:
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self.calls = 0
 
     def _call(self, action: str, resource: str, fn: Any, **kwargs: Any) -> Any:
-        self.calls += 1
         try:
             return fn(**kwargs)
         except Exception as err:

@@ -303,12 +303,6 @@ class TagLease:
         if state.stop_claim == claimer:
             self.ec2.delete_tags(self.instance_id, [TAG_STOP])
 
-    def forget_expired(self, now: float) -> list[str]:
-        state = self.read()
-        gone = sorted(state.expired(now))
-        self.ec2.delete_tags(self.instance_id, [TAG_PREFIX + _claim_name(h) for h in gone])
-        return gone
-
 
 # ----------------------------------------------------------------------------------------- file
 class FileLease:

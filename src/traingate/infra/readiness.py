@@ -9,7 +9,7 @@ that turns green is seen at most `poll_cap` seconds later.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from traingate.errors import InfraError
 from traingate.infra.base import (
@@ -49,7 +49,6 @@ class ReadyReport:
     instance: Instance
     waited_seconds: float
     polls: int
-    satisfied: list[str] = field(default_factory=list)
 
 
 def wait_ready(
@@ -88,7 +87,7 @@ def wait_ready(
                 else:
                     done.add(check)
         if not missing:
-            return ReadyReport(inst, clock() - start, polls, list(checks))
+            return ReadyReport(inst, clock() - start, polls)
         text = "; ".join(f"{k} ({v})" for k, v in missing.items())
         elapsed = clock() - start
         if elapsed >= timeout:

@@ -28,10 +28,8 @@ class Boto3Ssm:
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self.calls = 0
 
     def ping_status(self, instance_id: str) -> str:
-        self.calls += 1
         try:
             page = self.client.describe_instance_information(
                 Filters=[{"Key": "InstanceIds", "Values": [instance_id]}]
@@ -48,7 +46,6 @@ class Boto3Ssm:
     def send(self, instance_id: str, script: str, *, timeout_seconds: int, comment: str = "") -> str:
         from botocore.exceptions import ClientError
 
-        self.calls += 1
         try:
             out = self.client.send_command(
                 InstanceIds=[instance_id],
@@ -73,7 +70,6 @@ class Boto3Ssm:
     def invocation(self, command_id: str, instance_id: str) -> CommandInvocation:
         from botocore.exceptions import ClientError
 
-        self.calls += 1
         try:
             out = self.client.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
         except ClientError as err:
