@@ -167,8 +167,6 @@ def _chain(
     progress: Progress,
     forge_factory: Any = None,
 ) -> dict[str, Any]:
-    from traingate.data.merge import merge_step
-    from traingate.data.validate import validate_step
     from traingate.github.pr import create_step
     from traingate.infra.stage import start_step, stop_step
     from traingate.state import read_state
@@ -178,14 +176,8 @@ def _chain(
     src = (source if source is not None else cfg.path(cfg.data.incoming)).resolve()
     data_report: Path | None = None
     if _has_files(src):
-        _run_stage(progress, "validate", lambda: validate_step(cfg, src, use_cache=True, report_path=None))
-        merged = _run_stage(
-            progress,
-            "merge",
-            lambda: merge_step(
-                cfg, src, on_conflict=None, push=True, commit=True, message=None, comment=False
-            ),
-        )
+        _run_stage(progress, "validate", lambda: _validate(cfg, src))
+        merged = _run_stage(progress, "merge", lambda: _merge(cfg, src, None))
         data_report = Path(str(merged.outputs["report"]))
     else:
         progress.add("validate", "skipped", f"no new data in {src}: training on the stored dataset")
@@ -227,8 +219,8 @@ def _chain(
         progress.add("pr create", "skipped", "not improved: no pull request")
         return outcome
     gate_report = Path(str(outcome["gate"]["report"])) if outcome["gate"].get("report") else None
-    train_report_log = cfg.workspace_dir / "reports" / "metrics.jsonl"
-    # Both or neither (checked up front): with neither, create_step renders the body only.
+    # Token and repository: both or neither (checked up front): with neither, create_step renders
+    # the body only. metrics_log None: create_step reads the workspace's metrics.jsonl if present.
     pr = _run_stage(
         progress,
         "pr create",
@@ -240,9 +232,9 @@ def _chain(
             base=None,
             data_report=data_report,
             gate_report=gate_report,
-            metrics_log=train_report_log if train_report_log.is_file() else None,
+            metrics_log=None,
             render_only=False,
-            **({"forge_factory": forge_factory} if forge_factory is not None else {}),
+            forge_factory=forge_factory,
         ),
     )
     outcome["pr"] = pr.outputs
@@ -573,7 +565,7 @@ def _validate(cfg: Config, source: Path) -> StepResult:
     return validate_step(cfg, source, use_cache=True, report_path=None)
 
 
-def _merge(cfg: Config, source: Path, message: str) -> StepResult:
+def _merge(cfg: Config, source: Path, message: str | None) -> StepResult:
     from traingate.data.merge import merge_step
 
     return merge_step(cfg, source, on_conflict=None, push=True, commit=True, message=message, comment=False)
