@@ -56,7 +56,7 @@ def git_info(cfg: Config) -> tuple[str, str]:
     return commit, ("" if branch == "HEAD" else branch)
 
 
-def _data_version(cfg: Config, pull: bool, log: LogSink) -> tuple[str, list[str]]:
+def _data_version(cfg: Config, pull: bool) -> tuple[str, list[str]]:
     """Pull (runner) or only read the version; a failed pull stops everything before training."""
     from traingate.data import store
 
@@ -175,7 +175,7 @@ def train_step(
 
     warnings: list[str] = []
     where_runner = cfg.train.where == "runner"
-    data_version, notes = _data_version(cfg, pull and cfg.train.pull_data and where_runner, log)
+    data_version, notes = _data_version(cfg, pull and cfg.train.pull_data and where_runner)
     warnings.extend(notes)
 
     from traingate.tracking.mlflow_client import artifact_location, mlflow_env
@@ -296,6 +296,7 @@ def _train_and_log(
     warnings: list[str],
 ) -> tuple[dict[str, float], TrainOutcome, int, list[str]]:
     executor = executor or _make_executor(cfg)
+    run_id = job.env["MLFLOW_RUN_ID"]
     local_outputs = cfg.train.where == "runner"
     if local_outputs and not attach:
         # A metrics file left by an earlier run must not pass for this run's result.
@@ -333,12 +334,12 @@ def _train_and_log(
         warnings.append(f"{metrics_path} lacks the gated metric(s) {', '.join(missing)}: the gate will fail")
     # A script that logged the same keys itself (into this run) at higher steps would otherwise
     # shadow metrics.json: MLflow reports the value at the highest step.
-    already = tracking.get_run(job_run_id(job)).metrics
-    own_steps = [tracking.metric_max_step(job_run_id(job), k) for k in metrics if k in already]
+    already = tracking.get_run(run_id).metrics
+    own_steps = [tracking.metric_max_step(run_id, k) for k in metrics if k in already]
     points = to_points(
         metrics, history, now_ms=int(time.time() * 1000), min_final_step=max(own_steps, default=0)
     )
-    batches = tracking.log_metrics(job_run_id(job), points)
+    batches = tracking.log_metrics(run_id, points)
 
     paths = _resolve_artifacts(cfg, outcome.outputs_dir)
     if local_outputs and not attach:
@@ -346,7 +347,7 @@ def _train_and_log(
     uploaded: list[str] = []
     for path in paths:
         try:
-            tracking.log_artifact(job_run_id(job), path, "model")
+            tracking.log_artifact(run_id, path, "model")
             uploaded.append(f"model/{path.name}")
         except TrackingError as err:
             if cfg.train.artifacts_policy == "required":
@@ -363,14 +364,10 @@ def _train_and_log(
         # The gate reads this tag: an improved run whose model never reached the artifact store
         # cannot be registered, and best-effort means "say so loudly and go on", not "fail".
         try:
-            tracking.set_tags(job_run_id(job), {TAG_ARTIFACTS: "missing"})
+            tracking.set_tags(run_id, {TAG_ARTIFACTS: "missing"})
         except TraingateError as err:
-            warnings.append(f"could not tag run {job_run_id(job)} with the missing artifacts: {err.message}")
+            warnings.append(f"could not tag run {run_id} with the missing artifacts: {err.message}")
     return metrics, outcome, batches, uploaded
-
-
-def job_run_id(job: TrainJob) -> str:
-    return job.env["MLFLOW_RUN_ID"]
 
 
 def _summary(
