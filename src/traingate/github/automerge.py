@@ -15,7 +15,7 @@ step. Here each refusal GitHub gives has its own outcome:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from traingate.errors import GitHubError, TraingateError, UsageError
@@ -23,6 +23,7 @@ from traingate.github.forge import (
     AUTO_MERGE_SETTING,
     AutoMergeRefusedError,
     Forge,
+    ForgeFactory,
     PullInfo,
     make_forge,
     require_token,
@@ -33,8 +34,6 @@ from traingate.state import read_state
 
 if TYPE_CHECKING:
     from traingate.config import Config
-
-ForgeFactory = Callable[[str, str], Forge]
 
 
 def automerge_step(

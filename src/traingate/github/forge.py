@@ -116,6 +116,10 @@ class Forge(Protocol):
     def update_commit_comment(self, comment_id: int, body: str) -> CommentInfo: ...
 
 
+# (token, repo) -> Forge: what the stages take so tests can hand in a forge of their own.
+ForgeFactory = Callable[[str, str], Forge]
+
+
 # ------------------------------------------------------------------------------ resolution
 def resolve_repo(repo: str | None, env: dict[str, str] | None = None) -> str | None:
     env = dict(os.environ) if env is None else env

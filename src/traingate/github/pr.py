@@ -13,7 +13,7 @@ Without a token and a repository (or with --render-only) the body is only writte
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from traingate.errors import CredentialsError, GitHubError, TraingateError, Usag
 from traingate.github.forge import (
     PERMISSIONS_HINT,
     Forge,
+    ForgeFactory,
     PullExistsError,
     PullInfo,
     make_forge,
@@ -33,8 +34,6 @@ from traingate.state import atomic_write_text, reports_dir, update_state
 
 if TYPE_CHECKING:
     from traingate.config import Config
-
-ForgeFactory = Callable[[str, str], Forge]
 
 
 def _head_branch(head: str | None, env: Mapping[str, str]) -> str | None:

@@ -10,20 +10,18 @@ that context (`pr.status_context`, default `traingate/gate`). See docs/github.md
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from traingate import report as reports
 from traingate.errors import GitHubError, TraingateError, UsageError
-from traingate.github.forge import CommentInfo, Forge, make_forge, require_token, resolve_repo
+from traingate.github.forge import CommentInfo, Forge, ForgeFactory, make_forge, require_token, resolve_repo
 from traingate.result import StepResult
 from traingate.state import reports_dir
 
 if TYPE_CHECKING:
     from traingate.config import Config
-
-ForgeFactory = Callable[[str, str], Forge]
 
 
 def gate_status_description(gate_report: Mapping[str, Any]) -> str:
