@@ -133,6 +133,9 @@ def inspect_mask(data: bytes) -> dict[str, Any]:
 def inspect_file(path: str, kind: str) -> tuple[str, int, dict[str, Any]]:
     """(md5, size, facts) for one file; the unit of work a validation worker runs."""
     data = Path(path).read_bytes()
-    digest = md5_bytes(data)
-    facts = inspect_image(data) if kind == "image" else inspect_mask(data)
-    return digest, len(data), facts
+    return md5_bytes(data), len(data), inspect_data(data, kind)
+
+
+def inspect_data(data: bytes, kind: str) -> dict[str, Any]:
+    """The facts of a file's content (`kind`: image | mask)."""
+    return inspect_image(data) if kind == "image" else inspect_mask(data)

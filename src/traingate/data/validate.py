@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from traingate.data.images import FACTS_VERSION, IMAGE_EXTENSIONS, MASK_EXTENSIONS, inspect_file
+from traingate.data.images import (
+    FACTS_VERSION,
+    IMAGE_EXTENSIONS,
+    MASK_EXTENSIONS,
+    inspect_data,
+    inspect_file,
+    md5_bytes,
+)
 from traingate.errors import DataError
 
 if TYPE_CHECKING:
@@ -165,15 +172,10 @@ def _work(job: tuple[str, str, str]) -> tuple[str, str, int, dict[str, Any] | No
     """Worker: hash the file; inspect it only if its content's facts are not cached already."""
     path, kind, rel = job
     st = Path(path).stat()
-    if _WORKER_KNOWN:
-        from traingate.data.images import md5_bytes
-
-        data = Path(path).read_bytes()
-        digest = md5_bytes(data)
-        if (digest, kind) in _WORKER_KNOWN:
-            return rel, digest, len(data), None, st.st_size, st.st_mtime_ns, st.st_ino
-    digest, size, facts = inspect_file(path, kind)
-    return rel, digest, size, facts, st.st_size, st.st_mtime_ns, st.st_ino
+    data = Path(path).read_bytes()
+    digest = md5_bytes(data)
+    facts = None if (digest, kind) in _WORKER_KNOWN else inspect_data(data, kind)
+    return rel, digest, len(data), facts, st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def _pool_context() -> Any:
