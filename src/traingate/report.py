@@ -402,18 +402,13 @@ def render_learning_curves(
 
 
 # ----------------------------------------------------------------------------------- PR body
-class _TitleValues(dict[str, Any]):
-    def __missing__(self, key: str) -> Any:
-        raise KeyError(key)
-
-
 def render_pr_title(
     template: str, data_report: Mapping[str, Any] | None, gate_report: Mapping[str, Any], project: str = ""
 ) -> str:
     """Fill `pr.title`: {new_images}, {existing_images}, {total_images}, {model}, {model_version},
     {project}, and each gated metric's candidate value by name (e.g. {dice})."""
     merge = (data_report or {}).get("merge") or {}
-    values = _TitleValues(
+    values: dict[str, Any] = dict(
         new_images=merge.get("new_images", "?"),
         existing_images=merge.get("existing_images", "?"),
         total_images=merge.get("total_images", "?"),
