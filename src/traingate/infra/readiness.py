@@ -117,8 +117,6 @@ def _check(
         ping = ssm.ping_status(inst.id)
         if ping != "Online":
             return f"PingStatus {ping or 'not registered'}"
-        from traingate.infra.base import SsmUnreachableError
-
         try:
             inv = run_command(
                 ssm,
@@ -129,7 +127,7 @@ def _check(
                 clock=clock,
                 comment="traingate readiness",
             )
-        except (SsmUnreachableError, InfraError) as err:
+        except InfraError as err:  # SsmUnreachableError included
             return f"test command failed: {err.message}"
         if inv.status == "Success" and READY_MARKER in inv.stdout:
             return ""

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from traingate.errors import ConfigError, InfraError, TrainError
-from traingate.infra.base import Clock, Ssm, SsmUnreachableError, backoff_delays
+from traingate.infra.base import Clock, Ssm, backoff_delays
 from traingate.infra.ssm import REMOTE_ROOT, check_command, run_command, watchdog_script
 from traingate.train.base import DATA_PULL_FAILED, LogSink, TrainJob, TrainOutcome
 
@@ -387,7 +387,7 @@ class RemoteExecutor:
                     _poll_script(ref, offset, self.ttl_minutes if renew_now else None), "log poll", 60
                 )
                 failures = 0
-            except (SsmUnreachableError, InfraError) as err:
+            except InfraError as err:  # SsmUnreachableError included
                 failures += 1
                 state = self.instance_state() if self.instance_state else "running"
                 if state != "running" or failures >= self.max_poll_failures:
