@@ -313,7 +313,6 @@ class RemoteExecutor:
         self.instance_state = instance_state
         self.on_launch = on_launch
         self.max_poll_failures = max_poll_failures
-        self.polls = 0
 
     # -- helpers
     def _cmd(self, script: str, what: str, timeout: int = 600) -> str:
@@ -382,7 +381,6 @@ class RemoteExecutor:
         while True:
             renew_now = bool(renew_every) and self.clock() - last_renew >= renew_every
             try:
-                self.polls += 1
                 out = self._cmd(
                     _poll_script(ref, offset, self.ttl_minutes if renew_now else None), "log poll", 60
                 )
