@@ -34,21 +34,21 @@ def _outputs(tmp_path: Path) -> dict[str, str]:
     return gha.read_outputs(out) if out.exists() else {}
 
 
-def _patch_forge(monkeypatch: pytest.MonkeyPatch, forge_factory: Any) -> None:
+@pytest.fixture
+def github(fake_github: FakeGitHub, forge_factory: Any, monkeypatch: pytest.MonkeyPatch) -> FakeGitHub:
+    """The fake GitHub, with every `pr` command's forge made by `forge_factory`."""
     # No throttling and a recorded sleep; the forge is still the real PyGithub one.
     monkeypatch.setattr("traingate.github.pr.make_forge", forge_factory)
     monkeypatch.setattr("traingate.github.automerge.make_forge", forge_factory)
     monkeypatch.setattr("traingate.github.status.make_forge", forge_factory)
+    return fake_github
 
 
 def test_create_in_actions_masks_token_and_writes_outputs(
     project: Path,
     tmp_path: Path,
-    fake_github: FakeGitHub,
-    forge_factory: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    github: FakeGitHub,
 ) -> None:
-    _patch_forge(monkeypatch, forge_factory)
     env = {
         "GITHUB_ACTIONS": "true",
         "GITHUB_TOKEN": TOKEN,
@@ -62,8 +62,8 @@ def test_create_in_actions_masks_token_and_writes_outputs(
     outputs = _outputs(tmp_path)
     assert outputs["operation"] == "created"
     assert outputs["pr_number"] == "1"
-    assert outputs["head_sha"] == fake_github.branches[HEAD]
-    assert fake_github.statuses[0]["context"] == "ci/traingate-gate"
+    assert outputs["head_sha"] == github.branches[HEAD]
+    assert github.statuses[0]["context"] == "ci/traingate-gate"
     assert "Pull request created" in (tmp_path / "summary").read_text()
 
 
@@ -101,12 +101,9 @@ def test_not_improved_is_exit_1(project: Path, tmp_path: Path, workspace: Any) -
 def test_create_403_is_exit_1_with_the_setting(
     project: Path,
     tmp_path: Path,
-    fake_github: FakeGitHub,
-    forge_factory: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    github: FakeGitHub,
 ) -> None:
-    _patch_forge(monkeypatch, forge_factory)
-    fake_github.actions_may_create_prs = False
+    github.actions_may_create_prs = False
     env = {"GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": "o/r", "GITHUB_REF_NAME": HEAD}
     result = CliRunner().invoke(cli, ["--config", str(project), "pr", "create"], env=env)
     assert result.exit_code == 1
@@ -116,31 +113,25 @@ def test_create_403_is_exit_1_with_the_setting(
 def test_automerge_command(
     project: Path,
     tmp_path: Path,
-    fake_github: FakeGitHub,
-    forge_factory: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    github: FakeGitHub,
 ) -> None:
-    _patch_forge(monkeypatch, forge_factory)
-    fake_github.open_pull(HEAD, mergeable_state="clean")
+    github.open_pull(HEAD, mergeable_state="clean")
     env = {"GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": "o/r"}
     args = ["--config", str(project), "pr", "automerge", "--pr", "1", "--method", "merge", "--delete-branch"]
     result = CliRunner().invoke(cli, args, env=env)
     assert result.exit_code == 0, result.output
     assert _outputs(tmp_path) == {"pr_number": "1", "merge_state": "merged", "method": "merge"}
-    assert fake_github.merges[0]["merge_method"] == "merge"
-    assert fake_github.deleted == [HEAD]
+    assert github.merges[0]["merge_method"] == "merge"
+    assert github.deleted == [HEAD]
 
 
 def test_automerge_disabled_is_exit_1(
     project: Path,
     tmp_path: Path,
-    fake_github: FakeGitHub,
-    forge_factory: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    github: FakeGitHub,
 ) -> None:
-    _patch_forge(monkeypatch, forge_factory)
-    fake_github.open_pull(HEAD)
-    fake_github.auto_merge_allowed = False
+    github.open_pull(HEAD)
+    github.auto_merge_allowed = False
     env = {"GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": "o/r"}
     result = CliRunner().invoke(cli, ["--config", str(project), "pr", "automerge", "--pr", "1"], env=env)
     assert result.exit_code == 1
@@ -151,12 +142,9 @@ def test_automerge_disabled_is_exit_1(
 def test_comment_command(
     project: Path,
     tmp_path: Path,
-    fake_github: FakeGitHub,
-    forge_factory: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    github: FakeGitHub,
     workspace: Any,
 ) -> None:
-    _patch_forge(monkeypatch, forge_factory)
     _, reports = workspace
     failed = {"status": "fail", "counts": {}, "errors": [{"code": "no_data", "path": "", "message": "empty"}]}
     (reports / "data-report.json").write_text(json.dumps(failed))
@@ -164,7 +152,7 @@ def test_comment_command(
     result = CliRunner().invoke(cli, ["--config", str(project), "pr", "comment"], env=env)
     assert result.exit_code == 0, result.output
     assert _outputs(tmp_path)["operation"] == "created"
-    assert "`no_data`" in next(iter(fake_github.comments.values()))["body"]
+    assert "`no_data`" in next(iter(github.comments.values()))["body"]
 
 
 def test_missing_token_is_reported_before_the_reports_are_read(tmp_path: Path) -> None:
