@@ -254,15 +254,15 @@ def gate_step(
     model_version = ""
     promoted_alias = ""
     mode = str(cfg.gate.promote)
-    artifacts_missing = candidate.tags.get(TAG_ARTIFACTS) == "missing"
-    if decision.improved and promote and mode != "off" and artifacts_missing:
+    wants_promotion = decision.improved and promote and mode != "off"
+    if wants_promotion and candidate.tags.get(TAG_ARTIFACTS) == "missing":
         warnings.append(
             f"run {candidate.run_id} improved, but its model files never reached the artifact store "
             "(train.artifacts_policy: best-effort), so no version was registered and "
             f"@{cfg.gate.alias} did not move; fix the artifact store permissions, re-run training, "
             "or register the locally kept model by hand"
         )
-    elif decision.improved and promote and mode != "off":
+    elif wants_promotion:
         from traingate.tracking.promote import register_and_promote
 
         promotion = register_and_promote(
