@@ -110,41 +110,22 @@ class FakeGitHub:
         self.graphql_forbidden = False
         self._next_number = 1
         self._next_comment = 100
-        base = re.escape(api)
-        rsps.add_callback(
-            responses.GET, re.compile(base + r"/repos/[^/]+/[^/]+/pulls(\?.*)?$"), self._list_pulls
-        )
-        rsps.add_callback(responses.POST, re.compile(base + r"/repos/[^/]+/[^/]+/pulls$"), self._create_pull)
-        rsps.add_callback(responses.GET, re.compile(base + r"/repos/[^/]+/[^/]+/pulls/\d+$"), self._get_pull)
-        rsps.add_callback(
-            responses.PATCH, re.compile(base + r"/repos/[^/]+/[^/]+/pulls/\d+$"), self._edit_pull
-        )
-        rsps.add_callback(
-            responses.PUT, re.compile(base + r"/repos/[^/]+/[^/]+/pulls/\d+/merge$"), self._merge
-        )
-        rsps.add_callback(
-            responses.POST, re.compile(base + r"/repos/[^/]+/[^/]+/issues/\d+/labels$"), self._add_labels
-        )
-        rsps.add_callback(
-            responses.POST, re.compile(base + r"/repos/[^/]+/[^/]+/statuses/\w+$"), self._status
-        )
-        rsps.add_callback(
-            responses.GET,
-            re.compile(base + r"/repos/[^/]+/[^/]+/commits/\w+/comments(\?.*)?$"),
-            self._comments,
-        )
-        rsps.add_callback(
-            responses.POST, re.compile(base + r"/repos/[^/]+/[^/]+/commits/\w+/comments$"), self._comment
-        )
-        rsps.add_callback(
-            responses.PATCH, re.compile(base + r"/repos/[^/]+/[^/]+/comments/\d+$"), self._edit_comment
-        )
-        rsps.add_callback(
-            responses.GET, re.compile(base + r"/repos/[^/]+/[^/]+/git/ref/heads/.+$"), self._get_ref
-        )
-        rsps.add_callback(
-            responses.DELETE, re.compile(base + r"/repos/[^/]+/[^/]+/git/refs/heads/.+$"), self._delete
-        )
+        repo = re.escape(api) + r"/repos/[^/]+/[^/]+"
+        for method, path, callback in (
+            (responses.GET, r"/pulls(\?.*)?$", self._list_pulls),
+            (responses.POST, r"/pulls$", self._create_pull),
+            (responses.GET, r"/pulls/\d+$", self._get_pull),
+            (responses.PATCH, r"/pulls/\d+$", self._edit_pull),
+            (responses.PUT, r"/pulls/\d+/merge$", self._merge),
+            (responses.POST, r"/issues/\d+/labels$", self._add_labels),
+            (responses.POST, r"/statuses/\w+$", self._status),
+            (responses.GET, r"/commits/\w+/comments(\?.*)?$", self._comments),
+            (responses.POST, r"/commits/\w+/comments$", self._comment),
+            (responses.PATCH, r"/comments/\d+$", self._edit_comment),
+            (responses.GET, r"/git/ref/heads/.+$", self._get_ref),
+            (responses.DELETE, r"/git/refs/heads/.+$", self._delete),
+        ):
+            rsps.add_callback(method, re.compile(repo + path), callback)
         graphql = api.replace("/api/v3", "/api") + "/graphql"
         rsps.add_callback(responses.POST, graphql, self._graphql)
 
