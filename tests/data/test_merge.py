@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -267,6 +268,19 @@ def test_dataset_version_untracked_and_local_store(tmp_path: Path, make_pair: Ma
     assert result.outputs["total_images"] == 2
     assert dataset_version(cfg) == result.outputs["data_version"] == pull_dataset(cfg)
     assert len(_folder_entries(p.root / "data" / "training")) == 4
+
+
+def test_local_store_replace_removes_the_replaced_file(tmp_path: Path, make_pair: MakePair) -> None:
+    p = make_project(tmp_path, "locr", {"store": {"kind": "local"}})
+    p.add_incoming(make_pair, ["x0", "x1"], commit=False)
+    merge_step(p.cfg, commit=False, sleep=lambda _s: None)
+    shutil.rmtree(p.root / "data" / "new")
+    make_pair(p.root / "data" / "new", "x0", ext="png", seed=7)  # x0.jpg's replacement
+    result = merge_step(p.cfg, commit=False, on_conflict="replace", sleep=lambda _s: None)
+    stored = _folder_entries(p.root / "data" / "training")
+    assert "images/x0.jpg" not in stored and "images/x0.png" in stored
+    assert result.outputs["total_images"] == 2
+    assert result.outputs["data_version"] == dataset_version(p.cfg)
 
 
 def test_untracked_existing_dataset_is_refused(tmp_path: Path, make_pair: MakePair) -> None:

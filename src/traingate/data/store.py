@@ -157,6 +157,10 @@ class LocalStore:
             tmp.replace(target)
             self.transfer.uploaded += 1
         actual = _folder_entries(self.root)
+        # Files the merged listing dropped (replaced under another name, --on-conflict replace).
+        for rel in sorted(set(actual) - set(entries)):
+            (self.root / rel).unlink()
+            del actual[rel]
         missing = [o.rel for o in objects if actual.get(o.rel) != o.md5]
         if missing:
             raise StoreError(
