@@ -126,16 +126,16 @@ def _git(workdir: Path, *args: str) -> str:
     return proc.stdout.strip()
 
 
-def pack_code(job: TrainJob, dest: Path, log: LogSink) -> CodeArchive:
+def pack_code(job: TrainJob, scripts: list[Path], dest: Path, log: LogSink) -> CodeArchive:
     """A tar.gz of train.workdir: at `job.commit` via `git archive` when there is one (exactly the
-    commit, not the working tree), else the folder as it is."""
+    commit, not the working tree), else the folder as it is. `scripts` are check_script_paths(job)."""
     workdir = job.workdir.resolve()
     archive = dest / "code.tar.gz"
     if job.commit:
         top = Path(_git(workdir, "rev-parse", "--show-toplevel"))
         rel = workdir.relative_to(top.resolve()).as_posix()
         _git(workdir, "cat-file", "-e", f"{job.commit}^{{commit}}")
-        for script in check_script_paths(job):
+        for script in scripts:
             rel_script = script.relative_to(top.resolve()).as_posix()
             if subprocess.run(
                 ["git", "-C", str(top), "cat-file", "-e", f"{job.commit}:{rel_script}"], capture_output=True
@@ -328,12 +328,12 @@ class RemoteExecutor:
         return check_command(inv, what, self.instance_id).stdout
 
     def run(self, job: TrainJob, log: LogSink) -> TrainOutcome:
-        check_script_paths(job)
+        scripts = check_script_paths(job)
         started = self.clock()
         stamp = datetime.fromtimestamp(time.time(), UTC).strftime("%Y%m%d-%H%M%S")
         ref = f"{stamp}-{(job.commit or 'worktree')[:8]}-{secrets.token_hex(3)}"
         with tempfile.TemporaryDirectory(prefix="traingate-ship-") as tmp:
-            code = pack_code(job, Path(tmp), log)
+            code = pack_code(job, scripts, Path(tmp), log)
             key = self.location.key("runs", ref, "code.tar.gz")
             log(
                 f"shipping {code.source}: {code.files} files, sha256 {code.sha256[:12]} -> s3://{self.location.bucket}/{key}"
