@@ -136,6 +136,10 @@ def _check_fresh(paths: list[Path], started_wall: float) -> None:
             )
 
 
+def _last_lines(outcome: TrainOutcome, count: int = 10) -> str:
+    return "\n".join(outcome.log_tail.strip().splitlines()[-count:])
+
+
 def _log_tail_summary(outcome: TrainOutcome) -> str:
     tail = outcome.log_tail.strip() or "(no output)"
     return "### ❌ Training failed\n\nLast lines of the output:\n\n```text\n" + tail + "\n```\n"
@@ -311,18 +315,16 @@ def _train_and_log(
             summary=_log_tail_summary(outcome),
         )
     if outcome.exit_code == DATA_PULL_FAILED and job.datasets:
-        tail = "\n".join(outcome.log_tail.strip().splitlines()[-10:])
         raise TrainError(
             f"the instance could not pull the dataset {', '.join(job.datasets)} from "
-            f"{cfg.store_remote}; training did not start; last lines:\n{tail}",
+            f"{cfg.store_remote}; training did not start; last lines:\n{_last_lines(outcome)}",
             hint="give the instance's role read access to the DVC remote and install dvc there "
             "(train.setup), or set train.pull_data: false if the instance has the data",
             summary=_log_tail_summary(outcome),
         )
     if outcome.exit_code != 0:
-        tail = "\n".join(outcome.log_tail.strip().splitlines()[-10:])
         raise TrainError(
-            f"the training command exited with code {outcome.exit_code}; last lines:\n{tail}",
+            f"the training command exited with code {outcome.exit_code}; last lines:\n{_last_lines(outcome)}",
             hint="fix the error shown in the log above; the MLflow run is marked FAILED",
             summary=_log_tail_summary(outcome),
         )
