@@ -16,8 +16,7 @@ import hashlib
 import io
 import logging
 import shutil
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -52,8 +51,6 @@ class Transfer:
 
     downloaded: int = 0
     uploaded: int = 0
-    already_present: int = 0
-    counts: Counter[str] = field(default_factory=Counter)
 
 
 class Store(Protocol):
@@ -340,7 +337,6 @@ class DvcStore:
         try:
             present = set(odb.oids_exist(list(unique), jobs=self.jobs))
             to_send = [o for md5, o in unique.items() if md5 not in present]
-            self.transfer.already_present += len(unique) - len(to_send)
             if to_send:
                 fs = LocalFileSystem()
                 sent = odb.add(
