@@ -131,10 +131,6 @@ def render_markdown(stages: list[StageRecord], *, title: str = "traingate run") 
     return f"### {title}\n\n| stage | status | time | what happened |\n|---|---|---|---|\n{rows}\n"
 
 
-def _has_files(folder: Path) -> bool:
-    return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
-
-
 # -------------------------------------------------------------------------------------- run
 def run_pipeline(
     cfg: Config,
@@ -167,6 +163,7 @@ def _chain(
     progress: Progress,
     forge_factory: Any = None,
 ) -> dict[str, Any]:
+    from traingate.data.merge import _has_files
     from traingate.github.pr import create_step
     from traingate.infra.stage import start_step, stop_step
     from traingate.state import read_state
@@ -175,6 +172,7 @@ def _chain(
 
     src = (source if source is not None else cfg.path(cfg.data.incoming)).resolve()
     data_report: Path | None = None
+    # The merge's own test for new data: a lone .gitkeep in incoming/ is not a batch to merge.
     if _has_files(src):
         _run_stage(progress, "validate", lambda: _validate(cfg, src))
         merged = _run_stage(progress, "merge", lambda: _merge(cfg, src, None))
