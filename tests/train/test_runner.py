@@ -38,6 +38,7 @@ def test_success_logs_everything_into_the_run_it_created(
     monkeypatch.setenv("GITHUB_REF_NAME", "data/20260101-120000")
     monkeypatch.setenv("GITHUB_REPOSITORY", "acme/meters")
     monkeypatch.setenv("GITHUB_RUN_ID", "42")
+    monkeypatch.delenv("GITHUB_RUN_ATTEMPT", raising=False)  # a re-run's URL names its attempt
     cfg = project.config(train={"env": {"DICE": "0.81", "IOU": "0.7", "EPOCHS": "5", "MODE": "mlflow"}})
     result = train_step(cfg, log=quiet)
     run_id = result.outputs["run_id"]
