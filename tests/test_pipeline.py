@@ -142,6 +142,21 @@ def test_run_merges_trains_gates_and_renders_the_pr(project) -> None:
     assert not _lease_holders(cfg)
 
 
+def test_run_with_only_a_gitkeep_in_incoming_trains_on_the_stored_dataset(project) -> None:
+    cfg = project
+    workdir = cfg.base_dir
+    _generate(workdir, cfg.path(cfg.data.incoming), 12, seed=1, prefix="meter", degrade=False)
+    cfg.train.command = shlex.join([sys.executable, "train.py", "--epochs", "1"])
+    run_step(cfg, env={})
+    incoming = cfg.path(cfg.data.incoming)
+    incoming.mkdir(parents=True, exist_ok=True)
+    (incoming / ".gitkeep").write_text("")
+    result = run_step(cfg, env={})
+    stages = {s["stage"]: s["status"] for s in result.data["stages"]}
+    assert stages["validate"] == "skipped" and stages["merge"] == "skipped"
+    assert stages["train"] == "ok"
+
+
 def test_demo_workdir_must_be_new(tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("mine")
     with pytest.raises(UsageError, match="not empty"):
