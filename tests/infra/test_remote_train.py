@@ -102,27 +102,33 @@ def job_for(project: tuple[Path, str], **kw: Any) -> TrainJob:
     )
 
 
+@pytest.fixture
 def executor(
-    running: str, ssm: FakeSsm, bucket: Any, clock: FakeClock, tmp_path: Path, **kw: Any
-) -> RemoteExecutor:
-    return RemoteExecutor(
-        ssm=ssm,
-        s3=bucket,
-        instance_id=running,
-        location=S3Location("tg-runs", "ci/traingate"),
-        outputs_root=tmp_path / "outputs",
-        sleep=clock.sleep,
-        clock=clock,
-        **kw,
-    )
+    running: str, ssm: FakeSsm, bucket: Any, clock: FakeClock, tmp_path: Path
+) -> Callable[..., RemoteExecutor]:
+    """A RemoteExecutor on the running instance, the fake SSM and moto's S3 (extra options as kwargs)."""
+
+    def make(**kw: Any) -> RemoteExecutor:
+        return RemoteExecutor(
+            ssm=ssm,
+            s3=bucket,
+            instance_id=running,
+            location=S3Location("tg-runs", "ci/traingate"),
+            outputs_root=tmp_path / "outputs",
+            sleep=clock.sleep,
+            clock=clock,
+            **kw,
+        )
+
+    return make
 
 
 def test_success_ships_the_commit_streams_and_brings_outputs_back(
-    project: Any, running: str, ssm: FakeSsm, bucket: Any, clock: FakeClock, tmp_path: Path
+    project: Any, running: str, ssm: FakeSsm, executor: Callable[..., RemoteExecutor]
 ) -> None:
     lines: list[str] = []
     refs: list[str] = []
-    ex = executor(running, ssm, bucket, clock, tmp_path, on_launch=refs.append)
+    ex = executor(on_launch=refs.append)
     outcome = ex.run(job_for(project, setup="echo installing deps; echo deps ok"), lines.append)
     assert outcome.exit_code == 0 and not outcome.killed
     assert outcome.run_ref == refs[0]
@@ -139,46 +145,36 @@ def test_success_ships_the_commit_streams_and_brings_outputs_back(
 
 
 def test_uncommitted_script_change_is_not_shipped(
-    project: Any, running: str, ssm: FakeSsm, bucket: Any, clock: FakeClock, tmp_path: Path
+    project: Any, executor: Callable[..., RemoteExecutor]
 ) -> None:
     work, _ = project
     (work / "train.py").write_text("raise SystemExit('working tree, not the commit')\n")
     lines: list[str] = []
-    outcome = executor(running, ssm, bucket, clock, tmp_path).run(job_for(project), lines.append)
+    outcome = executor().run(job_for(project), lines.append)
     assert outcome.exit_code == 0
     assert any("uncommitted changes" in line for line in lines)
 
 
 def test_wrong_script_path_fails_before_shipping(
-    project: Any, running: str, ssm: FakeSsm, bucket: Any, clock: FakeClock, tmp_path: Path
+    project: Any, ssm: FakeSsm, bucket: Any, executor: Callable[..., RemoteExecutor]
 ) -> None:
     work, _ = project
     with pytest.raises(TrainError) as info:
-        executor(running, ssm, bucket, clock, tmp_path).run(
-            job_for(project, command="python src/train.py --epochs 3"), lambda _: None
-        )
+        executor().run(job_for(project, command="python src/train.py --epochs 3"), lambda _: None)
     assert str(work / "src" / "train.py") in info.value.message
     assert "train.workdir" in info.value.message
     assert "Contents" not in bucket.list_objects_v2(Bucket="tg-runs")  # nothing shipped
     assert ssm.calls["send"] == 0
 
 
-def test_failing_command_returns_its_exit_code(
-    project: Any, running: str, ssm: FakeSsm, bucket: Any, clock: FakeClock, tmp_path: Path
-) -> None:
-    outcome = executor(running, ssm, bucket, clock, tmp_path).run(
-        job_for(project, env={"MODE": "fail"}), print
-    )
+def test_failing_command_returns_its_exit_code(project: Any, executor: Callable[..., RemoteExecutor]) -> None:
+    outcome = executor().run(job_for(project, env={"MODE": "fail"}), print)
     assert outcome.exit_code == 3 and not outcome.killed
     assert "boom" in outcome.log_tail
 
 
-def test_killed_process_is_not_success(
-    project: Any, running: str, ssm: FakeSsm, bucket: Any, clock: FakeClock, tmp_path: Path
-) -> None:
-    outcome = executor(running, ssm, bucket, clock, tmp_path).run(
-        job_for(project, env={"MODE": "kill"}), print
-    )
+def test_killed_process_is_not_success(project: Any, executor: Callable[..., RemoteExecutor]) -> None:
+    outcome = executor().run(job_for(project, env={"MODE": "kill"}), print)
     # Not a timeout: reported as SIGKILL's exit code, with the reason in the log tail.
     assert outcome.exit_code == 137 and not outcome.killed
     assert "died without writing an exit code" in outcome.log_tail
@@ -186,12 +182,10 @@ def test_killed_process_is_not_success(
 
 
 def test_missing_artifact_is_reported_not_invented(
-    project: Any, running: str, ssm: FakeSsm, bucket: Any, clock: FakeClock, tmp_path: Path
+    project: Any, executor: Callable[..., RemoteExecutor]
 ) -> None:
     lines: list[str] = []
-    outcome = executor(running, ssm, bucket, clock, tmp_path).run(
-        job_for(project, env={"MODE": "noart"}), lines.append
-    )
+    outcome = executor().run(job_for(project, env={"MODE": "noart"}), lines.append)
     assert outcome.exit_code == 0
     assert (outcome.outputs_dir / "outputs" / "metrics.json").exists()
     assert not (outcome.outputs_dir / "outputs" / "model.npz").exists()
@@ -199,38 +193,32 @@ def test_missing_artifact_is_reported_not_invented(
 
 
 def test_log_larger_than_the_ssm_output_cap_is_streamed_whole(
-    project: Any, running: str, ssm: FakeSsm, bucket: Any, clock: FakeClock, tmp_path: Path
+    project: Any, executor: Callable[..., RemoteExecutor]
 ) -> None:
     lines: list[str] = []
-    outcome = executor(running, ssm, bucket, clock, tmp_path).run(
-        job_for(project, env={"MODE": "big"}), lines.append
-    )
+    outcome = executor().run(job_for(project, env={"MODE": "big"}), lines.append)
     assert outcome.exit_code == 0
     numbered = [line for line in lines if line.startswith("line ")]
     assert len(numbered) == 3000  # ~290 KB through a 24,000-character window
     assert numbered[-1].startswith("line 02999") and "end-of-big" in lines
 
 
-def test_timeout_kills_on_the_instance(
-    project: Any, running: str, ssm: FakeSsm, bucket: Any, clock: FakeClock, tmp_path: Path
-) -> None:
-    ex = executor(running, ssm, bucket, clock, tmp_path, grace_seconds=10**9)
+def test_timeout_kills_on_the_instance(project: Any, executor: Callable[..., RemoteExecutor]) -> None:
+    ex = executor(grace_seconds=10**9)
     outcome = ex.run(job_for(project, env={"MODE": "slow"}, timeout_seconds=1), print)
     assert outcome.exit_code == 124 and outcome.killed
     assert "killed after train.timeout_minutes" in outcome.log_tail
 
 
-def test_a_script_exiting_124_is_not_a_timeout(
-    project: Any, running: str, ssm: FakeSsm, bucket: Any, clock: FakeClock, tmp_path: Path
-) -> None:
-    outcome = executor(running, ssm, bucket, clock, tmp_path).run(job_for(project, command="exit 124"), print)
+def test_a_script_exiting_124_is_not_a_timeout(project: Any, executor: Callable[..., RemoteExecutor]) -> None:
+    outcome = executor().run(job_for(project, command="exit 124"), print)
     assert outcome.exit_code == 124 and not outcome.killed
 
 
 def test_runner_kills_a_run_the_instance_did_not_stop(
-    project: Any, running: str, ssm: FakeSsm, bucket: Any, clock: FakeClock, tmp_path: Path
+    project: Any, running: str, ssm: FakeSsm, executor: Callable[..., RemoteExecutor]
 ) -> None:
-    ex = executor(running, ssm, bucket, clock, tmp_path, grace_seconds=0)
+    ex = executor(grace_seconds=0)
     outcome = ex.run(job_for(project, env={"MODE": "slow"}, timeout_seconds=5), print)
     assert outcome.killed and outcome.exit_code == 124
     pid = (ssm.remote_root(running) / "runs" / outcome.run_ref / "pid").read_text().strip()
@@ -247,7 +235,7 @@ def test_runner_kills_a_run_the_instance_did_not_stop(
 
 
 def test_reattach_after_a_runner_disconnect(
-    project: Any, running: str, ssm: FakeSsm, bucket: Any, clock: FakeClock, tmp_path: Path
+    project: Any, running: str, executor: Callable[..., RemoteExecutor]
 ) -> None:
     refs: list[str] = []
 
@@ -257,10 +245,10 @@ def test_reattach_after_a_runner_disconnect(
 
     job = job_for(project, env={"EPOCHS": "4", "PAUSE": "0.3"})
     with pytest.raises(ConnectionError):
-        executor(running, ssm, bucket, clock, tmp_path, on_launch=refs.append).run(job, flaky)
+        executor(on_launch=refs.append).run(job, flaky)
     # The training kept running on the instance; a new runner follows it to the end.
     lines: list[str] = []
-    outcome = executor(running, ssm, bucket, clock, tmp_path).attach(refs[0], job, lines.append)
+    outcome = executor().attach(refs[0], job, lines.append)
     assert outcome.exit_code == 0 and outcome.run_ref == refs[0]
     assert [line for line in lines if line.startswith("epoch")] == [
         f"epoch {i} loss {1 / (i + 1):.3f}" for i in range(4)
@@ -268,23 +256,19 @@ def test_reattach_after_a_runner_disconnect(
     assert (outcome.outputs_dir / "outputs" / "model.npz").exists()
 
 
-def test_attach_to_unknown_run(
-    project: Any, running: str, ssm: FakeSsm, bucket: Any, clock: FakeClock, tmp_path: Path
-) -> None:
+def test_attach_to_unknown_run(project: Any, executor: Callable[..., RemoteExecutor]) -> None:
     with pytest.raises(TrainError, match="no run 2026-nope"):
-        executor(running, ssm, bucket, clock, tmp_path).attach("2026-nope", job_for(project), print)
+        executor().attach("2026-nope", job_for(project), print)
 
 
 def test_instance_stopping_mid_run_fails_with_reattach_hint(
-    project: Any, running: str, ec2: ScriptedEc2, ssm: FakeSsm, bucket: Any, clock: FakeClock, tmp_path: Path
+    project: Any, running: str, ec2: ScriptedEc2, executor: Callable[..., RemoteExecutor]
 ) -> None:
     def stop_on_first_epoch(line: str) -> None:
         if line.startswith("epoch 0"):
             ec2.inner.stop(running)
 
-    ex = executor(
-        running, ssm, bucket, clock, tmp_path, instance_state=lambda: ec2.inner.describe(running).state
-    )
+    ex = executor(instance_state=lambda: ec2.inner.describe(running).state)
     with pytest.raises(TrainError) as info:
         ex.run(job_for(project, env={"EPOCHS": "50", "PAUSE": "0.2"}), stop_on_first_epoch)
     assert "instance stopped" in info.value.message
@@ -292,7 +276,12 @@ def test_instance_stopping_mid_run_fails_with_reattach_hint(
 
 
 def test_long_run_renews_watchdog_and_lease(
-    project: Any, running: str, ssm: FakeSsm, bucket: Any, clock: FakeClock, tmp_path: Path
+    project: Any,
+    running: str,
+    ssm: FakeSsm,
+    clock: FakeClock,
+    tmp_path: Path,
+    executor: Callable[..., RemoteExecutor],
 ) -> None:
     go = tmp_path / "go"
     renewals: list[float] = []
@@ -303,9 +292,7 @@ def test_long_run_renews_watchdog_and_lease(
             go.touch()  # the run ends only after three renewals
 
     # ttl of 10 minutes: a poll renews once 200 s of (fake) time passed.
-    ex = executor(
-        running, ssm, bucket, clock, tmp_path, ttl_minutes=10, grace_seconds=10**9, renew=renew, poll_cap=7.0
-    )
+    ex = executor(ttl_minutes=10, grace_seconds=10**9, renew=renew, poll_cap=7.0)
     clock_step: Callable[[float], None] = clock.sleep
 
     def slow_sleep(seconds: float) -> None:
