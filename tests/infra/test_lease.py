@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,10 @@ import pytest
 
 from tests.fixtures.ssm_fake import FakeClock, FakeSsm
 from tests.infra.conftest import ScriptedEc2, make_cfg
+from traingate.config import Config
 from traingate.infra.lease import DynamoLease, FileLease, StopInProgress, TagLease
 from traingate.infra.stage import reap_step, start_step, status_step, stop_step
+from traingate.result import StepResult
 
 TABLE = "traingate-leases"
 
@@ -32,6 +35,16 @@ def table(aws_env: str) -> Any:
 
 def quiet(_: str) -> None:
     pass
+
+
+@pytest.fixture
+def step(clock: FakeClock, services: Any) -> Callable[..., StepResult]:
+    """Run an infra step on the fake clock and the test's EC2/SSM, quietly."""
+
+    def run(fn: Callable[..., StepResult], cfg: Config, *args: Any, **kw: Any) -> StepResult:
+        return fn(cfg, *args, sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg), **kw)
+
+    return run
 
 
 @pytest.mark.parametrize("kind", ["dynamodb", "tags", "file"])
@@ -120,16 +133,13 @@ def test_two_runs_share_the_instance_with_a_lease_table(
     instance_id: str,
     ec2: ScriptedEc2,
     ssm: FakeSsm,
-    services: Any,
-    clock: FakeClock,
+    step: Callable[..., StepResult],
 ) -> None:
     cfg = make_cfg(tmp_path, instance_id, lease_table=TABLE)
     results: dict[str, Any] = {}
 
     def start(holder: str) -> None:
-        results[holder] = start_step(
-            cfg, holder, sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg)
-        )
+        results[holder] = step(start_step, cfg, holder)
 
     threads = [threading.Thread(target=start, args=(h,)) for h in ("run-a", "run-b")]
     for t in threads:
@@ -137,11 +147,11 @@ def test_two_runs_share_the_instance_with_a_lease_table(
     for t in threads:
         t.join(timeout=120)
     assert {r.outputs["state"] for r in results.values()} == {"running"}
-    first = stop_step(cfg, "run-a", sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    first = step(stop_step, cfg, "run-a")
     assert first.outputs["stopped"] is False and first.outputs["remaining_holders"] == ["run-b"]
     assert ec2.inner.describe(instance_id).state == "running"  # never stopped under run-b
     assert "still held by run-b" in first.message
-    last = stop_step(cfg, "run-b", sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    last = step(stop_step, cfg, "run-b")
     assert last.outputs["stopped"] is True
     assert ec2.inner.describe(instance_id).state == "stopped"
 
@@ -152,20 +162,20 @@ def test_start_during_a_stop_waits_and_starts_again(
     instance_id: str,
     ec2: ScriptedEc2,
     ssm: FakeSsm,
-    services: Any,
     clock: FakeClock,
+    step: Callable[..., StepResult],
 ) -> None:
     """Run A stops (last holder) while run B starts: B must end with a running instance."""
     cfg = make_cfg(tmp_path, instance_id, lease_table=TABLE)
     ec2.transition_polls = 6
-    start_step(cfg, "run-a", sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    step(start_step, cfg, "run-a")
     out: dict[str, Any] = {}
 
     def a_stops() -> None:
-        out["a"] = stop_step(cfg, "run-a", sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+        out["a"] = step(stop_step, cfg, "run-a")
 
     def b_starts() -> None:
-        out["b"] = start_step(cfg, "run-b", sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+        out["b"] = step(start_step, cfg, "run-b")
 
     ta, tb = threading.Thread(target=a_stops), threading.Thread(target=b_starts)
     ta.start()
@@ -178,32 +188,42 @@ def test_start_during_a_stop_waits_and_starts_again(
 
 
 def test_reap_stops_only_expired_leases(
-    tmp_path: Path, instance_id: str, ec2: ScriptedEc2, ssm: FakeSsm, services: Any, clock: FakeClock
+    tmp_path: Path,
+    instance_id: str,
+    ec2: ScriptedEc2,
+    ssm: FakeSsm,
+    clock: FakeClock,
+    step: Callable[..., StepResult],
 ) -> None:
     cfg = make_cfg(tmp_path, instance_id, ttl_minutes=30)
-    start_step(cfg, "cancelled-run", sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
-    held = reap_step(cfg, sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    step(start_step, cfg, "cancelled-run")
+    held = step(reap_step, cfg)
     assert held.outputs["reaped"] == [] and "held by cancelled-run" in held.message
     clock.advance(31 * 60)
-    dry = reap_step(cfg, dry_run=True, sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    dry = step(reap_step, cfg, dry_run=True)
     assert dry.outputs["reaped"] == [instance_id] and ec2.inner.describe(instance_id).state == "running"
-    done = reap_step(cfg, sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    done = step(reap_step, cfg)
     assert done.outputs["reaped"] == [instance_id]
     assert ec2.inner.describe(instance_id).state == "stopped"
     assert TagLease(ec2, instance_id).read().holders == {}
 
 
 def test_reap_forgets_expired_holders_of_a_stopped_instance(
-    tmp_path: Path, instance_id: str, ec2: ScriptedEc2, ssm: FakeSsm, services: Any, clock: FakeClock
+    tmp_path: Path,
+    instance_id: str,
+    ec2: ScriptedEc2,
+    ssm: FakeSsm,
+    clock: FakeClock,
+    step: Callable[..., StepResult],
 ) -> None:
     """The watchdog stopped the instance of a cancelled run; reap cleans the lease record."""
     cfg = make_cfg(tmp_path, instance_id, ttl_minutes=30)
-    start_step(cfg, "cancelled-run", sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    step(start_step, cfg, "cancelled-run")
     for _ in range(31):
         clock.advance(60)
         ssm.tick(instance_id)
     assert ec2.inner.describe(instance_id).state == "stopped"
-    result = reap_step(cfg, sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    result = step(reap_step, cfg)
     assert result.outputs["reaped"] == [] and "forgot expired holders cancelled-run" in result.message
     assert TagLease(ec2, instance_id).read().holders == {}
 
@@ -219,10 +239,15 @@ def test_reap_leaves_an_instance_without_lease_alone(
 
 
 def test_watchdog_stops_the_instance_of_a_cancelled_run(
-    tmp_path: Path, instance_id: str, ec2: ScriptedEc2, ssm: FakeSsm, services: Any, clock: FakeClock
+    tmp_path: Path,
+    instance_id: str,
+    ec2: ScriptedEc2,
+    ssm: FakeSsm,
+    clock: FakeClock,
+    step: Callable[..., StepResult],
 ) -> None:
     cfg = make_cfg(tmp_path, instance_id, ttl_minutes=45)
-    start_step(cfg, "cancelled", sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    step(start_step, cfg, "cancelled")
     started = clock()
     # The workflow is cancelled: no `infra stop`. The instance's own clock runs on.
     for _ in range(60):
@@ -233,10 +258,16 @@ def test_watchdog_stops_the_instance_of_a_cancelled_run(
 
 
 def test_status_reports_holders_expiry_uptime_and_cost(
-    tmp_path: Path, instance_id: str, ec2: ScriptedEc2, ssm: FakeSsm, services: Any, clock: FakeClock
+    tmp_path: Path,
+    instance_id: str,
+    ec2: ScriptedEc2,
+    ssm: FakeSsm,
+    services: Any,
+    clock: FakeClock,
+    step: Callable[..., StepResult],
 ) -> None:
     cfg = make_cfg(tmp_path, instance_id)
-    start_step(cfg, "run-a", sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg))
+    step(start_step, cfg, "run-a")
     st = status_step(cfg, clock=clock, services=services(cfg))
     assert st.outputs["state"] == "running" and st.outputs["holders"] == ["run-a"]
     assert st.outputs["lease_expiry"].endswith("UTC")
