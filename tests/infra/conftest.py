@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,10 +129,6 @@ class ScriptedEc2:
         self._count("delete_tags")
         self.inner.delete_tags(instance_id, keys)
 
-    @property
-    def api_calls(self) -> int:
-        return sum(self.calls.values())
-
 
 @pytest.fixture
 def instance_id(aws_env: str) -> str:
@@ -170,13 +165,13 @@ def make_cfg(tmp_path: Path, instance_id: str = "", **infra: Any) -> Config:
 
 
 @pytest.fixture
-def services(ec2: ScriptedEc2, ssm: FakeSsm, tmp_path: Path) -> Iterator[Any]:
+def services(ec2: ScriptedEc2, ssm: FakeSsm) -> Any:
     from traingate.infra.stage import Services
 
     def build(cfg: Config) -> Services:
         return Services(cfg, ec2=ec2, ssm=ssm)
 
-    yield build
+    return build
 
 
 @pytest.fixture
