@@ -8,8 +8,9 @@ import pytest
 
 from traingate.config import GateMetric
 from traingate.errors import GateError
+from traingate.report import render_gate_markdown
 from traingate.tracking.base import RunRecord
-from traingate.tracking.gate import evaluate, render_table
+from traingate.tracking.gate import evaluate
 
 
 def run(metrics: dict[str, float], run_id: str = "cand") -> RunRecord:
@@ -121,9 +122,20 @@ def test_non_finite_values_fail_closed(bad: float) -> None:
 
 
 def test_table_has_one_row_per_metric_with_verdicts() -> None:
+    from dataclasses import asdict
+
     d = evaluate([DICE, IOU], "all", run({"dice": 0.9, "iou": 0.7}), run({"dice": 0.85, "iou": 0.8}, "b"))
-    table = render_table(d, "3", "m", "champion")
+    # The gate step renders its summary from the gate report, like the PR body does.
+    report = {
+        "improved": d.improved,
+        "baseline": "3",
+        "model": "m",
+        "alias": "champion",
+        "reason": d.reason,
+        "metrics": [asdict(v) for v in d.metrics],
+    }
+    table = render_gate_markdown(report)
     assert "not improved" in table
     assert "| dice | max | 0.9 | 0.85 | +0.05 | ✅" in table
-    assert "| iou | max | 0.7 | 0.8 | -0.1 | ❌" in table
+    assert "| iou | max | 0.7 | 0.8 | -0.1 | ⛔" in table
     assert "version 3" in table

@@ -202,7 +202,7 @@ def test_train_with_gate_merges_outputs(project: Project) -> None:
     assert first.outputs["improved"] is True and first.outputs["baseline"] == "none"
     assert first.outputs["model_version"] == "1"
     assert first.outputs["metrics"] == {"dice": 0.8, "iou": 0.7}
-    assert "Quality gate: improved" in first.summary
+    assert "Quality gate: ✅ improved" in first.summary
     again = train_step(cfg, with_gate=True, log=quiet)
     assert again.outputs["improved"] is False and again.outputs["baseline"] == "1"
 

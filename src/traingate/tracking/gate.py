@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from traingate.errors import GateError, TrackingError, TraingateError
+from traingate.report import render_gate_markdown
 from traingate.result import StepResult
 from traingate.state import atomic_write_json, read_state, reports_dir, update_state
 from traingate.tracking.base import TAG_ARTIFACTS, RunRecord, Tracking, TrackingNotFound
@@ -196,27 +197,6 @@ def _gate_tag(decision: Decision, baseline: str | None) -> str:
     return " ".join(parts)[:5000]
 
 
-def render_table(decision: Decision, baseline: str | None, model: str, alias: str) -> str:
-    icon = "✅" if decision.improved else "⏸️"
-    verdict = "improved" if decision.improved else "not improved"
-    lines = [
-        f"### {icon} Quality gate: {verdict}",
-        "",
-        f"Candidate vs `{model}@{alias}` ({'version ' + baseline if baseline else 'no champion yet'}): "
-        f"{decision.reason}.",
-        "",
-        "| metric | direction | candidate | baseline | delta | verdict |",
-        "|---|---|---|---|---|---|",
-    ]
-    for v in decision.metrics:
-        base = _fmt(v.baseline) if v.baseline is not None else "—"
-        delta = f"{v.delta:+.6g}" if v.delta is not None else "—"
-        mark = "✅" if v.passed else "❌"
-        cand = _fmt(v.candidate)
-        lines.append(f"| {v.name} | {v.direction} | {cand} | {base} | {delta} | {mark} {v.reason} |")
-    return "\n".join(lines) + "\n"
-
-
 def gate_step(
     cfg: Config,
     run_id: str | None = None,
@@ -312,7 +292,7 @@ def gate_step(
     atomic_write_json(report_path, report)
     update_state(workspace, gate_report=str(report_path), model_version=model_version or None)
 
-    summary = render_table(decision, baseline_version, cfg.gate.model, cfg.gate.alias)
+    summary = render_gate_markdown(report)
     if promoted_alias == cfg.gate.alias:
         summary += f"\nPromoted: version {model_version} is now `@{cfg.gate.alias}`"
         if baseline_version:
@@ -345,4 +325,4 @@ def gate_step(
     )
 
 
-__all__ = ["Decision", "MetricVerdict", "evaluate", "gate_step", "render_table"]
+__all__ = ["Decision", "MetricVerdict", "evaluate", "gate_step"]
