@@ -565,6 +565,11 @@ def demo_cmd(opts: Options, workdir: str | None, pairs: int) -> None:
 @click.option("--instance-id", help="The shared EC2 instance id.")
 @click.option("--role-arn", help="IAM role for OIDC (AWS_ROLE_ARN repository variable).")
 @click.option("--region", help="AWS region.")
+@click.option(
+    "--tracking-uri",
+    help="MLflow server that outlives the job, e.g. https://mlflow.example.com (default: a local "
+    "SQLite file, fine for `traingate run`, refused by the gate in GitHub Actions).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 @pass_opts
 def init_cmd(
@@ -575,6 +580,7 @@ def init_cmd(
     instance_id: str | None,
     role_arn: str | None,
     region: str | None,
+    tracking_uri: str | None,
     force: bool,
 ) -> None:
     """Write the workflow templates and a starter traingate.yml into a repository."""
@@ -591,6 +597,7 @@ def init_cmd(
             region=region,
             force=force,
             interactive=sys.stdin.isatty() and not opts.as_json,
+            tracking_uri=tracking_uri,
         )
 
     run_step(opts, action, needs_config=False)

@@ -213,7 +213,28 @@ def check_github(cfg: Config, env: Mapping[str, str]) -> Check:
     )
 
 
-def check_tracking(cfg: Config, timeout: float, http_get: HttpGet) -> Check:
+def check_tracking(
+    cfg: Config, timeout: float, http_get: HttpGet, env: Mapping[str, str] | None = None
+) -> Check:
+    """The store answers; and, for a verdict, it outlives the job (issue #12: a runner's SQLite
+    file is empty in every job, so every candidate "beat" no champion and was promoted)."""
+    check = _check_tracking_reachable(cfg, timeout, http_get)
+    from traingate.tracking.durable import in_ci, local_store_kind
+
+    kind = local_store_kind(cfg.tracking.uri)
+    if kind is None or check.failed:
+        return check
+    detail = f"{check.detail}: {kind}, on this machine only"
+    fix = (
+        "set tracking.uri to an MLflow server that outlives the job (http(s)://... or databricks); "
+        "`traingate gate`, `train --gate` and `run` refuse a local store in GitHub Actions"
+    )
+    if in_ci(dict(os.environ) if env is None else env):
+        return Check("tracking", FAIL, detail + "; a CI machine loses it with the job", fix)
+    return Check("tracking", WARN, detail + "; fine for local runs, not for GitHub Actions", fix)
+
+
+def _check_tracking_reachable(cfg: Config, timeout: float, http_get: HttpGet) -> Check:
     uri = cfg.tracking_uri
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///") :])
@@ -447,7 +468,7 @@ def run_checks(
         check_infra(cfg),
         check_aws_credentials(cfg, env),
         check_github(cfg, env),
-        check_tracking(cfg, limit, http_get),
+        check_tracking(cfg, limit, http_get, env),
         check_store(cfg, limit, env),
     ]
 

@@ -298,6 +298,9 @@ def run_step(
     from traingate.result import StepResult
 
     env = os.environ if env is None else env
+    from traingate.tracking.durable import require_lasting_registry
+
+    require_lasting_registry(cfg, command="run", env=env)
     progress = Progress()
     outcome = run_pipeline(
         cfg,

@@ -215,6 +215,9 @@ def gate_step(
             hint="pass --run-id (the `run_id` output of the train step)",
         )
     candidate_id = str(candidate_id)
+    from traingate.tracking.durable import require_lasting_registry
+
+    require_lasting_registry(cfg, command="gate")
     if tracking is None:
         from traingate.tracking.mlflow_client import open_tracking
 

@@ -168,6 +168,11 @@ def train_step(
 
     log = log or default_log_sink()
     workspace = cfg.workspace_dir
+    if with_gate:
+        from traingate.tracking.durable import require_lasting_registry
+
+        # Before an hour of training, not after: the verdict could not be trusted.
+        require_lasting_registry(cfg, command="train --gate")
     # Forget the previous candidate first: if this run fails, `gate` must not pick up the last one.
     update_state(workspace, run_id=None, experiment_id=None)
 
