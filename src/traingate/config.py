@@ -201,6 +201,16 @@ class GateConfig(_Strict):
     promote: PromoteMode = PromoteMode.on_gate
     challenger_alias: str = "challenger"
     previous_alias: str = "previous-champion"
+    eval_set: str = Field(
+        "",
+        description="file or folder (relative to train.workdir) the metrics are measured on; its "
+        "content fingerprint tags every run, and only runs with the same fingerprint are compared",
+    )
+    rescore: str = Field(
+        "",
+        description="command that scores the champion's model on the current eval_set when the "
+        "champion was measured on another one (contract: docs/gate.md); empty: such a gate fails",
+    )
 
     @field_validator("metrics")
     @classmethod

@@ -154,6 +154,7 @@ def test_example_config_is_valid() -> None:
     assert cfg.project == "water-meters"
     assert [m.name for m in cfg.gate.metrics] == ["dice", "iou"]
     assert cfg.train.artifacts == ["outputs/model.npz"]
+    assert cfg.gate.eval_set == "holdout"  # the fixed holdout train.py measures on
     assert parse_config({"data": {"size": [128, 128]}}).data.size == (128, 128)
 
 

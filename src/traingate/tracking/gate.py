@@ -231,6 +231,11 @@ def gate_step(
             "nothing to compare",
             hint="gate a new training run",
         )
+    from traingate.tracking.evalset import TAG_EVAL_SET, comparable_baseline
+
+    # Scores on different evaluation sets are not compared (issue #12): same fingerprint, or the
+    # champion re-scored on the candidate's set with gate.rescore, or GateError.
+    baseline_run, rescored = comparable_baseline(cfg, candidate, baseline_version, baseline_run)
     decision = evaluate(cfg.gate.metrics, str(cfg.gate.require), candidate, baseline_run)
 
     warnings: list[str] = []
@@ -290,6 +295,8 @@ def gate_step(
         "run_url": run_url,
         "metrics": metrics_out,
         "warnings": warnings,
+        "eval_set": candidate.tags.get(TAG_EVAL_SET) or None,
+        "rescored": rescored.report() if rescored else None,
     }
     report_path = reports_dir(workspace) / "gate-report.json"
     atomic_write_json(report_path, report)
@@ -305,6 +312,11 @@ def gate_step(
         summary += (
             f"\nRegistered version {model_version} as `@{promoted_alias}`; `traingate promote` after "
             f"the merge makes it `@{cfg.gate.alias}`.\n"
+        )
+    if rescored:
+        summary += (
+            f"\nThe champion (version {rescored.version}) was measured on another eval set; it was "
+            f"re-scored on `{rescored.eval_set[:12]}` with `{rescored.command}` before the comparison.\n"
         )
     for text in warnings:
         summary += f"\n> ⚠️ {text}\n"

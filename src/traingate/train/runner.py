@@ -241,6 +241,13 @@ def train_step(
             gha.warning(text)
         raise
     metrics, outcome, batches, artifacts = result
+    from traingate.train.record import record_run_extras
+
+    try:
+        recorded = record_run_extras(cfg, tracking, run_id, experiment_id, outcome, warnings)
+    except BaseException:
+        _fail_run(tracking, run_id, warnings)
+        raise
 
     tracking.end_run(run_id, "FINISHED")
     run_url = tracking.run_url(experiment_id, run_id)
@@ -262,6 +269,7 @@ def train_step(
         "artifacts": artifacts,
         "warnings": warnings,
         "metric_batches": batches,
+        **recorded,
     }
     atomic_write_json(report_path, report)
     update_state(workspace, run_id=run_id, experiment_id=experiment_id, pending_run_id=None)
