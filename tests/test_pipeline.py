@@ -89,6 +89,7 @@ def test_training_failure_still_stops_infra_and_opens_no_pr(project) -> None:
 def test_gate_without_a_gated_metric_fails_closed(project) -> None:
     cfg = project
     cfg.train.artifacts = []
+    cfg.gate.eval_set = ""  # the one-line command below measures on no holdout set
     cfg.train.command = _py(
         "import json, pathlib; p = pathlib.Path('outputs'); p.mkdir(exist_ok=True);"
         "(p / 'metrics.json').write_text(json.dumps({'dice': 0.99}))"
