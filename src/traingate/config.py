@@ -169,6 +169,19 @@ class TrainConfig(_Strict):
     setup: str = ""
     # Pull DVC-tracked data before training (runner) / on the instance.
     pull_data: bool = True
+    params: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="parameters logged on the run (and given to the command as JSON in $TRAINGATE_PARAMS)",
+    )
+    params_file: str = Field(
+        "outputs/params.json",
+        description="JSON object of parameters the training wrote; logged on the run when present",
+    )
+    model_dir: str = Field(
+        "outputs/model",
+        description="MLflow model folder the training saved (holds an MLmodel file); logged and "
+        "registered as an MLflow model, so models:/<gate.model>@<gate.alias> loads",
+    )
 
 
 class TrackingConfig(_Strict):

@@ -25,7 +25,13 @@ from traingate.errors import GateError, TrackingError, TraingateError
 from traingate.report import render_gate_markdown
 from traingate.result import StepResult
 from traingate.state import atomic_write_json, read_state, reports_dir, update_state
-from traingate.tracking.base import TAG_ARTIFACTS, RunRecord, Tracking, TrackingNotFound
+from traingate.tracking.base import (
+    TAG_ARTIFACTS,
+    TAG_MODEL_SOURCE,
+    RunRecord,
+    Tracking,
+    TrackingNotFound,
+)
 
 if TYPE_CHECKING:
     from traingate.config import Config, GateMetric
@@ -264,6 +270,13 @@ def gate_step(
         )
         model_version = promotion.version
         promoted_alias = promotion.alias
+        if not candidate.tags.get(TAG_MODEL_SOURCE):
+            warnings.append(
+                f"version {model_version} of {cfg.gate.model!r} is the raw files of train.artifacts, not "
+                f"an MLflow model: mlflow.pyfunc.load_model('models:/{cfg.gate.model}@{promoted_alias}') "
+                "cannot be loaded; save an MLflow model (an MLmodel file) into train.model_dir "
+                f"({cfg.train.model_dir}) in the training script (docs/gate.md)"
+            )
 
     try:
         tracking.set_tags(

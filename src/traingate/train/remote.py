@@ -260,7 +260,7 @@ def _poll_script(ref: str, offset: int, renew_minutes: int | None) -> str:
 
 
 def _collect_script(ref: str, job: TrainJob, url: str) -> str:
-    wanted = [job.metrics_file, job.metrics_log, *job.artifacts]
+    wanted = [job.metrics_file, job.metrics_log, *job.artifacts, *job.optional_outputs]
     names = " ".join(shlex.quote(n) for n in wanted if n)
     return (
         "set -eu\n"

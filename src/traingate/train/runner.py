@@ -13,6 +13,7 @@ The order matters and every step fails loudly (field reports 1, 2, 5):
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -217,6 +218,7 @@ def train_step(
         "MLFLOW_RUN_ID": run_id,
         "MLFLOW_EXPERIMENT_ID": experiment_id,
         "TRAINGATE_DATA_VERSION": data_version,
+        "TRAINGATE_PARAMS": json.dumps(cfg.train.params),
     }
     datasets = _instance_datasets(cfg, workdir) if not where_runner and pull and cfg.train.pull_data else []
     job = TrainJob(
@@ -231,6 +233,7 @@ def train_step(
         setup=cfg.train.setup,
         run_name=run_name,
         commit=commit,
+        optional_outputs=[cfg.train.params_file, cfg.train.model_dir],
     )
     started_wall = wall()
     try:
@@ -244,7 +247,8 @@ def train_step(
     from traingate.train.record import record_run_extras
 
     try:
-        recorded = record_run_extras(cfg, tracking, run_id, experiment_id, outcome, warnings)
+        fresh_after = started_wall if where_runner and not attach else None
+        recorded = record_run_extras(cfg, tracking, run_id, experiment_id, outcome, fresh_after, warnings)
     except BaseException:
         _fail_run(tracking, run_id, warnings)
         raise
