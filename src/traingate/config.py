@@ -185,7 +185,11 @@ class TrainConfig(_Strict):
 
 
 class TrackingConfig(_Strict):
-    uri: str = "sqlite:///.traingate/mlflow.db"
+    uri: str = Field(
+        "sqlite:///.traingate/mlflow.db",
+        description="MLflow tracking and registry URI; in GitHub Actions it must outlive the job "
+        "(http(s)://, databricks): gate, train --gate and run refuse a local sqlite/file store there",
+    )
     experiment: str = ""
     # Bounded retries: a dead server must fail in well under a minute, never MLflow's 100+ s.
     max_retries: int = Field(3, ge=0, le=10)
