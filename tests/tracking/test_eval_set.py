@@ -174,7 +174,7 @@ def test_rescore_missing_a_gated_metric_fails_closed(project: Project) -> None:
     cfg = _rescore_cfg(project, RESCORED='{"dice": 0.1}')
     tr = open_adapter(cfg, sleep=lambda _s: None)
     gate_step(cfg, run_id=_run(tr, cfg, {"dice": 0.6, "iou": 0.5}, "a" * 64), tracking=tr)
-    with pytest.raises(GateError, match="has no metric 'iou'"):
+    with pytest.raises(GateError, match="wrote no metric 'iou'"):
         gate_step(cfg, run_id=_run(tr, cfg, {"dice": 0.95, "iou": 0.9}, fingerprint(holdout)), tracking=tr)
     assert tr.get_aliases("tg-model") == {"champion": "1"}
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shlex
 import subprocess
 from dataclasses import dataclass, replace
@@ -162,7 +163,8 @@ def rescore(cfg: Config, candidate: RunRecord, version: str, champion: RunRecord
     workdir = cfg.path(cfg.train.workdir).resolve()
     out_dir = (cfg.workspace_dir / "rescore").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = out_dir / f"{cfg.gate.model}-v{version}-metrics.json"
+    safe_name = re.sub(r"[^A-Za-z0-9._-]+", "-", cfg.gate.model)
+    metrics_path = out_dir / f"{safe_name}-v{version}-metrics.json"
     metrics_path.unlink(missing_ok=True)
     env = {
         **os.environ,
@@ -219,6 +221,13 @@ def rescore(cfg: Config, candidate: RunRecord, version: str, champion: RunRecord
             f"gate.rescore {command!r} exited 0 but: {err.message}",
             hint="write a JSON object of metrics to $TRAINGATE_RESCORE_METRICS",
         ) from err
+    missing = [m.name for m in cfg.gate.metrics if m.name not in metrics]
+    if missing:
+        raise GateError(
+            f"gate.rescore {command!r} wrote no metric {', '.join(map(repr, missing))} for version "
+            f"{version} of {cfg.gate.model!r} (it wrote: {', '.join(sorted(metrics))}); nothing was promoted",
+            hint="write every gated metric (gate.metrics) to $TRAINGATE_RESCORE_METRICS",
+        )
     return Rescored(version, champion.run_id, mine, metrics, command)
 
 
