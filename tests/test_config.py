@@ -129,7 +129,9 @@ def test_non_utf8_config_is_a_config_error_naming_the_file(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("kind", ["folder", "fifo"])
-def test_config_that_is_not_a_regular_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+def test_config_that_is_not_a_regular_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
     import os
 
     monkeypatch.chdir(tmp_path)

@@ -645,9 +645,16 @@ def validate_dataset(
 
 # ---------------------------------------------------------------------------- step + report
 def raise_data_errors(
-    v: Validation, *, hint: str, summary: str, outputs: dict[str, Any], what: str = ""
+    v: Validation,
+    *,
+    hint: str,
+    summary: str,
+    outputs: dict[str, Any],
+    what: str = "",
+    report: dict[str, Any] | None = None,
 ) -> NoReturn:
-    """Raise the DataError of a failed validation: the count, the first error and its file."""
+    """Raise the DataError of a failed validation: the count, the first error and its file in the
+    message; the whole report (default: the validation's) for `--json`."""
     first = v.errors[0]
     raise DataError(
         f"{len(v.errors)} data error(s) in {v.root}; {what}first: {first.message}",
@@ -655,6 +662,7 @@ def raise_data_errors(
         file=str(v.root / first.path) if first.path else None,
         summary=summary,
         outputs=outputs,
+        data={"report": report if report is not None else v.report()},
     )
 
 
@@ -746,6 +754,7 @@ def validate_step(
             hint=f"fix the files listed in the step summary / {target}, then re-run",
             summary=summary,
             outputs=outputs,
+            report=report,
         )
     return StepResult(
         outputs=outputs,
