@@ -211,3 +211,15 @@ def test_real_process(tmp_path: Path, config: bytes | None, args: list[str]) -> 
     )
     assert "Traceback" not in proc.stderr + proc.stdout
     assert proc.returncode == (2 if config is not None else 1), proc.stderr
+
+
+def test_run_with_a_missing_source_is_refused_before_any_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in `traingate run SOURCE` used to skip validation ("no new data") and train on the
+    stored dataset, exit 0."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "traingate.yml").write_text("store: {kind: local}\ntrain: {command: 'exit 3'}\n")
+    code, text = invoke(["run", str(tmp_path / "typo"), "--json"], monkeypatch, capsys)
+    assert code == 2 and "typo" in text and "does not exist" in text
+    assert not (tmp_path / ".traingate" / "infra").exists()  # infra start never ran

@@ -85,9 +85,10 @@ class DataConfig(_Strict):
     # Fraction of mask pixels. Set: a mask below it is a `near_empty_mask` error. Unset (null): a
     # built-in 0.001 that only warns, so a dataset that never chose a threshold is not rejected.
     min_foreground: float | None = Field(None, ge=0.0, le=1.0)
-    # Checked from the header / the file size before anything is decoded or read (`too_large`):
-    # a 40000x40000 PNG header would otherwise make the decoder allocate 1.6 GB.
+    # Pixels (from the header) above it: `too_large`, before anything is decoded (a 40000x40000
+    # PNG header would otherwise make the decoder allocate 1.6 GB).
     max_pixels: int = Field(100_000_000, ge=1)
+    # File size in MB above it: `too_large`, before the file is read.
     max_file_mb: float = Field(200.0, gt=0)
     # Where new data arrives (a folder in the data/** branch); merged into `root`.
     incoming: str = "data/new"

@@ -151,10 +151,10 @@ def _inside(path: str, root: str) -> bool:
 
 def scan_folder(
     folder: Path, *, root: Path, max_bytes: int
-) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, str, bool]]]:
+) -> tuple[list[tuple[str, str, os.stat_result]], list[tuple[str, str, str, bool]]]:
     """Walk `folder` without trusting anything in it.
 
-    Returns (files, problems): files as (path to open, path relative to `folder`, size), only
+    Returns (files, problems): files as (path to open, path relative to `folder`, its stat), only
     regular files (or links to regular files inside `root`) of at most `max_bytes`; problems as
     (code, relative path, message, is a file entry) for everything else: links out of `root` or dangling
     (`unsafe_path`), FIFOs, devices, sockets and folders named like images
@@ -165,7 +165,7 @@ def scan_folder(
     costs more than the checks on 3,000 files.
     """
     root_real = os.path.realpath(root)
-    files: list[tuple[str, str, int]] = []
+    files: list[tuple[str, str, os.stat_result]] = []
     problems: list[tuple[str, str, str, bool]] = []
     top = os.path.realpath(folder)
     if not _inside(top, root_real):
@@ -261,7 +261,7 @@ def scan_folder(
                     )
                 )
                 continue
-            files.append((target, rel, st.st_size))
+            files.append((target, rel, st))
         stack.extend(reversed(subdirs))
     return files, problems
 
@@ -550,11 +550,13 @@ def validate_dataset(
 
     max_bytes = int(data_cfg.max_file_mb * 1_000_000)
     entries: list[tuple[str, str, str]] = []
+    stats: dict[str, os.stat_result] = {}  # the scan's stat (of the target for a link): no second pass
     refused = 0
     for folder, prefix, kind in ((img_folder, images_dir, "image"), (mask_folder, masks_dir, "mask")):
         found, problems = scan_folder(folder, root=root, max_bytes=max_bytes)
-        for abs_path, rel, _size in found:
+        for abs_path, rel, st in found:
             entries.append((abs_path, kind, f"{prefix}/{rel}"))
+            stats[f"{prefix}/{rel}"] = st
         for code, rel, message, as_file in problems:
             full = f"{prefix}/{rel}" if rel else prefix
             if as_file:
@@ -572,13 +574,6 @@ def validate_dataset(
     cache = ValidationCache.open(cache_dir, FACTS_VERSION)
     try:
         abs_paths = {rel: p for p, _, rel in entries}
-        stats: dict[str, os.stat_result] = {}
-        for p, kind, rel in list(entries):
-            try:
-                stats[rel] = os.stat(p)  # noqa: PTH116
-            except OSError as err:  # gone or locked since the scan
-                v.files[rel] = FileInfo(rel, kind, "", 0, {"error": "unreadable_file", "detail": str(err)})
-                entries.remove((p, kind, rel))
         memo = cache.stat_hashes(abs_paths.values())
         hashed: dict[str, str] = {}
         for _p, _kind, rel in entries:
