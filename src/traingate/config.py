@@ -86,14 +86,14 @@ class DataConfig(_Strict):
     # Where new data arrives (a folder in the data/** branch); merged into `root`.
     incoming: str = "data/new"
     on_conflict: OnConflict = OnConflict.fail
-    # Globs, relative to the incoming folder, of files `data merge` leaves alone (`*` also matches `/`;
-    # a folder's glob covers its files). Any other file there that is not an image/mask pair (or a
-    # `.gitkeep`) is an `unexpected_file` error: the merge removes only the pairs it stored.
-    ignore: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     # Validation cache (content-hash keyed). Empty: the user's cache dir.
     cache_dir: str = ""
     workers: int = Field(0, ge=0, description="0 = one per core")
     max_errors_in_summary: int = Field(50, ge=1)
+    # Globs, relative to the incoming folder, of files `data merge` leaves alone (`*` also matches `/`;
+    # a folder's glob covers its files). Any other file there that is not an image/mask pair (or a
+    # `.gitkeep`) is an `unexpected_file` error: the merge removes only the pairs it stored.
+    ignore: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
     @field_validator("size")
     @classmethod

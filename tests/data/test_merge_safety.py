@@ -272,3 +272,17 @@ def test_outside_actions_without_a_git_identity_fails_before_anything_moves(
     assert info.value.exit_code == 2
     assert "identity" in info.value.message and "git config" in (info.value.hint or "")
     assert snapshot(p.root) == before and not p.remote.exists()
+
+
+def test_only_ignored_files_left_means_no_new_data(tmp_path: Path) -> None:
+    """After a merge with data.ignore the incoming folder keeps those files: the next run (and
+    `traingate run`'s skip of validate/merge) must not take them for a new batch."""
+    from traingate.data.merge import _has_files
+
+    incoming = tmp_path / "new"
+    (incoming / ".thumbs").mkdir(parents=True)
+    (incoming / "NOTES.txt").write_text("x")
+    (incoming / ".thumbs" / "a0.jpg").write_bytes(b"x")
+    (incoming / ".gitkeep").write_text("")
+    assert _has_files(incoming)  # not ignored: the merge reports them (unexpected_file)
+    assert not _has_files(incoming, ["NOTES.txt", ".thumbs"])
