@@ -286,3 +286,17 @@ def test_only_ignored_files_left_means_no_new_data(tmp_path: Path) -> None:
     (incoming / ".gitkeep").write_text("")
     assert _has_files(incoming)  # not ignored: the merge reports them (unexpected_file)
     assert not _has_files(incoming, ["NOTES.txt", ".thumbs"])
+
+
+def test_a_file_url_remote_is_that_folder(tmp_path: Path, make_pair: MakePair) -> None:
+    """`store.remote: file:///srv/dvc` stored the data in `./file:/srv/dvc` inside the repository
+    (DVC takes the URL for a relative path), where a `git add -A` would commit it."""
+    p = make_project(tmp_path)
+    raw = yaml.safe_load((p.root / "traingate.yml").read_text())
+    raw["store"]["remote"] = p.remote.as_uri()
+    (p.root / "traingate.yml").write_text(yaml.safe_dump(raw))
+    git(p.root, "commit", "-q", "-am", "file:// remote")
+    p.add_incoming(make_pair, ["a0"])
+    merge_step(p.cfg, sleep=no_sleep)
+    assert len(p.remote_objects()) == 3
+    assert not (p.root / "file:").exists()

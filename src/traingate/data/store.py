@@ -202,7 +202,14 @@ class DvcStore:
         return f"DVC remote {self.remote_name!r} ({self.remote_url()})"
 
     def remote_url(self) -> str:
-        return self.cfg.store_remote
+        """store.remote for DVC: a `file://` URL becomes its folder, because DVC takes it for a
+        relative path and would store the data in `./file:/...` under the working directory."""
+        url = self.cfg.store_remote
+        if url.startswith("file://"):
+            from urllib.parse import unquote, urlsplit
+
+            return str(Path(unquote(urlsplit(url).path)).resolve())
+        return url
 
     def _open_repo(self) -> Any:
         if self._repo is None:
