@@ -106,6 +106,7 @@ class DataConfig(_Strict):
 class StoreConfig(_Strict):
     kind: StoreKind = StoreKind.dvc
     # s3://bucket/prefix, or a folder. Empty: `.traingate/remote` next to the config (embedded default).
+    # In GitHub Actions only a remote that outlives the runner (S3): a folder there is exit 2.
     remote: str = ""
     remote_name: str = "storage"
     # S3-compatible endpoint (MinIO, moto in tests). Empty: AWS.
