@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from traingate.data.images import IMAGE_EXTENSIONS
-from traingate.data.store import NewObject, Store, find_repo_root, open_store, require_durable_remote
+from traingate.data.store import NewObject, Store, find_repo_root, open_store
 from traingate.data.validate import (
     Issue,
     Validation,
@@ -345,6 +345,7 @@ def merge_step(
     sleep: Callable[[float], None] = time.sleep,
 ) -> StepResult:
     from traingate import gha
+    from traingate.data.store import require_durable_remote
     from traingate.result import StepResult
     from traingate.state import atomic_write_json, reports_dir, update_state
 
