@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.data.conftest import MakePair
 from tests.data.test_merge import Project, git, make_project
@@ -150,7 +149,7 @@ def test_files_that_are_not_pairs_are_errors_before_anything_moves(
 def test_ignored_files_are_left_alone_and_only_stored_pairs_are_removed(
     tmp_path: Path, make_pair: MakePair
 ) -> None:
-    p = make_project(tmp_path, extra={"data": {"ignore": ["*.md", "NOTES.txt", ".thumbs"]}})
+    p = make_project(tmp_path, extra={"data": {"ignore": ["**/*.md", "NOTES.txt", ".thumbs"]}})
     p.add_incoming(make_pair, ["a0", "a1"])
     add_strays(p)
     git(p.root, "add", "data/new/.gitkeep")
@@ -231,13 +230,11 @@ def test_remote_changed_from_s3_to_a_folder_drops_the_s3_settings(
 def test_actions_refuses_a_remote_on_the_runner_before_anything_moves(
     tmp_path: Path, make_pair: MakePair, monkeypatch, remote: str
 ) -> None:
-    p = make_project(tmp_path)
-    value = {"folder": str(p.remote), "file": f"file://{p.remote}", "": ""}[remote]
-    cfg_path = p.root / "traingate.yml"
-    raw = yaml.safe_load(cfg_path.read_text())
-    raw["store"]["remote"] = value
-    cfg_path.write_text(yaml.safe_dump(raw))
-    git(p.root, "commit", "-q", "--allow-empty", "-am", "remote")
+    folder = tmp_path / "proj-dvc-remote"  # make_project's folder remote
+    value = {"folder": str(folder), "file": folder.as_uri(), "": ""}[remote]
+    # In the base commit: a data branch may not change traingate.yml (untrusted_change).
+    p = make_project(tmp_path, extra={"store": {"remote": value}})
+    assert p.remote == folder
     p.add_incoming(make_pair, ["a0"])
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     before = snapshot(p.root)
@@ -286,16 +283,17 @@ def test_only_ignored_files_left_means_no_new_data(tmp_path: Path) -> None:
     (incoming / ".gitkeep").write_text("")
     assert _has_files(incoming)  # not ignored: the merge reports them (unexpected_file)
     assert not _has_files(incoming, ["NOTES.txt", ".thumbs"])
+    assert not _has_files(incoming, ["*.txt", ".thumbs/*.jpg"])
+    assert _has_files(incoming, ["*.txt", "*.jpg"])  # `*` stays within one folder level
+    assert not _has_files(incoming, ["**/*.???"])
+    assert not _has_files(incoming, ["[A-N]*.txt", ".thumbs"])
+    assert _has_files(incoming, ["[!A-N]*", ".thumbs"]) and not _has_files(incoming, ["[!a-m]*", ".thumbs"])
 
 
 def test_a_file_url_remote_is_that_folder(tmp_path: Path, make_pair: MakePair) -> None:
     """`store.remote: file:///srv/dvc` stored the data in `./file:/srv/dvc` inside the repository
     (DVC takes the URL for a relative path), where a `git add -A` would commit it."""
-    p = make_project(tmp_path)
-    raw = yaml.safe_load((p.root / "traingate.yml").read_text())
-    raw["store"]["remote"] = p.remote.as_uri()
-    (p.root / "traingate.yml").write_text(yaml.safe_dump(raw))
-    git(p.root, "commit", "-q", "-am", "file:// remote")
+    p = make_project(tmp_path, extra={"store": {"remote": (tmp_path / "proj-dvc-remote").as_uri()}})
     p.add_incoming(make_pair, ["a0"])
     merge_step(p.cfg, sleep=no_sleep)
     assert len(p.remote_objects()) == 3

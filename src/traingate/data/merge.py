@@ -13,8 +13,9 @@ are already stored with the same content count as merged, not as conflicts.
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -215,14 +216,46 @@ def _has_files(folder: Path, ignore: list[str] | tuple[str, ...] = ()) -> bool:
 KEEP_FILES = frozenset({".gitkeep"})
 
 
+@functools.cache
+def _glob(pattern: str) -> re.Pattern[str]:
+    """A path glob as `data.allowed_paths` reads them: `*` and `?` stay within one folder level,
+    `**` spans any number of levels, `[...]` is a character class."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:[^/]+/)*")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2 :]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1 : end].replace("\\", "\\\\")  # ranges (a-z) stay ranges
+            negate = body[:1] == "!"
+            body = body[1:] if negate else body
+            out.append("[" + ("^" if negate else "") + ("\\" + body if body[:1] == "^" else body) + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
 def _ignored(rel: str, ignore: list[str] | tuple[str, ...]) -> bool:
     """`rel` (posix, relative to the incoming folder) or one of its parent folders matches a
-    `data.ignore` glob. fnmatch: `*` also crosses `/`, so `*.md` covers `notes/a.md`."""
+    `data.ignore` glob: `.thumbs` covers `.thumbs/a.jpg`, `**/*.md` any Markdown file."""
     if not ignore:
         return False
     parts = rel.split("/")
     candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    return any(fnmatch.fnmatchcase(c, glob) for c in candidates for glob in ignore)
+    return any(_glob(g.strip("/")).fullmatch(c) for c in candidates for g in ignore)
 
 
 def _is_pair_candidate(rel: str, images_dir: str, masks_dir: str) -> bool:
