@@ -83,6 +83,8 @@ def test_cli_merge_dot_is_exit_2_naming_the_folder(root_with_pairs: Project, mon
         ("data/training/images", "dataset"),  # inside data.root
         ("data", "dataset"),  # holds data.root (and its .dvc pointer)
         ("nested", ".git"),  # the top of another repository (a submodule, a nested clone)
+        (".git/lost", ".git"),  # git's own folder
+        (".dvc/tmp", ".dvc"),  # DVC's
         ("../elsewhere", "outside"),  # not in the repository at all
     ],
 )
@@ -100,6 +102,20 @@ def test_source_must_be_a_plain_folder_inside_the_repository(
     assert info.value.exit_code == 2
     assert str(source) in info.value.message and words in info.value.message
     assert snapshot(p.root) == before
+
+
+def test_source_holding_the_configuration_is_refused(tmp_path: Path, make_pair: MakePair) -> None:
+    """A project in a sub-folder of its repository (like examples/water-meters): `data merge .`
+    there would take train.py and traingate.yml for part of a batch."""
+    p = make_project(tmp_path, extra={"data": {"root": "../datasets/training"}})
+    project = p.root / "project"
+    project.mkdir()
+    (p.root / "traingate.yml").rename(project / "traingate.yml")
+    make_pair(project, "s0")
+    cfg = load_config(project / "traingate.yml")
+    with pytest.raises(UsageError) as info:
+        merge_step(cfg, project, sleep=no_sleep)
+    assert "traingate.yml" in info.value.message and str(project) in info.value.message
 
 
 def test_data_incoming_in_the_config_is_named_when_it_is_refused(tmp_path: Path, make_pair: MakePair) -> None:

@@ -305,6 +305,10 @@ def check_source(cfg: Config, src: Path, repo_root: Path, *, explicit: bool) -> 
         problem = "is the top of the repository (it holds .git and everything else)"
     elif (src / ".git").exists():
         problem = "holds a .git: it is the top of another repository"
+    elif {".git", ".dvc"} & set(src.relative_to(repo_root).parts):
+        problem = "is inside git's or DVC's own folder (.git, .dvc)"
+    elif cfg.source is not None and cfg.source.resolve().is_relative_to(src):
+        problem = f"holds the configuration {cfg.source.resolve()}"
     elif src == data_root or src.is_relative_to(data_root):
         problem = f"is {'' if src == data_root else 'inside '}the dataset data.root ({data_root})"
     elif data_root.is_relative_to(src):
