@@ -286,8 +286,9 @@ def unexpected_files(src: Path, images_dir: str, masks_dir: str, ignore: list[st
                 Issue(
                     "unexpected_file",
                     rel,
-                    f"{rel} is not an image/mask pair file: the merge would not store it and leaves "
-                    "nothing behind, so it refuses the batch (list it in data.ignore to keep it here)",
+                    f"{rel} is not an image/mask pair file: the merge stores only pairs and removes only "
+                    "what it stored, so it refuses the batch rather than leave this file behind unsaid "
+                    "(move it out of the folder, or list it in data.ignore to keep it there)",
                 )
             )
     return found
@@ -513,9 +514,8 @@ def merge_step(
                 # The raw pair files now live in the store; the branch keeps only the pointer.
                 # Exactly those: every other file in SOURCE was refused or ignored above.
                 _remove_stored(src, list(v.files))
-                to_commit += [
-                    repo_root / rel for rel in _pending_removals(git, src, repo_root, images_dir, masks_dir)
-                ]
+                removals = _pending_removals(git, src, repo_root, images_dir, masks_dir)
+                to_commit += [Path(rel) for rel in removals]
             rel_paths = [p.resolve().relative_to(repo_root) if p.is_absolute() else p for p in to_commit]
             sha = git.commit(rel_paths, _commit_message(cfg, plan, version, src, message))
             if do_push:
