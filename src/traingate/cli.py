@@ -320,6 +320,12 @@ def _with_tracking_uri(cfg: Config, tracking_uri: str | None) -> Config:
     help="Do not pull the DVC-tracked dataset before training.",
 )
 @click.option(
+    "--force-pull",
+    is_flag=True,
+    envvar="TRAINGATE_FORCE_PULL",
+    help="Pull even over local edits of the dataset (they are lost); without it, train refuses.",
+)
+@click.option(
     "--gate/--no-gate",
     "with_gate",
     default=False,
@@ -329,7 +335,12 @@ def _with_tracking_uri(cfg: Config, tracking_uri: str | None) -> Config:
 @_tracking_uri_option
 @pass_opts
 def train_cmd(
-    opts: Options, attach: str | None, no_pull: bool, with_gate: bool, tracking_uri: str | None
+    opts: Options,
+    attach: str | None,
+    no_pull: bool,
+    force_pull: bool,
+    with_gate: bool,
+    tracking_uri: str | None,
 ) -> None:
     """Run the training command, check its exit code and metrics, log everything to MLflow."""
 
@@ -337,7 +348,11 @@ def train_cmd(
         from traingate.train.runner import train_step
 
         return train_step(
-            _with_tracking_uri(cfg, tracking_uri), attach=attach, pull=not no_pull, with_gate=with_gate
+            _with_tracking_uri(cfg, tracking_uri),
+            attach=attach,
+            pull=not no_pull,
+            with_gate=with_gate,
+            force_pull=force_pull,
         )
 
     run_step(opts, action)

@@ -129,7 +129,7 @@ def test_a_dataset_that_cannot_be_pulled_stops_before_training(
 ) -> None:
     from traingate.data import store
 
-    def broken_pull(cfg: Any) -> str:
+    def broken_pull(cfg: Any, force: bool = False) -> str:
         raise StoreError("cannot pull data/training from s3://bucket/data: 3 objects missing (ab12…)")
 
     monkeypatch.setattr(store, "pull_dataset", broken_pull)
@@ -146,7 +146,7 @@ def test_a_dataset_that_cannot_be_pulled_stops_before_training(
 def test_the_pulled_data_version_is_tagged(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     from traingate.data import store
 
-    monkeypatch.setattr(store, "pull_dataset", lambda cfg: "d1r.md5")
+    monkeypatch.setattr(store, "pull_dataset", lambda cfg, force=False: "d1r.md5")
     cfg = project.config(train={"pull_data": True})
     result = train_step(cfg, log=quiet)
     assert result.outputs["data_version"] == "d1r.md5"
@@ -176,7 +176,7 @@ def test_instance_branch_uses_the_executor_and_does_not_pull(
 ) -> None:
     from traingate.data import store
 
-    monkeypatch.setattr(store, "pull_dataset", lambda cfg: pytest.fail("the runner must not pull"))
+    monkeypatch.setattr(store, "pull_dataset", lambda cfg, **kw: pytest.fail("the runner must not pull"))
     monkeypatch.setattr(store, "dataset_version", lambda cfg: "v1")
     remote = FakeRemote(tmp_path / "fetched")
     cfg = project.config(train={"where": "instance", "pull_data": True})

@@ -424,11 +424,68 @@ def dataset_version(cfg: Config) -> str:
     return read_pointer(cfg.data_root).md5
 
 
-def pull_dataset(cfg: Config) -> str:
+def unsaved_changes(cfg: Config) -> list[str]:
+    """Files of the checked-out dataset that differ from its pointer and exist nowhere else.
+
+    DVC's own rule for what a checkout may overwrite: a file whose content is in the local DVC
+    cache (an earlier version, pulled or added here) can be restored, so replacing it loses
+    nothing; an edited or added file whose content is not in the cache is somebody's work.
+    A deleted file is not listed: pulling brings it back, and nothing is lost. Returns paths
+    relative to the repository root, sorted; [] when the folder is not checked out.
+    """
+    if cfg.store.kind != "dvc" or not cfg.data_root.is_dir():
+        return []
+    pointer = read_pointer(cfg.data_root)
+    if not pointer.tracked:
+        return []
+    store = DvcStore(cfg)
+    try:
+        repo = store._open_repo()
+        target = str(store.data_root.relative_to(store.repo_root))
+        status = repo.data_status(targets=[target], granular=True)
+        uncommitted = status.get("uncommitted") or {}
+        candidates = [
+            rel
+            for rel in (*uncommitted.get("modified", []), *uncommitted.get("added", []))
+            if not rel.endswith("/")
+        ]
+        local = store._local_odb()
+        unsaved = []
+        for rel in candidates:
+            path = store.repo_root / rel
+            if path.is_file() and not local.exists(_md5_file(path)):
+                unsaved.append(rel)
+    except StoreError:
+        raise
+    except Exception as err:
+        raise StoreError(
+            f"cannot compare the dataset {cfg.data_root} with its pointer {pointer.path}: {err}",
+            hint="run `dvc data status --granular` there to see the full error",
+            file=str(pointer.path),
+        ) from err
+    finally:
+        store.close()
+    return sorted(set(unsaved))
+
+
+def _refuse_to_overwrite(cfg: Config, unsaved: list[str], version: str) -> StoreError:
+    shown = "\n".join(f"  {rel}" for rel in unsaved[:50])
+    more = f"\n  and {len(unsaved) - 50} more" if len(unsaved) > 50 else ""
+    return StoreError(
+        f"the dataset {cfg.data_root} has {len(unsaved)} local change(s) that pulling {version} "
+        f"would overwrite (they are in no DVC cache or remote):\n{shown}{more}",
+        hint="keep them: merge them as new data (`traingate data merge`) or `dvc add` + commit the "
+        "pointer; or discard them: train again with --force-pull (or `dvc checkout --force`)",
+        file=str(read_pointer(cfg.data_root).path),
+    )
+
+
+def pull_dataset(cfg: Config, *, force: bool = False) -> str:
     """Bring the tracked dataset into the workspace, downloading only what is missing.
 
     Returns the data version. Raises StoreError naming the remote and the missing objects
-    when the remote cannot provide them.
+    when the remote cannot provide them, and (unless `force`) naming the local edits a pull
+    would overwrite: local work is never replaced silently.
     """
     if cfg.store.kind == "local":
         if not cfg.data_root.is_dir():
@@ -440,6 +497,10 @@ def pull_dataset(cfg: Config) -> str:
     pointer = read_pointer(cfg.data_root)
     if not pointer.tracked:
         return ""
+    if not force:
+        unsaved = unsaved_changes(cfg)
+        if unsaved:
+            raise _refuse_to_overwrite(cfg, unsaved, pointer.md5)
     store = DvcStore(cfg)
     try:
         from dvc.exceptions import DvcException
@@ -447,7 +508,9 @@ def pull_dataset(cfg: Config) -> str:
         repo = store._open_repo()
         remote = pointer.remote or repo.config.get("core", {}).get("remote") or store.remote_name
         try:
-            repo.pull(targets=[str(pointer.path)], remote=remote, force=True, jobs=store.jobs)
+            # Without force DVC itself refuses to replace unsaved files: a second guard for
+            # anything the check above could not see (a file edited while we compared).
+            repo.pull(targets=[str(pointer.path)], remote=remote, force=force, jobs=store.jobs)
         except DvcException as err:
             missing = _missing_objects(store, pointer)
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
