@@ -85,9 +85,11 @@ def run_step(
         result = action(cfg)
     except TraingateError as err:
         sys.exit(_emit_error(err, opts.as_json))
-    except KeyboardInterrupt:
-        gha.error("interrupted")
-        sys.exit(130)
+    except KeyboardInterrupt as err:
+        # traingate.interrupt.Interrupted says what it stopped and which signal (130/143).
+        line = getattr(err, "line", None)
+        gha.error(line() if callable(line) else "interrupted")
+        sys.exit(getattr(err, "exit_code", 130))
     for text in result.warnings:
         gha.warning(text)
     gha.write_outputs(result.outputs)

@@ -145,9 +145,13 @@ def run_pipeline(
     """The chain; returns {"improved", "run_id", "pr_url", "gate", "train", "pr"}. Raises the
     failing stage's own error after `infra stop` has run. `forge_factory` goes to `pr create`
     (tests hand in a forge without rate-limit pauses)."""
+    from traingate.interrupt import interruptible
+    from traingate.runlock import run_lock
+
     _preflight_github(token, repo)
     progress = progress if progress is not None else Progress()
-    with _explained(progress):
+    # One run per folder (they share state.json); Ctrl-C/cancel still runs `infra stop`.
+    with interruptible(), run_lock(cfg.workspace_dir), _explained(progress):
         return _chain(
             cfg, source, token=token, repo=repo, head=head, progress=progress, forge_factory=forge_factory
         )
@@ -166,6 +170,7 @@ def _chain(
     from traingate.data.merge import _has_files
     from traingate.github.pr import create_step
     from traingate.infra.stage import start_step, stop_step
+    from traingate.interrupt import note
     from traingate.state import read_state
     from traingate.tracking.gate import gate_step
     from traingate.train.runner import train_step
@@ -188,6 +193,7 @@ def _chain(
     holder = str(started.outputs.get("holder") or "") or None
     outcome: dict[str, Any] = {"improved": False, "run_id": "", "pr_url": ""}
     failure: TraingateError | None = None
+    interrupted: KeyboardInterrupt | None = None
     try:
         trained = _run_stage(
             progress, "train", lambda: train_step(cfg, attach=None, pull=True, with_gate=False)
@@ -203,12 +209,19 @@ def _chain(
     except TraingateError as err:
         failure = err
         raise
+    except KeyboardInterrupt as err:
+        interrupted = err
+        raise
     finally:
         # Always give the instance back; a stop failure must not hide the first failure.
         try:
             _run_stage(progress, "infra stop", lambda: stop_step(cfg, holder=holder, wait=True, force=False))
+            if interrupted is not None:
+                note(interrupted, f"released the infra lease (holder {holder or cfg.project})")
         except TraingateError as stop_err:
-            if failure is None:
+            if interrupted is not None:
+                note(interrupted, f"infra stop failed ({stop_err.message}): run `traingate infra stop`")
+            elif failure is None:
                 raise
             failure.message += f"\nalso, infra stop failed: {stop_err.message}"
             failure.hint = (failure.hint or "") + "; then run `traingate infra stop` (or `infra reap`)"

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from traingate import __version__, gha
 from traingate.errors import TrackingError, TrainError, TraingateError
+from traingate.interrupt import interruptible, note
 from traingate.report import actions_run_url
 from traingate.result import StepResult
 from traingate.state import atomic_write_json, read_state, reports_dir, update_state
@@ -159,6 +160,17 @@ def _fail_run(tracking: Tracking, run_id: str, warnings: list[str]) -> None:
         warnings.append(f"could not mark MLflow run {run_id} FAILED: {err.message}")
 
 
+def _kill_run(tracking: Tracking, run_id: str, workspace: Path, err: KeyboardInterrupt) -> None:
+    """Ctrl-C or the runner's cancel: the executor has stopped the command; the run ends
+    KILLED (MLflow's status for a run stopped from outside), and nothing will re-attach to it."""
+    try:
+        tracking.end_run(run_id, "KILLED")
+        note(err, f"MLflow run {run_id} marked KILLED")
+    except TraingateError as end_err:
+        note(err, f"could not mark MLflow run {run_id} KILLED ({end_err.message})")
+    update_state(workspace, pending_run_id=None)
+
+
 def train_step(
     cfg: Config,
     attach: str | None = None,
@@ -236,7 +248,11 @@ def train_step(
     )
     started_wall = wall()
     try:
-        result = _train_and_log(cfg, tracking, executor, job, attach, log, started_wall, warnings)
+        with interruptible():
+            result = _train_and_log(cfg, tracking, executor, job, attach, log, started_wall, warnings)
+    except KeyboardInterrupt as err:
+        _kill_run(tracking, run_id, workspace, err)
+        raise
     except BaseException:
         _fail_run(tracking, run_id, warnings)
         for text in warnings:
