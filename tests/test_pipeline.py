@@ -234,7 +234,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert any((workdir / ".traingate" / "remote").rglob("*.dir"))
     log = subprocess.run(["git", "log", "--format=%s"], cwd=workdir, capture_output=True, text=True).stdout
     assert log.count("data:") >= 3
-    assert payload["seconds"] < 120
+    # The demo's duration is measured by bench/bench_pipeline.py, not asserted here.
 
 
 @pytest.mark.parametrize(

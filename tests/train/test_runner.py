@@ -241,12 +241,10 @@ def test_gate_with_a_dead_server_exits_1_without_improved(
     out = project.root / "gh-output"
     monkeypatch.setenv("GITHUB_OUTPUT", str(out))
     monkeypatch.chdir(project.root)
-    started = time.monotonic()
     result = CliRunner().invoke(cli, ["gate", "--run-id", "abc"], catch_exceptions=False)
     assert result.exit_code == 1
     assert "could not read the candidate run abc" in result.output
     assert dead_url in result.output
-    assert time.monotonic() - started < 10
     assert "improved" not in (gha.read_outputs(out) if out.exists() else {})
 
 
