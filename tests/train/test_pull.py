@@ -142,6 +142,19 @@ def test_an_older_version_in_the_workspace_is_replaced_without_force(dvc_project
     assert result.outputs["data_version"] == read_pointer(p.data).md5
 
 
+def test_files_stored_on_the_remote_only_are_replaced_without_force(dvc_project: DvcProject) -> None:
+    """`data merge` uploads new files and copies them into the checkout, not into the local
+    cache: they are safe on the remote, so a pull may replace them."""
+    import shutil
+
+    p = dvc_project
+    p.commit_version({"images/f.png": "f2"}, "data v2")
+    shutil.rmtree(p.root / ".dvc" / "cache")
+    git(p.root, "checkout", "-q", "HEAD~1", "--", "data/training.dvc")
+    train_step(p.config(), log=quiet)
+    assert not (p.data / "images" / "f.png").exists()
+
+
 def test_the_run_records_the_checked_out_commit_and_the_pointer_md5(
     dvc_project: DvcProject, monkeypatch: pytest.MonkeyPatch
 ) -> None:

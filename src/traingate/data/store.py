@@ -427,11 +427,13 @@ def dataset_version(cfg: Config) -> str:
 def unsaved_changes(cfg: Config) -> list[str]:
     """Files of the checked-out dataset that differ from its pointer and exist nowhere else.
 
-    DVC's own rule for what a checkout may overwrite: a file whose content is in the local DVC
-    cache (an earlier version, pulled or added here) can be restored, so replacing it loses
-    nothing; an edited or added file whose content is not in the cache is somebody's work.
-    A deleted file is not listed: pulling brings it back, and nothing is lost. Returns paths
-    relative to the repository root, sorted; [] when the folder is not checked out.
+    DVC's own rule for what a checkout may overwrite, widened to the remote: a file whose
+    content is in the local DVC cache (an earlier version, pulled or added here) or on the
+    remote (`data merge` uploads the new files and copies them into the checkout) can be
+    restored, so replacing it loses nothing; an edited or added file whose content is in
+    neither is somebody's work. A deleted file is not listed: pulling brings it back, and
+    nothing is lost. Returns paths relative to the repository root, sorted; [] when the folder
+    is not checked out.
     """
     if cfg.store.kind != "dvc" or not cfg.data_root.is_dir():
         return []
@@ -450,11 +452,16 @@ def unsaved_changes(cfg: Config) -> list[str]:
             if not rel.endswith("/")
         ]
         local = store._local_odb()
-        unsaved = []
+        not_local: dict[str, str] = {}
         for rel in candidates:
             path = store.repo_root / rel
-            if path.is_file() and not local.exists(_md5_file(path)):
-                unsaved.append(rel)
+            if path.is_file():
+                md5 = _md5_file(path)
+                if not local.exists(md5):
+                    not_local[rel] = md5
+        wanted = sorted(set(not_local.values()))
+        on_remote = set(store._remote_odb().oids_exist(wanted)) if wanted else set()
+        unsaved = [rel for rel, md5 in not_local.items() if md5 not in on_remote]
     except StoreError:
         raise
     except Exception as err:
@@ -508,9 +515,9 @@ def pull_dataset(cfg: Config, *, force: bool = False) -> str:
         repo = store._open_repo()
         remote = pointer.remote or repo.config.get("core", {}).get("remote") or store.remote_name
         try:
-            # Without force DVC itself refuses to replace unsaved files: a second guard for
-            # anything the check above could not see (a file edited while we compared).
-            repo.pull(targets=[str(pointer.path)], remote=remote, force=force, jobs=store.jobs)
+            # Forced: what it may overwrite was checked above (DVC's own guard only knows the
+            # local cache, and would refuse files `data merge` stored on the remote).
+            repo.pull(targets=[str(pointer.path)], remote=remote, force=True, jobs=store.jobs)
         except DvcException as err:
             missing = _missing_objects(store, pointer)
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
