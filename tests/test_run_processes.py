@@ -23,7 +23,7 @@ import yaml
 
 from tests.fixtures.mlflow_server import mlflow_sqlite_template  # noqa: F401 - a fixture
 from traingate.config import Config, load_config
-from traingate.pipeline import _setup_project
+from traingate.demo import _setup_project
 from traingate.runlock import LOCK_FILE, RunLockedError, read_holder, run_lock
 from traingate.train.local import group_members
 

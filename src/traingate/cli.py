@@ -568,7 +568,7 @@ def demo_cmd(opts: Options, workdir: str | None, pairs: int) -> None:
     """Run the whole pipeline twice on the bundled example: improved, then not improved."""
 
     def action(_cfg: Config) -> StepResult:
-        from traingate.pipeline import demo_step
+        from traingate.demo import demo_step
 
         return demo_step(Path(workdir) if workdir else None, pairs=pairs)
 
