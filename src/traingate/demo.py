@@ -166,6 +166,9 @@ def _setup_project(workdir: Path) -> Config:
     )
     (workdir / "traingate.yml").write_text(text, encoding="utf-8")
     _git(workdir, "init", "-q", "-b", "main")
+    # The merge commits as the user outside Actions; the demo's throwaway repository has its own.
+    _git(workdir, "config", "user.name", _GIT_IDENTITY["GIT_AUTHOR_NAME"])
+    _git(workdir, "config", "user.email", _GIT_IDENTITY["GIT_AUTHOR_EMAIL"])
     _git(workdir, "add", *EXAMPLE_FILES)
     _git(workdir, "commit", "-q", "-m", "water-meters example (traingate demo)")
     return parse_config(raw, base_dir=workdir, source=workdir / "traingate.yml")

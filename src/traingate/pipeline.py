@@ -162,9 +162,16 @@ def _chain(
     from traingate.train.runner import train_step
 
     src = (source if source is not None else cfg.path(cfg.data.incoming)).resolve()
+    if source is not None and not src.is_dir():
+        # Asked for by name: a typo must not turn into "no new data, train on the stored set".
+        raise UsageError(
+            f"SOURCE {source} does not exist or is not a folder",
+            hint=f"pass the folder holding {cfg.data.images}/ and {cfg.data.masks}/, or omit it "
+            f"to use data.incoming ({cfg.data.incoming})",
+        )
     data_report: Path | None = None
     # The merge's own test for new data: a lone .gitkeep in incoming/ is not a batch to merge.
-    if _has_files(src):
+    if _has_files(src, cfg.data.ignore):
         _run_stage(progress, "validate", lambda: _validate(cfg, src))
         merged = _run_stage(progress, "merge", lambda: _merge(cfg, src, None))
         data_report = Path(str(merged.outputs["report"]))
