@@ -505,8 +505,7 @@ def unsaved_changes(cfg: Config) -> list[str]:
                 md5 = _md5_file(path)
                 if not local.exists(md5):
                     not_local[rel] = md5
-        wanted = sorted(set(not_local.values()))
-        on_remote = set(store._remote_odb().oids_exist(wanted)) if wanted else set()
+        on_remote = _on_remote(store, pointer, not_local)
         unsaved = [rel for rel, md5 in not_local.items() if md5 not in on_remote]
     except StoreError:
         raise
@@ -519,6 +518,21 @@ def unsaved_changes(cfg: Config) -> list[str]:
     finally:
         store.close()
     return sorted(set(unsaved))
+
+
+def _on_remote(store: DvcStore, pointer: Pointer, files: dict[str, str]) -> set[str]:
+    """Which of these md5s the remote `pull` would use holds. A remote that cannot be asked
+    answers "none": the files are then treated as local work (refusing is the safe side)."""
+    if not files:
+        return set()
+    repo = store._open_repo()
+    remote = pointer.remote or repo.config.get("core", {}).get("remote") or store.remote_name
+    try:
+        odb = repo.cloud.get_remote_odb(remote, "fetch")
+        return set(odb.oids_exist(sorted(set(files.values()))))
+    except Exception as err:
+        log.warning("could not ask DVC remote %r which files it holds: %s", remote, err)
+        return set()
 
 
 def _refuse_to_overwrite(cfg: Config, unsaved: list[str], version: str) -> StoreError:
