@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from tests.tracking.helpers import Project, open_adapter
 from traingate import gha
 from traingate.cli import cli
 from traingate.errors import StoreError, TrackingError, TrainError
+from traingate.interrupt import Interrupted
 from traingate.state import read_state
 from traingate.train.base import TrainJob, TrainOutcome
 from traingate.train.runner import train_step
@@ -280,3 +282,26 @@ def test_train_waits_for_health_and_names_the_url(project: Project, dead_url: st
         train_step(cfg, log=quiet)
     assert f"{dead_url}/health did not answer" in info.value.message
     assert not (project.root / "outputs").exists()
+
+
+class InterruptedRemote(FakeRemote):
+    """The runner's cancel arrives while the instance trains (detached: it goes on there)."""
+
+    def run(self, job: TrainJob, log: Any) -> TrainOutcome:
+        self.jobs.append(job)
+        raise Interrupted(signal.SIGINT)
+
+
+def test_a_cancel_leaves_an_instance_run_running_for_re_attach(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from traingate.data import store
+
+    monkeypatch.setattr(store, "dataset_version", lambda cfg: "v1")
+    cfg = project.config(train={"where": "instance", "pull_data": False})
+    with pytest.raises(Interrupted) as info:
+        train_step(cfg, executor=InterruptedRemote(tmp_path / "fetched"), log=quiet)
+    (run,) = runs_of(cfg)
+    assert run.info.status == "RUNNING"
+    assert read_state(cfg.workspace_dir)["pending_run_id"] == run.info.run_id
+    assert "goes on" in info.value.line() and "--attach" in info.value.line()

@@ -251,7 +251,15 @@ def train_step(
         with interruptible():
             result = _train_and_log(cfg, tracking, executor, job, attach, log, started_wall, warnings)
     except KeyboardInterrupt as err:
-        _kill_run(tracking, run_id, workspace, err)
+        if where_runner:
+            _kill_run(tracking, run_id, workspace, err)
+        else:
+            # Detached by design (train/remote.py): the job goes on and can be re-attached.
+            note(
+                err,
+                f"the training on the instance goes on; MLflow run {run_id} stays RUNNING "
+                "(re-attach with `traingate train --attach`, or stop the instance)",
+            )
         raise
     except BaseException:
         _fail_run(tracking, run_id, warnings)
