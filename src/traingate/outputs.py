@@ -28,7 +28,7 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "infra reap": ("reaped",),
     "train": ("run_id", "experiment_id", "metrics", "report", "data_version"),
     "gate": ("improved", "baseline", "model_version", "run_id", "metrics", "report"),
-    "promote": ("model_version", "alias"),
+    "promote": ("model_version", "alias", "promoted", "pending"),
     "pr create": ("pr_number", "pr_url", "operation", "head_sha", "body_path"),
     "pr automerge": ("pr_number", "merge_state", "method"),
     "pr comment": ("comment_url", "operation"),
