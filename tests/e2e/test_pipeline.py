@@ -574,3 +574,49 @@ def test_auto_merge_disabled_in_the_repository_fails_loudly(e2e: E2E) -> None:
     pull = next(iter(e2e.github.pulls.values()))
     assert pull["state"] == "open" and pull["auto_merge"] is None  # the PR stays for a human
     assert e2e.github.merges == []
+
+
+# ----------------------------------------------------- promotion on merge without a PAT (#12)
+def test_on_merge_a_direct_auto_merge_promotes_what_it_merged(e2e: E2E) -> None:
+    """gate.promote: on-merge, MLflow NOT on the instance: the auto-merge job merged the clean PR
+    with GITHUB_TOKEN (no workflow hears of it) and promotes the PR's own version itself."""
+    e2e.configure(gate__promote="on-merge", infra__mlflow_url="")
+
+    def make_clean(run: PipelineRun, key: str, step: Any) -> None:
+        for pull in e2e.github.pulls.values():
+            pull["mergeable_state"] = "clean"
+
+    run = e2e.pipeline(e2e.push_data(), hooks={"before:auto-merge": make_clean}).run()
+    assert run.results == ALL_SUCCESS, given_up(run)
+    version = run.job("train").outputs["model_version"]
+    assert run.job("auto-merge").outputs["merge_state"] == "merged"
+    promote = run.job("auto-merge").step()
+    assert promote.argv == ["promote", "--reconcile"] and promote.exit_code == 0, given_up(run)
+    assert promote.written["promoted"] == run.job("auto-merge").outputs["pr_number"]
+    assert e2e.aliases() == {"champion": version}
+    assert "traingate-promoted" in e2e.github.labels[int(promote.written["promoted"])]
+
+
+def test_on_merge_with_mlflow_on_the_instance_defers_to_the_sweep(e2e: E2E) -> None:
+    """MLflow lives on the instance, stopped by the time the PR merges: the auto-merge job says
+    the PR waits; the scheduled sweep (reap-instances.yml) borrows the instance and promotes."""
+    e2e.configure(gate__promote="on-merge")
+
+    def make_clean(run: PipelineRun, key: str, step: Any) -> None:
+        for pull in e2e.github.pulls.values():
+            pull["mergeable_state"] = "clean"
+
+    run = e2e.pipeline(e2e.push_data(), hooks={"before:auto-merge": make_clean}).run()
+    assert run.results == ALL_SUCCESS, given_up(run)
+    version = run.job("train").outputs["model_version"]
+    promote = run.job("auto-merge").step()
+    assert promote.written["pending"] == "1" and promote.written["promoted"] == "", given_up(run)
+    assert e2e.aliases() == {"challenger": version}
+
+    # reap-instances.yml's promote job, after its start-infra: the instance's MLflow URL.
+    env = {"GITHUB_TOKEN": e2e.world.token, "GITHUB_REPOSITORY": "o/r"}
+    swept = e2e.cli("promote", "--reconcile", "--tracking-uri", e2e.proxy.url, env=env)
+    assert swept.exit_code == 0, swept.output + swept.stderr
+    assert e2e.aliases() == {"champion": version}
+    again = e2e.cli("promote", "--reconcile", "--tracking-uri", e2e.proxy.url, env=env)
+    assert again.exit_code == 0 and "no merged traingate pull request waits" in again.output

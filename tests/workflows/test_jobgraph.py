@@ -153,3 +153,61 @@ def test_promote_on_merge_template_graph() -> None:
     assert run.ran == ["start-infra", "promote", "stop-infra"]
     closed = {"github": {"event": {"pull_request": {"merged": False, "labels": [{"name": "traingate"}]}}}}
     assert simulate(template, {}, contexts=closed).ran == []
+
+
+# ------------------------------------------------------------------ promotion on merge (#12 case 4)
+AUTO_MERGE = ROOT / ".github" / "workflows" / "auto-merge.yml"
+REAP = ROOT / "workflows-templates" / "reap-instances.yml"
+
+
+def _promote_steps(path: Path, job: str) -> list[dict]:
+    from tests.workflows.jobgraph import load_workflow
+
+    steps = load_workflow(path)["jobs"][job]["steps"]
+    return [s for s in steps if (s.get("with") or {}).get("command") == "promote"]
+
+
+def test_auto_merge_promotes_what_it_merged_directly() -> None:
+    from tests.workflows.expr import Context, evaluate_if
+
+    # A GITHUB_TOKEN merge starts no workflow: the job that merged promotes, from the PR body.
+    (step,) = _promote_steps(AUTO_MERGE, "automerge")
+    assert step["with"]["args"] == "--reconcile"
+    assert step["env"]["TRAINGATE_PR_NUMBER"] == "${{ steps.automerge.outputs.pr_number }}"
+    for state, runs in [
+        ("merged", True),
+        ("already_merged", True),
+        ("auto_merge_enabled", False),  # merged later by GitHub: the scheduled sweep promotes it
+        ("off", False),
+    ]:
+        ctx = Context({"steps": {"automerge": {"outputs": {"merge_state": state}}}})
+        assert evaluate_if(step["if"], ctx) is runs, state
+
+
+def test_promote_on_merge_reconciles_instead_of_promoting_the_challenger() -> None:
+    template = ROOT / "workflows-templates" / "promote-on-merge.yml"
+    (step,) = _promote_steps(template, "promote")
+    assert step["with"]["args"] == "--reconcile"
+    assert step["env"]["TRAINGATE_TRACKING_URI"] == "${{ needs.start-infra.outputs.mlflow_url }}"
+
+
+@pytest.mark.parametrize(
+    ("pending", "expected"),
+    [
+        ("0", ["reap", "promotion"]),  # nothing waits, or MLflow is reachable and it promoted
+        ("2", ["reap", "promotion", "start-infra", "promote", "stop-infra"]),
+    ],
+)
+def test_reap_template_sweeps_merged_prs_and_borrows_the_instance_only_when_needed(
+    pending: str, expected: list[str]
+) -> None:
+    run = simulate(REAP, {"promotion": ("success", {"pending": pending})})
+    assert run.ran == expected
+    for job in ("promotion", "promote"):
+        (step,) = _promote_steps(REAP, job)
+        assert step["with"]["args"] == "--reconcile"
+
+
+def test_reap_template_gives_the_instance_back_when_promotion_fails() -> None:
+    run = simulate(REAP, {"promotion": ("success", {"pending": "1"}), "promote": "failure"})
+    assert "stop-infra" in run.ran
