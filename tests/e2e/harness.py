@@ -218,6 +218,7 @@ class PipelineRun:
             "run_id": run_id,
             "run_attempt": str(attempt),
             "event_name": "push",
+            "event": {"repository": {"default_branch": "main"}},
             "token": world.token,
             "server_url": "https://github.com",
             "workspace": "",

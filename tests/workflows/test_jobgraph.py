@@ -22,8 +22,14 @@ PR = ("success", {"pr_number": "7", "pr_url": "https://x/pull/7"})
 ALL = ["merge-and-validate", "start-infra", "train", "stop-infra", "create-pr", "auto-merge"]
 
 
+# What GitHub always sets for a data push (the guard against merging on the base reads it).
+DATA_PUSH = {
+    "github": {"ref_name": "data/20240501-101500", "event": {"repository": {"default_branch": "main"}}}
+}
+
+
 def _ran(outcomes, inputs=None, cancel_after=None) -> tuple[list[str], dict[str, str]]:
-    run = simulate(PIPELINE, outcomes, inputs=inputs, cancel_after=cancel_after)
+    run = simulate(PIPELINE, outcomes, inputs=inputs, cancel_after=cancel_after, contexts=DATA_PUSH)
     return run.ran, run.results
 
 
@@ -88,7 +94,7 @@ def test_pipeline_scenarios(scenario: str) -> None:
     outcomes, inputs, expected = SCENARIOS[scenario]
     ran, results = _ran(outcomes, inputs)
     assert ran == expected, results
-    assert set(results) == set(ALL)  # every job is decided: run or skipped
+    assert set(results) == {*ALL, "refuse-merge-on-base"}  # every job is decided: run or skipped
 
 
 def test_stop_infra_runs_when_the_run_is_cancelled_during_train() -> None:
@@ -111,7 +117,7 @@ def test_create_pr_only_when_improved_exactly_true() -> None:
 
 
 def test_stepping_api_for_the_harness() -> None:
-    run = WorkflowRun.from_file(PIPELINE)
+    run = WorkflowRun.from_file(PIPELINE, contexts=DATA_PUSH)
     seen = []
     while (job := run.next_job()) is not None:
         seen.append(job)
@@ -120,7 +126,7 @@ def test_stepping_api_for_the_harness() -> None:
     with pytest.raises(ValueError, match="already finished"):
         run.finish("train", "success")
     with pytest.raises(ValueError, match="unknown result"):
-        WorkflowRun.from_file(PIPELINE).finish("train", "passed")
+        WorkflowRun.from_file(PIPELINE, contexts=DATA_PUSH).finish("train", "passed")
 
 
 def test_success_is_transitive(tmp_path: Path) -> None:
@@ -211,3 +217,47 @@ def test_reap_template_sweeps_merged_prs_and_borrows_the_instance_only_when_need
 def test_reap_template_gives_the_instance_back_when_promotion_fails() -> None:
     run = simulate(REAP, {"promotion": ("success", {"pending": "1"}), "promote": "failure"})
     assert "stop-infra" in run.ran
+
+
+# ------------------------------------------- manual retraining on the base branch (#12 case 5)
+ON_MAIN = {"github": {"ref_name": "main", "event": {"repository": {"default_branch": "main"}}}}
+ON_DATA = {"github": {"ref_name": "data/x", "event": {"repository": {"default_branch": "main"}}}}
+NO_PR = ("success", {"pr_number": "", "pr_url": "", "operation": "skipped"})
+
+
+def test_merge_true_on_the_base_branch_is_refused_before_anything_runs() -> None:
+    run = simulate(PIPELINE, {"refuse-merge-on-base": "failure"}, inputs={"merge": True}, contexts=ON_MAIN)
+    assert run.ran == ["refuse-merge-on-base"], run.results
+    assert run.results["merge-and-validate"] == "skipped" and run.results["start-infra"] == "skipped"
+
+
+def test_retraining_on_the_base_branch_trains_and_attempts_no_pr_merge() -> None:
+    # merge: false on main: train (the gate promotes or records the challenger); `pr create`
+    # says there is nothing to open, so auto-merge has no PR and is skipped.
+    run = simulate(
+        PIPELINE, {"train": IMPROVED, "create-pr": NO_PR}, inputs={"merge": False}, contexts=ON_MAIN
+    )
+    assert run.ran == ["start-infra", "train", "stop-infra", "create-pr"], run.results
+    assert run.results["refuse-merge-on-base"] == "skipped"
+
+
+def test_a_data_branch_never_meets_the_guard() -> None:
+    run = simulate(
+        PIPELINE, {"merge-and-validate": MERGED, "train": IMPROVED, "create-pr": PR}, contexts=ON_DATA
+    )
+    assert run.ran == ALL
+
+
+def test_the_refusal_fails_the_job_and_says_what_to_do(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.workflows.jobgraph import load_workflow
+
+    (step,) = load_workflow(PIPELINE)["jobs"]["refuse-merge-on-base"]["steps"]
+    assert step["env"] == {"BRANCH": "${{ github.ref_name }}"}  # no expression inside run:
+    proc = subprocess.run(
+        ["bash", "-e", "-c", step["run"]], env={"BRANCH": "main"}, capture_output=True, text=True
+    )
+    assert proc.returncode == 1
+    assert proc.stdout.startswith("::error ")
+    assert "base branch main" in proc.stdout and "merge: false" in proc.stdout
