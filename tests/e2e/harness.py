@@ -40,6 +40,7 @@ import yaml
 
 from tests.workflows.expr import Context, evaluate, evaluate_if, interpolate, strip_wrapper, to_string
 from tests.workflows.jobgraph import WorkflowRun, load_workflow
+from traingate.outputs import OUTPUTS, check_values
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = REPO / ".github" / "workflows" / "training-pipeline.yml"
@@ -635,6 +636,11 @@ class PipelineRun:
         rec.outcome = "success" if result.exit_code == 0 else "failure"
         rec.outputs = read_outputs(out_file)
         rec.written = dict(rec.outputs)
+        command = next((" ".join(argv[:n]) for n in (2, 1) if " ".join(argv[:n]) in OUTPUTS), None)
+        problems = check_values(command, rec.written) if command else []
+        if problems:
+            # A value no action or doc declares: a caller's `if:` comparing with it never holds.
+            raise HarnessError(f"job {job}, step {sname!r}: " + "; ".join(problems))
         return rec
 
 
