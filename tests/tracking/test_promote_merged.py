@@ -147,14 +147,19 @@ def test_on_gate_prs_are_never_promoted_again(
 def test_a_marker_that_does_not_match_the_registry_is_refused(
     project: Project, fake_github: FakeGitHub, forge_factory: Any
 ) -> None:
-    cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82])
+    cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82, 0.84])
     body = fake_github.pulls[1]["body"]
     fake_github.pulls[1]["body"] = body.replace('"version": "1"', '"version": "2"')
     fake_github.merge(1)
+    fake_github.merge(3)
     with pytest.raises(GateError, match=r"PR #1 names version 2 .* run") as err:
         _reconcile(cfg, forge_factory)
-    assert err.value.hint
-    assert "champion" not in open_adapter(cfg).get_aliases(MODEL)
+    # Loud (exit 1, every sweep until someone looks), but PR #3, merged after it, is not held back.
+    assert "promoted in this sweep: PR 3" in err.value.message
+    assert "traingate-promoted" in (err.value.hint or "")
+    assert err.value.outputs == {"promoted": "3"}
+    assert open_adapter(cfg).get_aliases(MODEL)["champion"] == "3"
+    assert LABEL_PROMOTED not in fake_github.labels.get(1, [])
 
 
 def test_mlflow_on_the_instance_defers_to_the_workflow_that_borrows_it(

@@ -450,6 +450,7 @@ def reconcile_step(
 
         tracking = open_tracking(cfg)
     sweep = _Sweep()
+    refused: list[GateError] = []
     for pull, marker in waiting:
         try:
             label = _promote_merged(tracking, cfg, marker, pull, sweep)
@@ -465,14 +466,21 @@ def reconcile_step(
                 "are skipped",
             ) from err
         except GateError as err:
-            if sweep.promoted:
-                err.message += f" (already promoted in this sweep: PR {', '.join(sweep.promoted)})"
-            raise
+            # One PR that cannot be promoted must not hold back the ones merged after it.
+            refused.append(err)
+            continue
         try:
             forge.add_labels(pull.number, [label])
         except TraingateError as err:
             # The registry tag is what makes the sweep idempotent; the label saves a look-up.
             sweep.warnings.append(f"could not label pull request #{pull.number} {label!r}: {err.message}")
+    if refused:
+        done = f"; promoted in this sweep: PR {', '.join(sweep.promoted)}" if sweep.promoted else ""
+        raise GateError(
+            "; ".join(err.message for err in refused) + done,
+            hint=refused[0].hint + f"; then label the PR {LABEL_PROMOTED!r} so the sweep stops retrying it",
+            outputs={"promoted": " ".join(sweep.promoted)},
+        )
     champion = (tracking.get_aliases(waiting[0][1]["model"]) or {}).get(alias, "")
     message = "; ".join(sweep.lines)
     summary = "### 🏆 Promotion on merge\n\n" + "".join(f"- {line}\n" for line in sweep.lines)
