@@ -404,28 +404,6 @@ def gate_cmd(opts: Options, run_id: str | None, no_promote: bool, tracking_uri: 
     run_step(opts, action)
 
 
-@cli.command("promote")
-@click.option("--version", "version", help="Model version to make champion (default: @challenger).")
-@click.option("--rollback", is_flag=True, help="Move champion back to @previous-champion.")
-@_tracking_uri_option
-@pass_opts
-def promote_cmd(opts: Options, version: str | None, rollback: bool, tracking_uri: str | None) -> None:
-    """Move the champion alias (post-merge promotion, or rollback)."""
-
-    def action(cfg: Config) -> StepResult:
-        from traingate.tracking.promote import promote_step
-
-        return promote_step(_with_tracking_uri(cfg, tracking_uri), version=version, rollback=rollback)
-
-    run_step(opts, action)
-
-
-# ------------------------------------------------------------------------------------------ pr
-@cli.group()
-def pr() -> None:
-    """Open the pull request, post the gate status, enable auto-merge."""
-
-
 _token_option = click.option(
     "--token",
     envvar=["TRAINGATE_GITHUB_TOKEN", "GITHUB_TOKEN"],
@@ -437,6 +415,60 @@ _repo_option = click.option(
     envvar=["TRAINGATE_REPOSITORY", "GITHUB_REPOSITORY"],
     help="owner/name (default: $GITHUB_REPOSITORY).",
 )
+
+
+@cli.command("promote")
+@click.option("--version", "version", help="Model version to make champion (default: @challenger).")
+@click.option("--rollback", is_flag=True, help="Move champion back to @previous-champion.")
+@click.option(
+    "--reconcile",
+    is_flag=True,
+    envvar="TRAINGATE_RECONCILE",
+    help="Promote the version recorded in every merged traingate PR not yet promoted (in merge order).",
+)
+@click.option(
+    "--pr", "pr_number", type=int, envvar="TRAINGATE_PR_NUMBER", help="With --reconcile: only this PR."
+)
+@_token_option
+@_repo_option
+@_tracking_uri_option
+@pass_opts
+def promote_cmd(
+    opts: Options,
+    version: str | None,
+    rollback: bool,
+    reconcile: bool,
+    pr_number: int | None,
+    token: str | None,
+    repo: str | None,
+    tracking_uri: str | None,
+) -> None:
+    """Move the champion alias (post-merge promotion, or rollback)."""
+    gha.mask(token)
+
+    def action(cfg: Config) -> StepResult:
+        from traingate.errors import UsageError
+        from traingate.tracking.promote import promote_step, reconcile_step
+
+        if reconcile and (version or rollback):
+            raise UsageError(
+                "--reconcile promotes what merged PRs recorded; "
+                "it cannot be combined with --version or --rollback",
+                hint="run `traingate promote --reconcile` or `traingate promote --version N`, not both",
+            )
+        if pr_number is not None and not reconcile:
+            raise UsageError("--pr only works with --reconcile", hint="pass --reconcile --pr N")
+        if reconcile:
+            return reconcile_step(cfg, token, repo, pr_number=pr_number, tracking_uri=tracking_uri)
+        return promote_step(_with_tracking_uri(cfg, tracking_uri), version=version, rollback=rollback)
+
+    run_step(opts, action)
+
+
+# ------------------------------------------------------------------------------------------ pr
+@cli.group()
+def pr() -> None:
+    """Open the pull request, post the gate status, enable auto-merge."""
 
 
 @pr.command("create")
