@@ -282,6 +282,8 @@ def train_step(
         recorded = record_run_extras(cfg, tracking, run_id, experiment_id, outcome, fresh_after, warnings)
     except BaseException:
         _fail_run(tracking, run_id, warnings)
+        for text in warnings:
+            gha.warning(text)
         raise
 
     tracking.end_run(run_id, "FINISHED")
