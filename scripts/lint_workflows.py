@@ -103,6 +103,10 @@ def lint(workflows: list[Path], actions: list[Path], cwd: Path = ROOT) -> int:
 def main(argv: list[str]) -> int:
     workflows, actions = ([], []) if "--only-snippets" in argv else _files()
     failures = lint(workflows, actions)
+    dependabot = ROOT / ".github" / "dependabot.yml"
+    if workflows and dependabot.exists():
+        schema = [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.dependabot"]
+        failures += _run([*schema, str(dependabot)]) != 0
     # Internal `uses: traingate/traingate/...@ref` must all name one release (set_release_ref.py).
     failures += _run([sys.executable, str(ROOT / "scripts" / "set_release_ref.py"), "--check"]) != 0
     with tempfile.TemporaryDirectory(prefix="traingate-snippets-") as tmp:
