@@ -107,7 +107,7 @@ def test_every_third_party_action_is_sha_pinned_with_a_known_tag() -> None:
         pinned_lines = {m.start() for m in PINNED.finditer(text)}
         for m in USES.finditer(text):
             ref = m["ref"].strip("'\"")
-            if ref.startswith(("./", OWN + "/", OWN + "@", "docker://")):
+            if ref.startswith(("./", "$/", OWN + "/", OWN + "@", "docker://")):
                 continue
             assert m.start() in pinned_lines, f"{path.relative_to(ROOT)}: {ref} is not SHA-pinned"
             assert ref.split("@")[0].count("/") >= 1
