@@ -197,6 +197,28 @@ def test_s3_endpoint_down_is_bounded(tmp_path: Path, aws_env: str) -> None:
     assert "unreachable" in check.detail
 
 
+@pytest.mark.parametrize("remote", ["", "remote", "file:///srv/dvc"])
+def test_in_actions_a_remote_on_the_runner_fails(tmp_path: Path, remote: str) -> None:
+    """Issue #11: the runner's disk dies with the job; `data merge` refuses such a remote in
+    Actions (exit 2), and doctor says so first. On a developer's machine it is fine."""
+    cfg = _cfg(tmp_path, {"store": {"remote": remote}})
+    check = _by_name(run_checks(cfg, env={"GITHUB_ACTIONS": "true"}))["DVC remote"]
+    assert check.status == "FAIL"
+    assert "store.remote" in check.detail and "s3://" in check.fix
+    assert _by_name(run_checks(cfg, env={}))["DVC remote"].status != "FAIL"
+
+
+def test_git_identity_outside_actions(tmp_path: Path, monkeypatch) -> None:
+    """The pointer commit is the user's outside Actions: doctor fails when git has no identity."""
+    cfg = _cfg(tmp_path)
+    assert _by_name(run_checks(cfg, env={}))["git repository"].status == "ok"
+    for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL"):
+        monkeypatch.delenv(name, raising=False)
+    check = _by_name(run_checks(cfg, env={}))["git repository"]
+    assert check.status == "FAIL" and "identity" in check.detail and "user.email" in check.fix
+    assert _by_name(run_checks(cfg, env={"GITHUB_ACTIONS": "true"}))["git repository"].status == "ok"
+
+
 def test_actions_without_token_or_oidc_role_fails(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))

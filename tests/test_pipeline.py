@@ -164,6 +164,16 @@ def test_demo_workdir_must_be_new(tmp_path: Path) -> None:
     assert (tmp_path / "keep.txt").read_text() == "mine"
 
 
+def test_demo_repository_has_an_identity_for_the_merge_commit(bare_project, monkeypatch) -> None:
+    """Outside Actions the merge commits as the user (issue #11); the demo's throwaway repository
+    must work for someone whose git has no identity configured."""
+    from traingate.github.gitops import Git
+
+    for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL"):
+        monkeypatch.delenv(name, raising=False)
+    assert Git(bare_project.base_dir).identity() == "traingate demo <demo@traingate.invalid>"
+
+
 def test_isolated_env_hides_and_restores_github_variables(monkeypatch) -> None:
     monkeypatch.setenv("GITHUB_TOKEN", "ghs_x")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://elsewhere")

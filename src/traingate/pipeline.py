@@ -171,9 +171,16 @@ def _chain(
     from traingate.train.runner import train_step
 
     src = (source if source is not None else cfg.path(cfg.data.incoming)).resolve()
+    if source is not None and not src.is_dir():
+        # Asked for by name: a typo must not turn into "no new data, train on the stored set".
+        raise UsageError(
+            f"SOURCE {source} does not exist or is not a folder",
+            hint=f"pass the folder holding {cfg.data.images}/ and {cfg.data.masks}/, or omit it "
+            f"to use data.incoming ({cfg.data.incoming})",
+        )
     data_report: Path | None = None
     # The merge's own test for new data: a lone .gitkeep in incoming/ is not a batch to merge.
-    if _has_files(src):
+    if _has_files(src, cfg.data.ignore):
         _run_stage(progress, "validate", lambda: _validate(cfg, src))
         merged = _run_stage(progress, "merge", lambda: _merge(cfg, src, None))
         data_report = Path(str(merged.outputs["report"]))
@@ -406,6 +413,9 @@ def _setup_project(workdir: Path) -> Config:
     )
     (workdir / "traingate.yml").write_text(text, encoding="utf-8")
     _git(workdir, "init", "-q", "-b", "main")
+    # The merge commits as the user outside Actions; the demo's throwaway repository has its own.
+    _git(workdir, "config", "user.name", _GIT_IDENTITY["GIT_AUTHOR_NAME"])
+    _git(workdir, "config", "user.email", _GIT_IDENTITY["GIT_AUTHOR_EMAIL"])
     _git(workdir, "add", *EXAMPLE_FILES)
     _git(workdir, "commit", "-q", "-m", "water-meters example (traingate demo)")
     return parse_config(raw, base_dir=workdir, source=workdir / "traingate.yml")

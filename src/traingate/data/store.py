@@ -29,12 +29,15 @@ from traingate.data.manifest import (
     tree_hash,
     write_pointer,
 )
-from traingate.errors import StoreError
+from traingate.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     from traingate.config import Config
 
 log = logging.getLogger(__name__)
+
+# Remote options traingate writes for S3 only (DVC rejects them on a folder remote).
+_S3_ONLY_KEYS = ("region", "endpointurl")
 
 
 @dataclass
@@ -199,7 +202,14 @@ class DvcStore:
         return f"DVC remote {self.remote_name!r} ({self.remote_url()})"
 
     def remote_url(self) -> str:
-        return self.cfg.store_remote
+        """store.remote for DVC: a `file://` URL becomes its folder, because DVC takes it for a
+        relative path and would store the data in `./file:/...` under the working directory."""
+        url = self.cfg.store_remote
+        if url.startswith("file://"):
+            from urllib.parse import unquote, urlsplit
+
+            return str(Path(unquote(urlsplit(url).path)).resolve())
+        return url
 
     def _open_repo(self) -> Any:
         if self._repo is None:
@@ -237,15 +247,31 @@ class DvcStore:
         repo = self._open_repo()
         current = repo.config.get("remote", {}).get(self.remote_name, {})
         wanted: dict[str, Any] = {"url": url}
-        if self.cfg.store.endpoint_url:
+        # DVC's schema allows `region`/`endpointurl` only on cloud remotes: set on a folder
+        # remote (the no-flag `traingate init` writes store.region) they make every DVC command
+        # fail with "extra keys not allowed". Left over from an earlier S3 remote, they go.
+        s3 = url.startswith("s3://")
+        if s3 and self.cfg.store.endpoint_url:
             wanted["endpointurl"] = self.cfg.store.endpoint_url
-        if self.cfg.store.region:
+        if s3 and self.cfg.store.region:
             wanted["region"] = self.cfg.store.region
+        stale = [] if s3 else [k for k in _S3_ONLY_KEYS if k in current]
         default = repo.config.get("core", {}).get("remote")
-        if any(current.get(k) != v for k, v in wanted.items()) or default != self.remote_name:
-            with repo.config.edit("repo") as conf:
-                conf["remote"][self.remote_name] = {**conf["remote"].get(self.remote_name, {}), **wanted}
-                conf["core"]["remote"] = self.remote_name
+        if stale or any(current.get(k) != v for k, v in wanted.items()) or default != self.remote_name:
+            try:
+                with repo.config.edit("repo") as conf:
+                    entry = {**conf["remote"].get(self.remote_name, {}), **wanted}
+                    for key in stale:
+                        entry.pop(key, None)
+                    conf["remote"][self.remote_name] = entry
+                    conf["core"]["remote"] = self.remote_name
+            except Exception as err:  # dvc.config.ConfigError: the merged config is invalid
+                raise StoreError(
+                    f"cannot point DVC remote {self.remote_name!r} at {url} in {dvc_dir / 'config'}: {err}",
+                    hint="fix or remove the remote's section in .dvc/config (and .dvc/config.local), "
+                    "then re-run; nothing was uploaded",
+                    file=str(dvc_dir / "config"),
+                ) from err
             changed.append(dvc_dir / "config")
             self._reset()
         return sorted(set(changed))
@@ -406,6 +432,26 @@ class DvcStore:
 
     def close(self) -> None:
         self._reset()
+
+
+def require_durable_remote(cfg: Config, in_actions: bool) -> None:
+    """In GitHub Actions, refuse a DVC remote on the runner's own disk, before anything moves.
+
+    The runner is deleted when the job ends: the data would be "stored" there, the pointer
+    committed and the raw files removed from the branch, and the next job could not find it.
+    """
+    from traingate.locality import is_runner_local
+
+    if not in_actions or cfg.store.kind != "dvc" or not is_runner_local(cfg.store_remote):
+        return
+    shown = cfg.store.remote or f"(empty: the default {cfg.store_remote})"
+    raise ConfigError(
+        f"store.remote {shown} is on the runner's disk, which GitHub Actions deletes when the job "
+        "ends: the merged data would be lost and the next job could not pull it",
+        hint="set store.remote to a bucket that outlives the job (s3://bucket/prefix; with "
+        "store.endpoint_url for MinIO); a folder remote is for `traingate run` on one machine",
+        file=str(cfg.source) if cfg.source else None,
+    )
 
 
 def open_store(cfg: Config, repo_root: Path | None = None) -> Store:
