@@ -265,3 +265,54 @@ def test_each_stage_runs_with_only_its_actions_extras(
         assert code == expected, f"{stage}: {log}"
         assert named in log, f"{stage}: {log}"
         assert "true" not in {outputs.get("improved"), outputs.get("stopped")}, f"{stage}: {outputs}"
+
+
+def root_action_calls() -> list[tuple[str, str, str]]:
+    """(command, args, extras) of every `uses: traingate/traingate@<ref>` step we ship."""
+    from tests.workflows.conftest import OWN, TEMPLATES, WORKFLOWS, load
+
+    calls = set()
+    for path in [*sorted(WORKFLOWS.glob("*.yml")), *sorted(TEMPLATES.glob("*.yml"))]:
+        for job in load(path)["jobs"].values():
+            for step in job.get("steps", []):
+                if str(step.get("uses", "")).startswith(f"{OWN}@"):
+                    with_ = step.get("with") or {}
+                    calls.add((with_["command"], with_.get("args", ""), with_.get("extras", "all")))
+    return sorted(calls)
+
+
+@pytest.mark.parametrize(("command", "args", "extras"), root_action_calls())
+def test_root_action_steps_run_with_only_their_extras(
+    command: str,
+    args: str,
+    extras: str,
+    stage_venv: Callable[[str], Path],
+    tmp_path: Path,
+    aws_env: str,
+    github_api: str,
+) -> None:
+    """The root action steps of the workflows and templates (`promote --reconcile`, `infra reap`)
+    install their own `extras:`; their command must import nothing beyond them."""
+    from tests.infra.conftest import make_instance
+
+    example = _project(tmp_path, aws_env, make_instance("root-action"), "http://127.0.0.1:9")
+    venv = stage_venv(extras)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINGATE_", "GITHUB_"))}
+    env.update(GITHUB_ACTIONS="true", GITHUB_REPOSITORY="acme/meters", GITHUB_TOKEN="revoked")
+    env.update(GITHUB_API_URL=github_api, GITHUB_RUN_ID="15", GITHUB_RUN_ATTEMPT="1")
+    done = subprocess.run(
+        [venv / "bin" / "traingate", *command.split(), *args.split()],
+        cwd=example,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    log = done.stdout + done.stderr
+    for marker in TRACEBACK:
+        assert marker not in log, f"{command} {args} (extras {extras!r}): {marker} in\n{log}"
+    assert done.returncode in (0, 1, 2), log
+    if "github" in extras:  # it got as far as asking GitHub
+        assert done.returncode == 2 and "Bad credentials" in log, log
+    if command == "infra reap":  # the sweep ran to its end
+        assert done.returncode == 0 and "expired lease" in log, log
