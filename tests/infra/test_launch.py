@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.ssm_fake import FakeClock, FakeSsm
+from tests.fixtures.ssm_fake import FakeClock, LaunchedSsm
 from tests.infra.conftest import make_instance
 from traingate.config import Config, InfraBackend, parse_config
 from traingate.errors import ConfigError, InfraError
@@ -22,17 +22,6 @@ from traingate.infra.ec2 import Boto3Ec2
 from traingate.infra.stage import reap_step, start_step, status_step, stop_step
 
 LOG: list[str] = []
-
-
-class LaunchedSsm(FakeSsm):
-    """The SSM fake for instances that do not exist yet: the AMI has the agent, so every
-    instance registers itself when SSM first hears of it."""
-
-    def ping_status(self, instance_id: str) -> str:
-        host = self.hosts.get(instance_id)
-        if host is None or not host.registered:
-            self.register(instance_id)
-        return super().ping_status(instance_id)
 
 
 class World:
@@ -289,6 +278,16 @@ def test_reap_terminates_launched_instances_whose_run_is_over(tmp_path: Path, wo
     assert [i.id for i in world.launched()] == [live]
     assert world.ec2.describe(shared).state == "running"
     world.stop(cfg, "live-run")
+    assert world.launched() == []
+
+
+def test_watchdog_of_a_cancelled_run_terminates_the_launched_instance(tmp_path: Path, world: World) -> None:
+    cfg = launch_cfg(tmp_path)
+    iid = world.start(cfg, "cancelled-run").outputs["instance_id"]
+    world.clock.advance(61 * 60)  # the job died; nobody ran `infra stop`
+    world.ssm.tick(iid)
+    assert iid in world.ssm.watchdog_fired
+    assert world.ec2.describe(iid).state == "terminated"
     assert world.launched() == []
 
 
