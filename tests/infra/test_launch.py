@@ -337,3 +337,71 @@ def test_every_backend_kind_has_an_implementation(tmp_path: Path, kind: InfraBac
     )
     for method in ("acquire", "lease", "ready", "run_channel", "release", "locate", "reap_candidates"):
         assert callable(getattr(backend, method))
+
+
+# ---------------------------------------------------------------------------- train + CLI
+def test_remote_training_reaches_the_instance_launched_for_its_holder(
+    tmp_path: Path, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from traingate.errors import TrainError
+    from traingate.infra.aws import override_clients
+    from traingate.train.remote import make_remote_executor
+
+    monkeypatch.setenv("GITHUB_RUN_ID", "5")
+    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/meters")
+    cfg = launch_cfg(tmp_path)
+    cfg = cfg.model_copy(
+        update={
+            "train": cfg.train.model_copy(update={"where": "instance"}),
+            "infra": cfg.infra.model_copy(update={"s3_prefix": "s3://b/p"}),
+        }
+    )
+    with override_clients(ec2=world.ec2, ssm=world.ssm):
+        with pytest.raises(TrainError, match="no instance for acme/meters/5/1"):
+            make_remote_executor(cfg)
+        world.start(cfg, "acme/meters/5/1")
+        world.start(cfg, "acme/meters/6/1")  # another run's instance
+        ex = make_remote_executor(cfg)
+    [ours] = [i for i in world.launched() if i.tags["traingate:holder"] == "acme/meters/5/1"]
+    assert ex.instance_id == ours.id and ex.ssm is world.ssm
+
+
+def test_cli_spot_refused_exits_1_and_fallback_warns(
+    tmp_path: Path, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    import yaml
+    from click.testing import CliRunner
+
+    from traingate.cli import cli
+    from traingate.infra.aws import override_clients
+
+    out, summary = tmp_path / "github_output", tmp_path / "step_summary"
+    out.write_text("")
+    summary.write_text("")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_OUTPUT", str(out))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.chdir(tmp_path)
+    spec = {"image_id": image(), "instance_type": "g5.xlarge", "market": "spot"}
+    raw = {"infra": {"backend": "launch", "launch": spec, "ready": ["running"], "ttl_minutes": 60}}
+    (tmp_path / "traingate.yml").write_text(yaml.safe_dump(raw))
+    world.refuse_spot = ["SpotMaxPriceTooLow", "InsufficientInstanceCapacity"]
+    with override_clients(ec2=world.ec2, ssm=world.ssm):
+        refused = CliRunner().invoke(cli, ["infra", "start", "--holder", "run-a"])
+        assert refused.exit_code == 1, refused.output
+        assert "SpotMaxPriceTooLow" in refused.output
+        assert world.launched() == [] and out.read_text() == ""
+
+        spec["market"] = "spot-preferred"
+        (tmp_path / "traingate.yml").write_text(yaml.safe_dump(raw))
+        fell_back = CliRunner().invoke(cli, ["infra", "start", "--holder", "run-b"])
+        assert fell_back.exit_code == 0, fell_back.output
+        [warning] = [line for line in fell_back.output.splitlines() if line.startswith("::warning")]
+        assert "InsufficientInstanceCapacity" in warning and "ON-DEMAND" in warning and "per run" in warning
+        assert re.search(r"^market<<(\S+)\non-demand\n\1$", out.read_text(), re.M)
+        assert "spot fallback: InsufficientInstanceCapacity" in summary.read_text()
+        stopped = CliRunner().invoke(cli, ["infra", "stop", "--holder", "run-b"])
+        assert stopped.exit_code == 0, stopped.output
+    assert world.launched() == []
