@@ -34,7 +34,8 @@ class LocalBackend:
         self.file = lease_for(cfg)
 
     def _machine(self) -> Machine:
-        state = self.file.machine_state()
+        # No lease file: nothing was ever started here (and reading must not create one).
+        state = self.file.machine_state() if self.file.path.exists() else "stopped"
         return Machine(
             id=LOCAL_ID,
             state=state,
