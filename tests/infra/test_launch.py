@@ -161,6 +161,16 @@ def test_stop_is_idempotent(tmp_path: Path, world: World) -> None:
     assert never.outputs["stopped"] is True
 
 
+def test_start_again_for_the_same_holder_reuses_its_instance(tmp_path: Path, world: World) -> None:
+    cfg = launch_cfg(tmp_path)
+    first = world.start(cfg).outputs["instance_id"]
+    again = world.start(cfg)
+    assert again.outputs["instance_id"] == first and again.outputs["market"] == "on-demand"
+    assert len(world.run_requests) == 1 and len(world.launched()) == 1
+    world.stop(cfg)
+    assert world.launched() == []
+
+
 def test_launch_template_by_name(tmp_path: Path, world: World) -> None:
     world.client.create_launch_template(
         LaunchTemplateName="trainer",
@@ -203,6 +213,23 @@ def test_failed_readiness_terminates_the_launched_instance(tmp_path: Path, world
 
 
 # ---------------------------------------------------------------------------------- spot
+def test_spot_instance_reclaimed_before_ready_says_so(
+    tmp_path: Path, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_ping = world.ssm.ping_status
+
+    def reclaimed(instance_id: str) -> str:
+        world.ec2.terminate(instance_id)  # AWS takes the capacity back during boot
+        return real_ping(instance_id)
+
+    monkeypatch.setattr(world.ssm, "ping_status", reclaimed)
+    with pytest.raises(InfraError) as info:
+        world.start(launch_cfg(tmp_path, "spot"))
+    assert "before it was ready (spot capacity reclaimed?)" in info.value.message
+    assert "never terminated" not in (info.value.hint or "")
+    assert world.launched() == []
+
+
 def test_spot_launch_with_max_price(tmp_path: Path, world: World) -> None:
     cfg = launch_cfg(tmp_path, "spot", max_price="0.45")
     result = world.start(cfg)

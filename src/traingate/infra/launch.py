@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from traingate.config import Config, LaunchMarket
 from traingate.errors import ConfigError, InfraError
-from traingate.infra.backend import Acquired, Machine, Services
+from traingate.infra.backend import Acquired, Machine, Readiness, Services
 from traingate.infra.base import (
     GONE,
     Clock,
@@ -98,6 +98,16 @@ class LaunchBackend(Ec2Machines):
         spec = self.cfg.infra.launch
         itype = spec.instance_type
         on_demand = on_demand_usd(itype, self.cfg.infra.hourly_cost_usd)
+        mine = [m for m in self._launched({TAG_HOLDER: holder[:256]}) if m.state in ("pending", "running")]
+        if mine:
+            # `infra start` again for the same holder (a retried step): reuse, never a second bill.
+            machine = mine[0]
+            if machine.market == "spot":
+                machine.hourly_usd = self._spot_usd(machine.instance_type)
+            else:
+                machine.hourly_usd = on_demand_usd(machine.instance_type, self.cfg.infra.hourly_cost_usd)
+            self.log(f"reusing {machine.id}, already launched for {holder}")
+            return Acquired(machine, summary_rows=[f"| market | {machine.market} (already launched) |"])
         if spec.market is LaunchMarket.on_demand:
             inst = self.ec2.launch(self._request(holder, now + ttl_seconds, spot=False))
             self.log(f"launched {inst.id} ({inst.instance_type or itype}, on-demand) for {holder}")
@@ -156,6 +166,20 @@ class LaunchBackend(Ec2Machines):
             warnings=[msg],
             summary_rows=[f"| market | **on-demand (spot fallback: {err.code})** — {cost} |"],
         )
+
+    def ready(self, machine: Machine) -> Readiness:
+        try:
+            return super().ready(machine)
+        except InfraError as err:
+            state = self.ec2.describe(machine.id).state
+            if state not in GONE:
+                raise
+            why = " (spot capacity reclaimed?)" if machine.market == "spot" else ""
+            raise InfraError(
+                f"launched instance {machine.id} is {state} before it was ready{why}",
+                hint="re-run the job; spot instances can be reclaimed at any moment "
+                "(infra.launch.market: on-demand avoids it)",
+            ) from err
 
     def _terminate_strays(self, holder: str) -> None:
         """After a refused launch: nothing of ours may be left running (a partial success)."""
