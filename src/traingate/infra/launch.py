@@ -25,7 +25,7 @@ from traingate.infra.base import (
     MarketUnavailableError,
     Sleep,
 )
-from traingate.infra.lease import TAG_PREFIX, _claim_name
+from traingate.infra.lease import TAG_PREFIX, Lease, TagLease, _claim_name
 from traingate.infra.pricing import fmt_usd, on_demand_usd
 from traingate.infra.shared import Ec2Machines
 
@@ -48,6 +48,12 @@ class LaunchBackend(Ec2Machines):
     @property
     def ec2(self) -> Ec2Launcher:
         return self.svc.ec2  # type: ignore[return-value]
+
+    def lease(self, machine: Machine) -> Lease:
+        # Always the instance's own tags, even with infra.lease_table: a per-run instance has one
+        # holder and no contention, its lease is born in RunInstances and dies with the instance,
+        # and the table would collect an item per launched instance forever.
+        return TagLease(self.ec2, machine.id)
 
     def _scope(self) -> dict[str, str]:
         return {TAG_BACKEND: "launch", TAG_PROJECT: self.cfg.project[:256]}
