@@ -33,8 +33,9 @@ Global options go before or after the command: `traingate [--config FILE] [--jso
 one after the command wins).
 
 Exit codes: `0` the step did its job (a gate that says "not improved" included), `1` the step
-failed, `2` usage or configuration error. With `$GITHUB_OUTPUT` set, outputs are written there
-after success only.
+failed, `2` usage or configuration error, `130`/`143` stopped by SIGINT (Ctrl-C) / SIGTERM (see
+docs/gate.md: `train` and `run` stop the training first). With `$GITHUB_OUTPUT` set, outputs are
+written there after success only.
 
 `--json` prints one JSON object on stdout (the last line), pass or fail, with the same keys for
 every command:

@@ -98,9 +98,11 @@ def run_step(
         result = action(cfg)
     except TraingateError as err:
         sys.exit(_emit_error(err, opts.as_json))
-    except KeyboardInterrupt:
-        gha.error("interrupted")
-        sys.exit(130)
+    except KeyboardInterrupt as err:
+        # traingate.interrupt.Interrupted says what it stopped and which signal (130/143).
+        line = getattr(err, "line", None)
+        gha.error(line() if callable(line) else "interrupted")
+        sys.exit(getattr(err, "exit_code", 130))
     except Exception as exc:
         # A bug, not a user error: still one clear line (and the JSON envelope), never a bare
         # traceback; -vv logs it for the bug report.
@@ -342,6 +344,12 @@ def _with_tracking_uri(cfg: Config, tracking_uri: str | None) -> Config:
     help="Do not pull the DVC-tracked dataset before training.",
 )
 @click.option(
+    "--force-pull",
+    is_flag=True,
+    envvar="TRAINGATE_FORCE_PULL",
+    help="Pull even over local edits of the dataset (they are lost); without it, train refuses.",
+)
+@click.option(
     "--gate/--no-gate",
     "with_gate",
     default=False,
@@ -351,7 +359,12 @@ def _with_tracking_uri(cfg: Config, tracking_uri: str | None) -> Config:
 @_tracking_uri_option
 @pass_opts
 def train_cmd(
-    opts: Options, attach: str | None, no_pull: bool, with_gate: bool, tracking_uri: str | None
+    opts: Options,
+    attach: str | None,
+    no_pull: bool,
+    force_pull: bool,
+    with_gate: bool,
+    tracking_uri: str | None,
 ) -> None:
     """Run the training command, check its exit code and metrics, log everything to MLflow."""
 
@@ -359,7 +372,11 @@ def train_cmd(
         from traingate.train.runner import train_step
 
         return train_step(
-            _with_tracking_uri(cfg, tracking_uri), attach=attach, pull=not no_pull, with_gate=with_gate
+            _with_tracking_uri(cfg, tracking_uri),
+            attach=attach,
+            pull=not no_pull,
+            with_gate=with_gate,
+            force_pull=force_pull,
         )
 
     run_step(opts, action)
@@ -387,28 +404,6 @@ def gate_cmd(opts: Options, run_id: str | None, no_promote: bool, tracking_uri: 
     run_step(opts, action)
 
 
-@cli.command("promote")
-@click.option("--version", "version", help="Model version to make champion (default: @challenger).")
-@click.option("--rollback", is_flag=True, help="Move champion back to @previous-champion.")
-@_tracking_uri_option
-@pass_opts
-def promote_cmd(opts: Options, version: str | None, rollback: bool, tracking_uri: str | None) -> None:
-    """Move the champion alias (post-merge promotion, or rollback)."""
-
-    def action(cfg: Config) -> StepResult:
-        from traingate.tracking.promote import promote_step
-
-        return promote_step(_with_tracking_uri(cfg, tracking_uri), version=version, rollback=rollback)
-
-    run_step(opts, action)
-
-
-# ------------------------------------------------------------------------------------------ pr
-@cli.group()
-def pr() -> None:
-    """Open the pull request, post the gate status, enable auto-merge."""
-
-
 _token_option = click.option(
     "--token",
     envvar=["TRAINGATE_GITHUB_TOKEN", "GITHUB_TOKEN"],
@@ -420,6 +415,60 @@ _repo_option = click.option(
     envvar=["TRAINGATE_REPOSITORY", "GITHUB_REPOSITORY"],
     help="owner/name (default: $GITHUB_REPOSITORY).",
 )
+
+
+@cli.command("promote")
+@click.option("--version", "version", help="Model version to make champion (default: @challenger).")
+@click.option("--rollback", is_flag=True, help="Move champion back to @previous-champion.")
+@click.option(
+    "--reconcile",
+    is_flag=True,
+    envvar="TRAINGATE_RECONCILE",
+    help="Promote the version recorded in every merged traingate PR not yet promoted (in merge order).",
+)
+@click.option(
+    "--pr", "pr_number", type=int, envvar="TRAINGATE_PR_NUMBER", help="With --reconcile: only this PR."
+)
+@_token_option
+@_repo_option
+@_tracking_uri_option
+@pass_opts
+def promote_cmd(
+    opts: Options,
+    version: str | None,
+    rollback: bool,
+    reconcile: bool,
+    pr_number: int | None,
+    token: str | None,
+    repo: str | None,
+    tracking_uri: str | None,
+) -> None:
+    """Move the champion alias (post-merge promotion, or rollback)."""
+    gha.mask(token)
+
+    def action(cfg: Config) -> StepResult:
+        from traingate.errors import UsageError
+        from traingate.tracking.promote import promote_step, reconcile_step
+
+        if reconcile and (version or rollback):
+            raise UsageError(
+                "--reconcile promotes what merged PRs recorded; "
+                "it cannot be combined with --version or --rollback",
+                hint="run `traingate promote --reconcile` or `traingate promote --version N`, not both",
+            )
+        if pr_number is not None and not reconcile:
+            raise UsageError("--pr only works with --reconcile", hint="pass --reconcile --pr N")
+        if reconcile:
+            return reconcile_step(cfg, token, repo, pr_number=pr_number, tracking_uri=tracking_uri)
+        return promote_step(_with_tracking_uri(cfg, tracking_uri), version=version, rollback=rollback)
+
+    run_step(opts, action)
+
+
+# ------------------------------------------------------------------------------------------ pr
+@cli.group()
+def pr() -> None:
+    """Open the pull request, post the gate status, enable auto-merge."""
 
 
 @pr.command("create")
@@ -573,7 +622,7 @@ def demo_cmd(opts: Options, workdir: str | None, pairs: int) -> None:
     """Run the whole pipeline twice on the bundled example: improved, then not improved."""
 
     def action(_cfg: Config) -> StepResult:
-        from traingate.pipeline import demo_step
+        from traingate.demo import demo_step
 
         return demo_step(Path(workdir) if workdir else None, pairs=pairs)
 

@@ -104,6 +104,11 @@ class DataConfig(_Strict):
     cache_dir: str = ""
     workers: int = Field(0, ge=0, description="0 = one per core")
     max_errors_in_summary: int = Field(50, ge=1)
+    # Globs, relative to the incoming folder, of files `data merge` leaves alone there (`*` within one
+    # folder level, `**` across levels; a folder's glob covers its files). Any other file that is not
+    # an image/mask pair (or a `.gitkeep`) is an `unexpected_file` error: the merge removes only the
+    # pairs it stored. Files under data.images/data.masks are always validated and merged.
+    ignore: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
     @field_validator("size")
     @classmethod
@@ -116,6 +121,7 @@ class DataConfig(_Strict):
 class StoreConfig(_Strict):
     kind: StoreKind = StoreKind.dvc
     # s3://bucket/prefix, or a folder. Empty: `.traingate/remote` next to the config (embedded default).
+    # In GitHub Actions only a remote that outlives the runner (S3): a folder there is exit 2.
     remote: str = ""
     remote_name: str = "storage"
     # S3-compatible endpoint (MinIO, moto in tests). Empty: AWS.
