@@ -432,3 +432,23 @@ def test_cli_spot_refused_exits_1_and_fallback_warns(
         stopped = CliRunner().invoke(cli, ["infra", "stop", "--holder", "run-b"])
         assert stopped.exit_code == 0, stopped.output
     assert world.launched() == []
+
+
+def test_every_declared_market_value_is_written_by_a_path(tmp_path: Path, world: World) -> None:
+    from traingate import gha
+    from traingate.outputs import VALUES, check_values
+
+    results = [
+        world.start(launch_cfg(tmp_path / "od"), "run-od"),
+        world.start(launch_cfg(tmp_path / "spot", "spot"), "run-spot"),
+        start_step(parse_config({}, base_dir=tmp_path / "local"), "run-local"),
+    ]
+    seen = set()
+    for result in results:
+        written = {k: gha.format_value(v) for k, v in result.outputs.items()}
+        assert check_values("infra start", written) == [], written
+        seen.add(written["market"])
+    assert seen == set(VALUES["infra start"]["market"])
+    world.stop(launch_cfg(tmp_path / "od"), "run-od")
+    world.stop(launch_cfg(tmp_path / "spot", "spot"), "run-spot")
+    assert world.launched() == []
