@@ -36,6 +36,13 @@ class StoreKind(StrEnum):
 class InfraBackend(StrEnum):
     local = "local"
     ec2 = "ec2"
+    launch = "launch"
+
+
+class LaunchMarket(StrEnum):
+    on_demand = "on-demand"
+    spot = "spot"
+    spot_preferred = "spot-preferred"
 
 
 class TrainWhere(StrEnum):
@@ -133,6 +140,34 @@ class InstanceSelector(_Strict):
 ReadyCheck = Annotated[str, Field(min_length=1)]
 
 
+class LaunchConfig(_Strict):
+    # A launch template id (lt-...) or name; the keys below override what it sets.
+    template: str = ""
+    # AMI of the training environment (required without a template).
+    image_id: str = ""
+    # e.g. g5.xlarge (required without a template).
+    instance_type: str = ""
+    subnet_id: str = ""
+    security_group_ids: list[str] = Field(default_factory=list)
+    # Instance profile name or ARN (SSM, S3 access).
+    instance_profile: str = ""
+    # on-demand | spot (capacity/price errors fail the step) | spot-preferred (falls back loudly).
+    market: LaunchMarket = LaunchMarket.on_demand
+    # Spot ceiling in USD/hour, e.g. "0.50". Empty: the on-demand price (AWS's default).
+    max_price: str = ""
+
+    @field_validator("max_price")
+    @classmethod
+    def _price(cls, v: str) -> str:
+        if v.strip():
+            try:
+                if float(v) <= 0:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"max_price must be a positive number of USD per hour, got {v!r}") from None
+        return v.strip()
+
+
 class InfraConfig(_Strict):
     backend: InfraBackend = InfraBackend.local
     region: str = "us-east-1"
@@ -153,6 +188,8 @@ class InfraConfig(_Strict):
     hourly_cost_usd: float = Field(0.0, ge=0)
     # For `backend: local`: the lease file lives here (relative to the config folder).
     local_dir: str = ".traingate/infra"
+    # For `backend: launch`: a fresh instance per run (docs/infra.md).
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
 
     @field_validator("ready")
     @classmethod
@@ -460,6 +497,8 @@ __all__ = [
     "GateMetric",
     "InfraBackend",
     "InfraConfig",
+    "LaunchConfig",
+    "LaunchMarket",
     "MergeMethod",
     "OnConflict",
     "PrConfig",

@@ -130,8 +130,8 @@ def check_train_command(cfg: Config, env: Mapping[str, str]) -> Check:
 
 def _aws_needed(cfg: Config) -> list[str]:
     reasons = []
-    if cfg.infra.backend.value == "ec2":
-        reasons.append("infra.backend: ec2")
+    if cfg.infra.backend.value in ("ec2", "launch"):
+        reasons.append(f"infra.backend: {cfg.infra.backend.value}")
     if cfg.store.kind.value == "dvc" and cfg.store_remote.startswith("s3://"):
         reasons.append("store.remote on S3")
     if cfg.infra.lease_table:
@@ -443,6 +443,17 @@ def check_git(cfg: Config, env: Mapping[str, str] | None = None) -> Check:
 def check_infra(cfg: Config) -> Check:
     if cfg.infra.backend.value == "local":
         return Check("infra", OK, f"local backend; lease file under {cfg.path(cfg.infra.local_dir)}")
+    if cfg.infra.backend.value == "launch":
+        spec = cfg.infra.launch
+        if not spec.template and not (spec.image_id and spec.instance_type):
+            return Check(
+                "infra",
+                FAIL,
+                "infra.backend is launch but infra.launch has no template (nor image_id and instance_type)",
+                "set infra.launch.template, or infra.launch.image_id and infra.launch.instance_type",
+            )
+        what = spec.template or f"{spec.image_id} {spec.instance_type}"
+        return Check("infra", OK, f"launch {what} ({spec.market.value}) in {cfg.infra.region}")
     selector = cfg.infra.instance
     if not selector.id and not selector.tags:
         return Check(

@@ -468,6 +468,10 @@ def e2e(
         monkeypatch.setitem(fn.__kwdefaults__, "sleep", clock.sleep)
         monkeypatch.setitem(fn.__kwdefaults__, "clock", clock)
     monkeypatch.setitem(stage.status_step.__kwdefaults__, "clock", clock)
+    # The lease/watchdog renewal while `train` runs on the runner (#14) runs on the same clock.
+    from traingate.infra.keepalive import KeepAlive
+
+    monkeypatch.setitem(KeepAlive.__init__.__kwdefaults__, "clock", clock)
     # PyGithub's polite throttling (1 s between writes) and the retry back-off are real sleeps.
     monkeypatch.setitem(PyGithubForge.__init__.__kwdefaults__, "seconds_between_requests", 0)
     monkeypatch.setitem(PyGithubForge.__init__.__kwdefaults__, "seconds_between_writes", 0)

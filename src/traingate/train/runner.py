@@ -102,9 +102,11 @@ def _make_executor(cfg: Config) -> Executor:
         from traingate.train.remote import make_remote_executor
 
         return make_remote_executor(cfg)
+    from traingate.infra.keepalive import RenewingExecutor
     from traingate.train.local import LocalExecutor
 
-    return LocalExecutor()
+    # Training on the runner renews the lease and the watchdog too (the instance does it itself).
+    return RenewingExecutor(LocalExecutor(), cfg)
 
 
 def _resolve_artifacts(cfg: Config, outputs_dir: Path) -> list[Path]:
