@@ -93,7 +93,8 @@ def test_happy_path(e2e: E2E) -> None:
     assert e2e.run_status(train["run_id"]) == "FINISHED"
     assert e2e.aliases() == {"champion": train["model_version"]}
     tags = e2e.client().get_run(train["run_id"]).data.tags
-    assert tags["traingate.git_commit"] == merge["commit_sha"]  # the checked-out pointer commit, not GITHUB_SHA
+    # The checked-out pointer commit, not GITHUB_SHA.
+    assert tags["traingate.git_commit"] == merge["commit_sha"]
     assert "Training finished" in run.job("train").summary
 
     # create-pr + auto-merge: PR with the metric table, gate status on its head, auto-merge on.
