@@ -503,6 +503,7 @@ def e2e(
         ):
             rsps.add_passthru(re.compile(r"https?://(127\.0\.0\.1|localhost)(:\d+)?"))
             fake = FakeGitHub(rsps)
+            fake.git_dir = bare  # the compare API (the PR's diff) answers from the real branches
 
             def sync_forge() -> None:
                 refs = git(bare, "for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads")
