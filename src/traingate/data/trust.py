@@ -411,6 +411,17 @@ class Adopted:
     changes: list[Change]
     warnings: list[str]
 
+    def summary(self) -> str:
+        what = (
+            f"dataset pointer `{self.pointer}` (`{self.data_version}`)"
+            if self.pointer
+            else "no pointer change: the base's dataset"
+        )
+        return (
+            f"Code and traingate.yml from `{self.base}`; from data commit `{self.data_commit[:12]}` "
+            f"only the {what} ({len(self.changes)} changed path(s), all data).\n\n"
+        )
+
 
 def adopt_data_pointers(cfg: Config, ref: str) -> Adopted:
     """On a checkout of the base branch, take only the dataset pointer from the data commit `ref`.
