@@ -312,3 +312,17 @@ def test_train_job_on_the_base_commit_itself_adopts_nothing(project: Project, tm
     work = _base_checkout(project, tmp_path)
     adopted = adopt_data_pointers(load_config(work / "traingate.yml"), "main")
     assert adopted.pointer == "" and adopted.changes == []
+
+
+def test_train_job_on_a_base_without_dvc_pulls_the_first_merge(project: Project, tmp_path: Path) -> None:
+    """The first merge ran `dvc init` on the data branch: the base checkout gets its DVC set-up
+    from its own traingate.yml (not the branch's .dvc/config) and pulls the merged dataset."""
+    from traingate.data.store import pull_dataset
+
+    data_sha = _merge(project).outputs["commit_sha"]
+    work = _base_checkout(project, tmp_path)
+    assert not (work / ".dvc").exists()
+    cfg = load_config(work / "traingate.yml")
+    adopted = adopt_data_pointers(cfg, data_sha)
+    assert pull_dataset(cfg) == adopted.data_version
+    assert len(list((work / "data" / "training" / "images").iterdir())) == 4

@@ -479,6 +479,18 @@ def adopt_data_pointers(cfg: Config, ref: str) -> Adopted:
     text = git.run("show", f"{sha}:{rel}").stdout
     md5 = verify_pointer_text(text, cfg.data_root.name, rel)
     git.run("checkout", sha, "--", rel)
+    if cfg.store.kind == "dvc" and not (repo_root / ".dvc").is_dir():
+        # The first merge ran `dvc init` on the data branch; the base has no DVC set-up yet.
+        # Make it here from the base's traingate.yml rather than take the branch's .dvc/config.
+        from traingate.data.store import open_store
+
+        store = open_store(cfg, repo_root)
+        try:
+            store.prepare()
+        finally:
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
     return Adopted(sha, branch, rel, md5, changes, warnings)
 
 
