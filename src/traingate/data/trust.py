@@ -45,7 +45,7 @@ _SHOWN = 20  # changed paths listed in a message; the rest are counted
 
 @dataclass(frozen=True)
 class Change:
-    """One changed path: git's status letter (A, M, D, T; `?` for untracked) and the path."""
+    """One changed path: git's status letter (A, M, D, T) and the path."""
 
     status: str
     path: str
@@ -60,8 +60,8 @@ class TrustRules:
     added_only: tuple[str, ...] = DVC_INIT_FILES
     globs: tuple[str, ...] = ()
     never: tuple[str, ...] = ()
-    # data.root: the dataset itself, which the store writes (`store.kind: local` keeps it in git;
-    # under DVC it is git-ignored once tracked, so only untracked files can show up there).
+    # data.root: the dataset itself, which `store.kind: local` keeps in git (the merge writes it);
+    # under DVC it is git-ignored, and a file committed there anyway is not allowed.
     dataset: str = ""
     dataset_tracked: bool = False
 
@@ -72,11 +72,11 @@ class TrustRules:
         if self.incoming in ("", ".") or path == self.incoming or path.startswith(self.incoming + "/"):
             return True
         in_dataset = bool(self.dataset) and path.startswith(self.dataset + "/")
-        if in_dataset and (self.dataset_tracked or change.status == "?"):
+        if in_dataset and self.dataset_tracked:
             return True
         if path in self.pointers:
             return True
-        if path in self.added_only and change.status in ("A", "?"):
+        if path in self.added_only and change.status == "A":
             return True
         return any(_glob_regex(g).fullmatch(path) for g in self.globs)
 
@@ -199,7 +199,7 @@ def _refuse(
     )
 
 
-_STATUS = {"A": "added", "M": "modified", "D": "deleted", "T": "type changed", "?": "untracked"}
+_STATUS = {"A": "added", "M": "modified", "D": "deleted", "T": "type changed"}
 
 
 def check_changes(
@@ -294,17 +294,14 @@ def _merge_base(git: Git, base_ref: str, head: str, remote: str) -> str:
 
 
 def branch_changes(git: Git, merge_base: str, head: str | None) -> list[Change]:
-    """What `head` changed since `merge_base`; with head None: the working tree, including
-    uncommitted and untracked (not ignored) files, because that is what a stage would use."""
+    """What `head` changed since `merge_base`; with head None: the working tree's tracked files,
+    committed or not (what a local run trains is what it would propose). Untracked files are
+    not part of any push (and `.traingate/`, `outputs/` of a local run would be noise)."""
     args = ["diff", "--name-status", "-z", "--no-renames", merge_base]
     if head is not None:
         args.append(head)
     args.append("--")
-    changes = _parse_name_status(git.run(*args).stdout)
-    if head is None:
-        others = git.run("ls-files", "--others", "--exclude-standard", "-z").stdout
-        changes += [Change("?", p) for p in others.split("\0") if p]
-    return changes
+    return _parse_name_status(git.run(*args).stdout)
 
 
 def check_data_only(
