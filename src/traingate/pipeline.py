@@ -171,7 +171,7 @@ def _chain(
     from traingate.train.runner import train_step
 
     src = (source if source is not None else cfg.path(cfg.data.incoming)).resolve()
-    _check_data_only(cfg, progress)
+    _check_data_only(cfg, src, progress)
     data_report: Path | None = None
     # The merge's own test for new data: a lone .gitkeep in incoming/ is not a batch to merge.
     if _has_files(src):
@@ -241,13 +241,13 @@ def _chain(
     return outcome
 
 
-def _check_data_only(cfg: Config, progress: Progress) -> None:
+def _check_data_only(cfg: Config, source: Path, progress: Progress) -> None:
     """A data branch changes data only: on any branch but pr.base, refuse before anything is
     merged or trained (the workflow's train job runs the base's code instead, see trust.py)."""
     from traingate.data.trust import check_branch
 
     try:
-        check_branch(cfg)
+        check_branch(cfg, source=source)
     except TraingateError as err:
         progress.add("trust", "failed", _first_line(err.message))
         progress.failed = progress.failed or f"{progress.label} trust".strip()

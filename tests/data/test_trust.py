@@ -324,3 +324,20 @@ def test_train_job_on_a_base_without_dvc_pulls_the_first_merge(project: Project,
     adopted = adopt_data_pointers(cfg, data_sha)
     assert pull_dataset(cfg) == adopted.data_version
     assert len(list((work / "data" / "training" / "images").iterdir())) == 4
+
+
+def test_a_merge_source_other_than_incoming_is_data_too(project: Project, make_pair: MakePair) -> None:
+    """`data merge SOURCE` (the pipeline's `source` input): that folder is the new data."""
+    git(project.root, "checkout", "-q", "-B", "data/batch", "main")
+    for stem in ("b0", "b1"):
+        make_pair(project.root / "uploads" / "batch", stem)
+    git(project.root, "add", "uploads")
+    git(project.root, "commit", "-q", "-m", "a batch elsewhere")
+    with pytest.raises(UntrustedChangeError):
+        check_branch(project.cfg)  # not data.incoming
+    with pytest.raises(UntrustedChangeError, match=r"uploads/batch/images/b0\.jpg"):
+        check_branch(project.cfg, source=project.root / "uploads" / "other")
+    out = merge_step(project.cfg, project.root / "uploads" / "batch", sleep=lambda _s: None).outputs
+    assert out["new_images"] == 2
+    # Merged and removed: the branch's net change is the pointer, which any check accepts.
+    assert {c.path for c in check_branch(project.cfg).changes} >= {"data/training.dvc"}

@@ -237,7 +237,7 @@ def merge_step(
     warnings: list[str] = []
     do_push = push and cfg.store.git_push and commit
     # A data branch changes data only: refuse before anything is validated, stored or committed.
-    check_branch(cfg, outputs={"validation_passed": False})
+    check_branch(cfg, source=src, outputs={"validation_passed": False})
 
     if not _has_files(src):
         finished = _finish_interrupted(cfg, git, src, repo_root, commit, do_push, message, sleep, report_path)

@@ -64,13 +64,16 @@ class TrustRules:
     # under DVC it is git-ignored, and a file committed there anyway is not allowed.
     dataset: str = ""
     dataset_tracked: bool = False
+    # A SOURCE given to `data merge` instead of data.incoming (a flag of the run, not the push).
+    sources: tuple[str, ...] = ()
 
     def allows(self, change: Change) -> bool:
         path = change.path
         if path in self.never:
             return False
-        if self.incoming in ("", ".") or path == self.incoming or path.startswith(self.incoming + "/"):
-            return True
+        for folder in (self.incoming, *self.sources):
+            if folder in ("", ".") or path == folder or path.startswith(folder + "/"):
+                return True
         in_dataset = bool(self.dataset) and path.startswith(self.dataset + "/")
         if in_dataset and self.dataset_tracked:
             return True
@@ -81,7 +84,7 @@ class TrustRules:
         return any(_glob_regex(g).fullmatch(path) for g in self.globs)
 
     def describe(self) -> str:
-        parts = [f"{self.incoming}/**", *self.pointers]
+        parts = [f"{folder}/**" for folder in (self.incoming, *self.sources)] + list(self.pointers)
         parts += [f"{p} (added by the first merge)" for p in self.added_only]
         parts += list(self.globs)
         return ", ".join(parts)
@@ -140,8 +143,9 @@ def _rel(path: Path, repo_root: Path) -> str:
     return rel.as_posix()
 
 
-def rules_for(cfg: Config, repo_root: Path) -> TrustRules:
-    """The rules of `cfg` (the base's configuration: the file may not change on the branch)."""
+def rules_for(cfg: Config, repo_root: Path, sources: Sequence[Path] = ()) -> TrustRules:
+    """The rules of `cfg` (the base's configuration: the file may not change on the branch);
+    `sources`: folders a merge was told to take the new data from instead of data.incoming."""
     from traingate.data.manifest import pointer_path
 
     config_dir = _rel(cfg.base_dir, repo_root)
@@ -166,6 +170,7 @@ def rules_for(cfg: Config, repo_root: Path) -> TrustRules:
         never=never,
         dataset=_rel(cfg.data_root, repo_root),
         dataset_tracked=cfg.store.kind == "local",
+        sources=tuple(r for r in (_rel(p, repo_root) for p in sources) if r and r != "."),
     )
 
 
@@ -341,15 +346,18 @@ def check_data_only(
     return TrustReport(base, _verify(git, base_ref) or "", head_sha, merge_base, changes)
 
 
-def check_branch(cfg: Config, *, outputs: dict[str, Any] | None = None) -> TrustReport:
-    """The check `data merge` and `traingate run` make before acting on the current branch."""
+def check_branch(
+    cfg: Config, *, source: Path | None = None, outputs: dict[str, Any] | None = None
+) -> TrustReport:
+    """The check `data merge` and `traingate run` make before acting on the current branch;
+    `source`: the folder the merge takes new data from when it is not data.incoming."""
     from traingate.data.store import find_repo_root
 
     repo_root = find_repo_root(cfg.base_dir)
     return check_data_only(
         repo_root,
         base=cfg.pr.base,
-        rules=rules_for(cfg, repo_root),
+        rules=rules_for(cfg, repo_root, [source] if source is not None else []),
         remote=cfg.store.git_remote,
         outputs=outputs,
     )
