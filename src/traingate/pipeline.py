@@ -247,11 +247,12 @@ def _check_data_only(cfg: Config, source: Path, progress: Progress) -> None:
     from traingate.data.trust import check_branch
 
     try:
-        check_branch(cfg, source=source)
+        report = check_branch(cfg, source=source)
     except TraingateError as err:
         progress.add("trust", "failed", _first_line(err.message))
         progress.failed = progress.failed or f"{progress.label} trust".strip()
         raise
+    progress.warnings.extend(report.warnings)
 
 
 def _preflight_github(token: str | None, repo: str | None) -> None:

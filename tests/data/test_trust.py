@@ -160,7 +160,7 @@ def test_missing_base_is_a_refusal_not_a_pass(project: Project) -> None:
     cfg.pr.base = "trunk"
     with pytest.raises(UntrustedChangeError) as info:
         check_branch(cfg)
-    assert "'trunk' was not found on remote 'origin'" in info.value.message
+    assert "'trunk' could not be fetched from remote 'origin'" in info.value.message
     assert "pr.base" in (info.value.hint or "")
 
 
@@ -341,3 +341,14 @@ def test_a_merge_source_other_than_incoming_is_data_too(project: Project, make_p
     assert out["new_images"] == 2
     # Merged and removed: the branch's net change is the pointer, which any check accepts.
     assert {c.path for c in check_branch(project.cfg).changes} >= {"data/training.dvc"}
+
+
+def test_an_unreachable_remote_falls_back_to_the_last_fetched_base_and_says_so(project: Project) -> None:
+    check_branch(project.cfg)  # fetches origin/main once
+    git(project.root, "remote", "set-url", "origin", str(project.bare) + "-gone")
+    report = check_branch(project.cfg)
+    assert report.base_sha and len(report.warnings) == 1
+    assert "could not fetch main from origin" in report.warnings[0]
+    git(project.root, "update-ref", "-d", "refs/remotes/origin/main")
+    with pytest.raises(UntrustedChangeError, match="could not be fetched from remote 'origin'"):
+        check_branch(project.cfg)

@@ -100,6 +100,7 @@ class TrustReport:
     merge_base: str
     changes: list[Change] = field(default_factory=list)
     skipped: str = ""  # why the comparison did not apply (on the base branch, not a git repository)
+    warnings: list[str] = field(default_factory=list)
 
 
 @cache
@@ -266,8 +267,8 @@ def resolve_base(git: Git, base: str, remote: str) -> tuple[str, list[str]]:
             )
             return tracking, warnings
         raise UntrustedChangeError(
-            f"untrusted_change: cannot compare this branch with its base: branch {base!r} was not found "
-            f"on remote {remote!r} ({detail[-1] if detail else 'no message'})",
+            f"untrusted_change: cannot compare this branch with its base: branch {base!r} could not be "
+            f"fetched from remote {remote!r} ({detail[-1] if detail else 'no message'})",
             hint="set pr.base in traingate.yml to the branch data branches start from, and check that "
             "the job may fetch it",
         )
@@ -334,7 +335,7 @@ def check_data_only(
         branch = _current_branch(git)
         if branch == base:
             return TrustReport(base, "", git.head_sha(), "", skipped=f"on the base branch {base}")
-    base_ref, _warnings = resolve_base(git, base, remote)
+    base_ref, warnings = resolve_base(git, base, remote)
     head_rev = head or "HEAD"
     head_sha = _verify(git, head_rev)
     if head_sha is None:
@@ -343,7 +344,7 @@ def check_data_only(
     changes = branch_changes(git, merge_base, head)
     label = what or (f"branch {_current_branch(git) or head_sha[:12]}" if head is None else head)
     check_changes(changes, rules, what=label, base=base, outputs=outputs)
-    return TrustReport(base, _verify(git, base_ref) or "", head_sha, merge_base, changes)
+    return TrustReport(base, _verify(git, base_ref) or "", head_sha, merge_base, changes, warnings=warnings)
 
 
 def check_branch(
