@@ -339,7 +339,10 @@ def check_data_only(
     head_rev = head or "HEAD"
     head_sha = _verify(git, head_rev)
     if head_sha is None:
-        raise GitError(f"cannot compare {head_rev!r} with {base}: no such commit in {repo_dir}")
+        raise GitError(
+            f"cannot compare {head_rev!r} with {base}: no such commit in {repo_dir}",
+            hint="pass a commit of this repository (fetch it first)",
+        )
     merge_base = _merge_base(git, base_ref, head_sha, remote)
     changes = branch_changes(git, merge_base, head)
     label = what or (f"branch {_current_branch(git) or head_sha[:12]}" if head is None else head)
