@@ -93,7 +93,9 @@ def test_happy_path(e2e: E2E) -> None:
     assert e2e.run_status(train["run_id"]) == "FINISHED"
     assert e2e.aliases() == {"champion": train["model_version"]}
     tags = e2e.client().get_run(train["run_id"]).data.tags
-    assert tags["traingate.git_commit"] == pushed  # GITHUB_SHA: the pushed commit
+    # The checked-out HEAD: main's commit, whose code trained; the data is traingate.data_version.
+    assert tags["traingate.git_commit"] == git(e2e.world.bare, "rev-parse", "refs/heads/main")
+    assert tags["traingate.data_version"] == merge["data_version"]
     assert "Training finished" in run.job("train").summary
 
     # create-pr + auto-merge: PR with the metric table, gate status on its head, auto-merge on.
