@@ -40,6 +40,7 @@ import yaml
 
 from tests.workflows.expr import Context, evaluate, evaluate_if, interpolate, strip_wrapper, to_string
 from tests.workflows.jobgraph import WorkflowRun, load_workflow
+from traingate import gha
 from traingate.outputs import OUTPUTS, check_values
 
 REPO = Path(__file__).resolve().parents[2]
@@ -541,6 +542,13 @@ class PipelineRun:
             if TRAINGATE_EXE not in run and not root_call:
                 if "uv pip install" in run or "uv venv" in run:
                     continue  # installing traingate: already installed in this interpreter
+                if sub.get("id") == "traingate-source":  # locates pyproject.toml for the uv cache key
+                    out = temp / f"locate-{index}.txt"
+                    out.write_text("")
+                    env = {**os.environ, "GITHUB_ACTION_PATH": str(path.parent), "GITHUB_OUTPUT": str(out)}
+                    subprocess.run(["bash", "-e", "-c", run], env=env, check=True, cwd=temp)
+                    steps_ctx[sub["id"]] = {"outputs": gha.read_outputs(out), "outcome": "success"}
+                    continue
                 raise HarnessError(f"{path}: run step {sub.get('name')!r} is neither install nor traingate")
             if "${{" in run:
                 raise HarnessError(f"{path}: an expression inside `run:` (template injection)")
