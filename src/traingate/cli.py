@@ -357,6 +357,13 @@ def _with_tracking_uri(cfg: Config, tracking_uri: str | None) -> Config:
     help="Run the quality gate right after training.",
 )
 @_tracking_uri_option
+@click.option(
+    "--data-from",
+    metavar="COMMIT",
+    envvar="TRAINGATE_DATA_FROM",
+    help="Train the checked-out code on the dataset of COMMIT (a data branch's merge commit): only "
+    "its DVC pointer is taken, after checking that COMMIT changes data only (untrusted_change).",
+)
 @pass_opts
 def train_cmd(
     opts: Options,
@@ -365,19 +372,29 @@ def train_cmd(
     force_pull: bool,
     with_gate: bool,
     tracking_uri: str | None,
+    data_from: str | None,
 ) -> None:
     """Run the training command, check its exit code and metrics, log everything to MLflow."""
 
     def action(cfg: Config) -> StepResult:
         from traingate.train.runner import train_step
 
-        return train_step(
+        adopted = None
+        if data_from:
+            from traingate.data.trust import adopt_data_pointers
+
+            adopted = adopt_data_pointers(cfg, data_from)
+        result = train_step(
             _with_tracking_uri(cfg, tracking_uri),
             attach=attach,
             pull=not no_pull,
             with_gate=with_gate,
             force_pull=force_pull,
         )
+        if adopted is not None:
+            result.summary = adopted.summary() + result.summary
+            result.warnings = [*adopted.warnings, *result.warnings]
+        return result
 
     run_step(opts, action)
 

@@ -100,6 +100,9 @@ class DataConfig(_Strict):
     # Where new data arrives (a folder in the data/** branch); merged into `root`.
     incoming: str = "data/new"
     on_conflict: OnConflict = OnConflict.fail
+    # Globs (relative to this file's folder) a data branch may change besides data.incoming and
+    # the dataset pointers; anything else is `untrusted_change`. traingate.yml itself never is.
+    allowed_paths: list[str] = Field(default_factory=list)
     # Validation cache (content-hash keyed). Empty: the user's cache dir.
     cache_dir: str = ""
     workers: int = Field(0, ge=0, description="0 = one per core")

@@ -169,6 +169,7 @@ def _chain(
             hint=f"pass the folder holding {cfg.data.images}/ and {cfg.data.masks}/, or omit it "
             f"to use data.incoming ({cfg.data.incoming})",
         )
+    _check_data_only(cfg, src, progress)
     data_report: Path | None = None
     # The merge's own test for new data: a lone .gitkeep in incoming/ is not a batch to merge.
     if _has_files(src, cfg.data.ignore):
@@ -244,6 +245,20 @@ def _chain(
     outcome["pr"] = pr.outputs
     outcome["pr_url"] = str(pr.outputs.get("pr_url") or "")
     return outcome
+
+
+def _check_data_only(cfg: Config, source: Path, progress: Progress) -> None:
+    """A data branch changes data only: on any branch but pr.base, refuse before anything is
+    merged or trained (the workflow's train job runs the base's code instead, see trust.py)."""
+    from traingate.data.trust import check_branch
+
+    try:
+        report = check_branch(cfg, source=source)
+    except TraingateError as err:
+        progress.add("trust", "failed", _first_line(err.message))
+        progress.failed = progress.failed or f"{progress.label} trust".strip()
+        raise
+    progress.warnings.extend(report.warnings)
 
 
 def _preflight_github(token: str | None, repo: str | None) -> None:

@@ -133,6 +133,7 @@ class World:
     root: Path  # per-run scratch (runner folders)
     env: dict[str, str]  # base runner environment (AWS endpoint, PATH, HOME, ...)
     repository: str = "o/r"
+    default_branch: str = "main"
     token: str = "ghs_e2eFakeToken000000000000000000000000"
     sync_forge: Callable[[], None] | None = None  # refresh the GitHub fake's view of the branches
 
@@ -220,10 +221,11 @@ class PipelineRun:
             "run_id": run_id,
             "run_attempt": str(attempt),
             "event_name": "push",
-            "event": {"repository": {"default_branch": "main"}},
             "token": world.token,
             "server_url": "https://github.com",
             "workspace": "",
+            # The push event's payload: the train job checks out the default branch (the base).
+            "event": {"repository": {"full_name": world.repository, "default_branch": world.default_branch}},
         }
         self.graph = WorkflowRun.from_doc(
             self.doc, inputs, {"github": self.github, "secrets": self.secrets, "vars": {}}
