@@ -37,6 +37,7 @@ class InfraBackend(StrEnum):
     local = "local"
     ec2 = "ec2"
     launch = "launch"
+    sagemaker = "sagemaker"
 
 
 class LaunchMarket(StrEnum):
@@ -168,6 +169,24 @@ class LaunchConfig(_Strict):
         return v.strip()
 
 
+class SagemakerConfig(_Strict):
+    # Execution role of the training job (arn:aws:iam::<account>:role/<name>).
+    role_arn: str = ""
+    # Training image (ECR URI); it needs bash, tar and (with train.pull_data) dvc.
+    image: str = ""
+    # The SageMaker training instance type (ml.*).
+    instance_type: str = "ml.m5.xlarge"
+    instance_count: int = Field(1, ge=1)
+    # Managed spot training (MaxWaitTimeInSeconds = max_wait_minutes x 60).
+    spot: bool = False
+    # Spot only: capacity wait plus training (>= train.timeout_minutes); 0: twice the timeout.
+    max_wait_minutes: float = Field(0, ge=0)
+    # Synced with /opt/ml/checkpoints (TRAINGATE_CHECKPOINT_DIR), an s3:// URL. Empty: none.
+    checkpoint_s3: str = ""
+    # Where the code at the commit is packed for the job, an s3:// URL (required).
+    code_s3: str = ""
+
+
 class InfraConfig(_Strict):
     backend: InfraBackend = InfraBackend.local
     region: str = "us-east-1"
@@ -190,6 +209,8 @@ class InfraConfig(_Strict):
     local_dir: str = ".traingate/infra"
     # For `backend: launch`: a fresh instance per run (docs/infra.md).
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
+    # For `backend: sagemaker`: a SageMaker training job per run (docs/infra.md).
+    sagemaker: SagemakerConfig = Field(default_factory=SagemakerConfig)
 
     @field_validator("ready")
     @classmethod
@@ -297,6 +318,14 @@ class Config(_Strict):
             self.tracking.experiment = self.project
         if not self.gate.model:
             self.gate.model = self.project
+        if self.infra.backend == InfraBackend.sagemaker and self.train.where != TrainWhere.instance:
+            # The job is the machine, so switching to it is one key: an unset train.where follows.
+            if "where" in self.train.model_fields_set:
+                raise ValueError(
+                    "infra.backend: sagemaker trains in a SageMaker training job, but train.where is "
+                    "runner: remove train.where or set it to instance"
+                )
+            self.train.where = TrainWhere.instance
         return self
 
     def path(self, value: str | Path) -> Path:

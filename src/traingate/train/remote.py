@@ -498,7 +498,7 @@ def make_remote_executor(
     """The executor the runner uses for `train.where: instance`; clients come from
     traingate.infra.aws (so tests and the end-to-end harness can override them)."""
     from traingate.infra import aws
-    from traingate.infra.backend import backend_for
+    from traingate.infra.backend import JobBackend, backend_for
     from traingate.infra.stage import Services, resolve_holder
     from traingate.state import update_state
 
@@ -507,6 +507,9 @@ def make_remote_executor(
     # The backend says which machine this run trains on (the shared instance, or the one
     # launched for this holder) and how to reach it.
     backend = backend_for(cfg, services=svc, sleep=sleep, clock=clock, log=lambda _m: None)
+    if isinstance(backend, JobBackend):
+        # The machine is a job `train` creates (sagemaker): its channel is the executor itself.
+        return backend.job_channel()  # type: ignore[return-value]
     machines = backend.locate(holder)
     channel = backend.run_channel(machines[0]) if machines else None
     if not machines or channel is None:
