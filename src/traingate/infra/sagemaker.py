@@ -431,11 +431,12 @@ class SageMakerBackend:
             )
         for text in warnings:
             self.log(text)
+        quota_text = "unchecked" if quota is None else f"{quota:g}"
         rows = [
             f"| sagemaker | {self.spec.instance_count} x {self.spec.instance_type}"
             f"{' (managed spot)' if self.spec.spot else ''} |",
             f"| checks | role {'ok' if not role else 'unchecked'}, "
-            f"image {'ok' if not image else 'unchecked'}, quota {'unchecked' if quota is None else f'{quota:g}'} |",
+            f"image {'ok' if not image else 'unchecked'}, quota {quota_text} |",
         ]
         return Acquired(self.slot(holder), warnings=warnings, summary_rows=rows)
 
