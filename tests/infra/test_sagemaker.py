@@ -313,3 +313,42 @@ def _job(cfg: Config) -> Any:
         metrics_log=cfg.train.metrics_log,
         artifacts=list(cfg.train.artifacts),
     )
+
+
+def test_cli_start_and_stop_with_one_key_switched(
+    world: FakeSageMaker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`infra.backend: sagemaker` through the CLI: outputs are the declared ones; a bad role exits 1."""
+    import yaml
+    from click.testing import CliRunner
+
+    from traingate import gha
+    from traingate.cli import cli
+    from traingate.outputs import check_values
+
+    out = tmp_path / "github_output"
+    out.write_text("")
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_OUTPUT", str(out))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "summary"))
+    monkeypatch.chdir(tmp_path)
+    spec = {"role_arn": ROLE, "image": IMAGE, "spot": True, "code_s3": "s3://tg-sm/code"}
+    raw = {"infra": {"backend": "sagemaker", "sagemaker": spec}}
+    (tmp_path / "traingate.yml").write_text(yaml.safe_dump(raw))
+    started = CliRunner().invoke(cli, ["infra", "start", "--holder", "run-a"])
+    assert started.exit_code == 0, started.output
+    assert "market<<" in out.read_text() and "spot" in out.read_text()
+    result = start_step(parse(tmp_path), "run-a", log=LOG.append)
+    assert check_values("infra start", {k: gha.format_value(v) for k, v in result.outputs.items()}) == []
+    stopped = CliRunner().invoke(cli, ["infra", "stop", "--holder", "run-a"])
+    assert stopped.exit_code == 0, stopped.output
+    spec["role_arn"] = ROLE.replace("traingate-sagemaker", "gone")
+    (tmp_path / "traingate.yml").write_text(yaml.safe_dump(raw))
+    refused = CliRunner().invoke(cli, ["infra", "start", "--holder", "run-b"])
+    assert refused.exit_code == 1 and "role gone does not exist" in refused.output
+
+
+def parse(folder: Path) -> Config:
+    from traingate.config import load_config
+
+    return load_config(folder / "traingate.yml")
