@@ -172,21 +172,29 @@ class Boto3Jobs:
             raise _err(err, "sagemaker:StopTrainingJob", name) from err
 
     def find(self, tags: dict[str, str], statuses: tuple[str, ...]) -> list[JobInfo]:
-        filters = [{"Name": f"Tags.{k}", "Operator": "Equals", "Value": v} for k, v in tags.items()]
-        found: list[JobInfo] = []
-        kwargs: dict[str, Any] = {"Resource": "TrainingJob", "SearchExpression": {"Filters": filters}}
-        try:
-            while True:
-                page = self.sm.search(**kwargs)
-                for item in page.get("Results", []):
-                    info = self._info(item["TrainingJob"])
-                    if info.status in statuses:
-                        found.append(info)
-                if not page.get("NextToken"):
-                    return found
-                kwargs["NextToken"] = page["NextToken"]
-        except Exception as err:
-            raise _err(err, "sagemaker:Search", "training jobs") from err
+        # One Search per status, filtered by the service (a project's finished jobs pile up over
+        # months; reading them all on every stop would grow without bound), and again here.
+        tag_filters = [{"Name": f"Tags.{k}", "Operator": "Equals", "Value": v} for k, v in tags.items()]
+        found: dict[str, JobInfo] = {}
+        for status in statuses:
+            state = {"Name": "TrainingJobStatus", "Operator": "Equals", "Value": status}
+            kwargs: dict[str, Any] = {
+                "Resource": "TrainingJob",
+                "SearchExpression": {"Filters": [*tag_filters, state]},
+            }
+            try:
+                while True:
+                    page = self.sm.search(**kwargs)
+                    for item in page.get("Results", []):
+                        info = self._info(item["TrainingJob"])
+                        if info.status in statuses:
+                            found.setdefault(info.name, info)
+                    if not page.get("NextToken"):
+                        break
+                    kwargs["NextToken"] = page["NextToken"]
+            except Exception as err:
+                raise _err(err, "sagemaker:Search", "training jobs") from err
+        return list(found.values())
 
     def _arn(self, name: str) -> str:
         try:
