@@ -240,6 +240,16 @@ class TrainConfig(_Strict):
     setup: str = ""
     # Pull DVC-tracked data before training (runner) / on the instance.
     pull_data: bool = True
+    # train.where: instance on ec2/launch: s3:// URL synced with TRAINGATE_CHECKPOINT_DIR while the
+    # command runs and restored before it starts (a re-run after a spot reclaim resumes). Empty: off.
+    checkpoint_s3: str = ""
+
+    @field_validator("checkpoint_s3")
+    @classmethod
+    def _checkpoint_url(cls, v: str) -> str:
+        if v.strip() and not (v.startswith("s3://") and len(v.strip()) > 5):
+            raise ValueError(f"checkpoint_s3 must be an s3://bucket/prefix URL, got {v!r}")
+        return v.strip()
 
 
 class TrackingConfig(_Strict):

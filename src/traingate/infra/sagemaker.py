@@ -34,7 +34,7 @@ import secrets
 import shlex
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -517,7 +517,8 @@ def entry_script(job: TrainJob, ref: str) -> str:
         'tar -xzf "$ml/input/data/code/code.tar.gz" -C "$code"\n'
         'export TRAINGATE_CHECKPOINT_DIR="$ml/checkpoints"\n'
         "cat > \"$ml/job.sh\" <<'TRAINGATE_JOB_EOF'\n"
-        f"{_job_script(job, ref)}TRAINGATE_JOB_EOF\n"
+        # SageMaker syncs /opt/ml/checkpoints itself (CheckpointConfig): no sync of our own.
+        f"{_job_script(replace(job, checkpoint_url=''), ref)}TRAINGATE_JOB_EOF\n"
         'cd "$code"\n'
         'bash "$ml/job.sh" 2>&1 | tee "$ml/output/train.log"\n'
         "rc=${PIPESTATUS[0]}\n"

@@ -31,6 +31,9 @@ class TrainJob:
     # DVC pointer files (relative to workdir) the executor must pull where the command runs,
     # with that machine's own credentials: the runner never ships the dataset.
     datasets: list[str] = field(default_factory=list)
+    # s3:// URL the instance restores TRAINGATE_CHECKPOINT_DIR from before the command and synces
+    # it to while the command runs (train.checkpoint_s3); "" for none.
+    checkpoint_url: str = ""
 
 
 # Exit code an executor reports when it could not make `TrainJob.datasets` available, so the

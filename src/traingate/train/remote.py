@@ -202,7 +202,31 @@ def _job_script(job: TrainJob, ref: str) -> str:
             f"dvc pull {pointers} || {{ echo 'traingate: dvc pull failed on the instance' >&2; "
             f"exit {DATA_PULL_FAILED}; }}\n"
         )
-    return f"set -e\nexport TRAINGATE_RUN={shlex.quote(ref)}\n{env}{setup}{pull}{job.command}\n"
+    checkpoints = _checkpoint_block(job)
+    return f"set -e\nexport TRAINGATE_RUN={shlex.quote(ref)}\n{env}{checkpoints}{setup}{pull}{job.command}\n"
+
+
+def _checkpoint_block(job: TrainJob) -> str:
+    """With train.checkpoint_s3: restore TRAINGATE_CHECKPOINT_DIR from S3 before the command, sync
+    it back every TRAINGATE_CHECKPOINT_SYNC_SECONDS (60) while it runs and once when it ends. A
+    spot reclaim loses at most one interval; the re-run restores and the command resumes."""
+    if not job.checkpoint_url:
+        return ""
+    sync = 'aws s3 sync --only-show-errors "$TRAINGATE_CHECKPOINT_DIR" "$tg_ck_url"'
+    return (
+        f"tg_ck_url={shlex.quote(job.checkpoint_url.rstrip('/'))}\n"
+        'export TRAINGATE_CHECKPOINT_DIR="$(cd .. && pwd)/checkpoints"\n'
+        'mkdir -p "$TRAINGATE_CHECKPOINT_DIR"\n'
+        'echo "== traingate: restoring checkpoints from $tg_ck_url"\n'
+        'aws s3 sync --only-show-errors "$tg_ck_url" "$TRAINGATE_CHECKPOINT_DIR" '
+        "|| echo '== traingate: no checkpoints restored (starting fresh)'\n"
+        "tg_parent=$$\n"
+        # Ends by itself within one interval after this script (killed or not): no orphan.
+        '( while kill -0 "$tg_parent" 2>/dev/null; do '
+        'sleep "${TRAINGATE_CHECKPOINT_SYNC_SECONDS:-60}"; '
+        f"{sync} >/dev/null 2>&1 || true; done ) &\n"
+        f"trap '{sync} || echo \"== traingate: final checkpoint sync failed\"' EXIT\n"
+    )
 
 
 def _launch_script(job: TrainJob, ref: str) -> str:

@@ -247,6 +247,7 @@ def train_step(
         setup=cfg.train.setup,
         run_name=run_name,
         commit=commit,
+        checkpoint_url=cfg.train.checkpoint_s3 if not where_runner else "",
     )
     started_wall = wall()
     try:
