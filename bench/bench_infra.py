@@ -17,7 +17,10 @@ so the figures are in simulated seconds and the script finishes quickly.
    simulated billed minutes beyond training, on the happy path (30 min of training, then stop)
    and on a cancelled run (the job dies 10 min in; only the watchdog ends it). Billing is counted
    from the start request to stopped/terminated on the fake clock (moto's transitions are
-   instant, SSM comes online 90 s after the instance runs).
+   instant, SSM comes online 90 s after the instance runs). `sagemaker` rows: Jobs-protocol calls
+   for start + the job (create, polls, lease renewals) + stop on the SageMaker fake, billed minutes
+   of the job beyond its training; a cancelled run is stopped by `infra stop` at once, or (last
+   column) only by an hourly `infra reap` after the lease (ttl 60 min) expired.
 
 Usage: .venv/bin/python bench/bench_infra.py [--quick]
 """
@@ -256,6 +259,128 @@ def backend_run(
     }
 
 
+SM_TRAIN = """
+import json, os, pathlib, time
+go = pathlib.Path(os.environ["GO_FILE"])
+print("training", flush=True)
+while not go.exists():
+    time.sleep(0.02)
+out = pathlib.Path("outputs"); out.mkdir(exist_ok=True)
+(out / "metrics.json").write_text(json.dumps({"dice": 0.8, "iou": 0.7}))
+"""
+
+
+def sagemaker_run(
+    base: Path, *, spot: bool, cancelled: bool, reaped: bool = False, train_min: int = 30
+) -> dict:
+    """One run with `infra.backend: sagemaker`: `infra start` (checks), `train` (one job on the
+    SageMaker fake: moto records it, the fake runs it), `infra stop`; or cancelled 10 min in and
+    then either `infra stop` at once (stop-infra under `if: always()`) or, when `reaped`, only an
+    hourly `infra reap`. Billed = the job's time from its start to its end on the fake clock
+    (SageMaker bills the training phase only; the fake ends billing at the poll that sees the
+    process gone, so it overstates by at most one poll interval)."""
+    import json
+    import uuid
+
+    import boto3
+    from tests.fixtures.sagemaker_fake import FakeSageMaker
+    from tests.fixtures.ssm_fake import FakeClock
+
+    import traingate.infra.stage as stage
+    from traingate.config import parse_config
+    from traingate.infra.aws import override_clients
+    from traingate.train.remote import make_remote_executor
+
+    folder = base / f"sm-{uuid.uuid4().hex[:6]}"
+    folder.mkdir()
+    (folder / "train.py").write_text(SM_TRAIN)
+    go = folder / "go"
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="tg-bench-sm")
+    iam = boto3.client("iam", region_name="us-east-1")
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"}
+    trust = {"Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}}]}
+    try:
+        iam.create_role(RoleName="tg-bench", AssumeRolePolicyDocument=json.dumps(trust))
+        ecr = boto3.client("ecr", region_name="us-east-1")
+        ecr.create_repository(repositoryName="train")
+        ecr.put_image(repositoryName="train", imageManifest=json.dumps(manifest), imageTag="latest")
+    except Exception:
+        pass  # made by an earlier case
+    cfg = parse_config(
+        {
+            "project": "bench",
+            "infra": {
+                "backend": "sagemaker",
+                "ttl_minutes": 60,
+                "poll_cap_seconds": 5.0,
+                "sagemaker": {
+                    "role_arn": "arn:aws:iam::123456789012:role/tg-bench",
+                    "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/train:latest",
+                    "spot": spot,
+                    "max_wait_minutes": 240 if spot else 0,
+                    "code_s3": "s3://tg-bench-sm/code",
+                },
+            },
+            "train": {
+                "command": f"{sys.executable} train.py",
+                "timeout_minutes": 120,
+                "env": {"GO_FILE": str(go)},
+                "artifacts": [],
+            },
+        },
+        base_dir=folder,
+    )
+    clock = FakeClock()
+    fake = FakeSageMaker(folder / "sm", clock=clock)
+    jobs = CountingEc2(fake)
+    quiet = {"sleep": clock.sleep, "clock": clock, "log": lambda _: None}
+    trained = 10 if cancelled else train_min
+
+    class Cancel(KeyboardInterrupt):
+        pass
+
+    def sink(line: str) -> None:
+        if line == "training":
+            clock.advance(trained * 60)
+            if cancelled:
+                raise Cancel
+            go.write_text("")
+
+    try:
+        with override_clients(sagemaker=jobs):
+            stage.start_step(cfg, "bench-run", **quiet)  # type: ignore[arg-type]
+            from traingate.train.base import TrainJob
+
+            job = TrainJob(
+                command=cfg.train.command,
+                workdir=folder,
+                env=dict(cfg.train.env),
+                timeout_seconds=cfg.train.timeout_minutes * 60,
+                metrics_file=cfg.train.metrics_file,
+                metrics_log=cfg.train.metrics_log,
+            )
+            try:
+                make_remote_executor(cfg, sleep=clock.sleep, clock=clock).run(job, sink)
+            except Cancel:
+                pass
+            (name,) = fake.jobs
+            if not cancelled or not reaped:
+                stage.stop_step(cfg, "bench-run", **quiet)  # type: ignore[arg-type]
+            else:
+                while fake.describe(name).status == "InProgress":
+                    clock.advance(60 * 60)  # the scheduled hourly `infra reap`
+                    stage.reap_step(cfg, **quiet)  # type: ignore[arg-type]
+            info = fake.describe(name)
+    finally:
+        fake.close()
+    return {
+        "calls": jobs.calls,
+        "beyond": (info.billable_seconds or 0) / 60 - trained,
+        "final": info.status,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer cases")
@@ -331,6 +456,15 @@ def main() -> int:
                 print(
                     f"{label:>34} | {happy['calls']:>9.0f} | {happy['beyond']:>9.1f} min | "
                     f"{cut['beyond']:>13.1f} min | {happy['final']} / {cut['final']}{note}"
+                )
+            for label, spot in (("sagemaker on-demand", False), ("sagemaker managed spot", True)):
+                happy = sagemaker_run(base, spot=spot, cancelled=False)
+                cut = sagemaker_run(base, spot=spot, cancelled=True)
+                lost = sagemaker_run(base, spot=spot, cancelled=True, reaped=True)
+                print(
+                    f"{label:>34} | {happy['calls']:>9.0f} | {happy['beyond']:>9.1f} min | "
+                    f"{cut['beyond']:>13.1f} min | {happy['final']} / {cut['final']} "
+                    f"(no stop-infra, hourly reap: {lost['beyond']:.0f} min)"
                 )
     finally:
         server.stop()  # type: ignore[attr-defined]

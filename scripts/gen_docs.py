@@ -133,7 +133,7 @@ def _comments(model: type[BaseModel]) -> dict[str, str]:
         if line.startswith("#"):
             pending.append(line.lstrip("# ").strip())
             continue
-        match = re.match(r"([a-z_]+)\s*:", line)
+        match = re.match(r"([a-z_][a-z0-9_]*)\s*:", line)
         if match and not line.startswith(("def ", "@", "return")):
             inline = line.split("  # ", 1)[1].strip() if "  # " in line else ""
             notes[match.group(1)] = " ".join([*pending, inline]).strip()

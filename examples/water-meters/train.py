@@ -19,6 +19,11 @@ Writes (the traingate metrics-file contract):
                          registered champion loads with mlflow.pyfunc.load_model and its
                          predict() turns an (N, H, W, 3) float batch in [0, 1] into (N, H, W) masks
 
+With TRAINGATE_CHECKPOINT_DIR set (traingate sets it when `train.checkpoint_s3` is configured,
+and on SageMaker), the weights, the optimizer state and the random state are saved there after
+every epoch, and a run that finds a checkpoint resumes after its epoch: a re-run after a spot
+reclaim ends with exactly the model an uninterrupted run would have made.
+
 Exits non-zero with a message on stderr when the data is missing or unreadable.
 """
 
@@ -160,6 +165,7 @@ def train(
     seed: int,
     per_image: int,
     log: object,
+    checkpoint_dir: Path | None = None,
 ) -> tuple[Model, dict[str, float]]:
     rng = np.random.default_rng(seed)
     xs, ys = [], []
@@ -180,7 +186,19 @@ def train(
     v_state = [np.zeros_like(p) for p in params]
     b1, b2, step, batch = 0.9, 0.999, 0, 2048
     metrics: dict[str, float] = {}
-    for epoch in range(1, epochs + 1):
+    first = 1
+    ck = checkpoint_dir / "water-meters.npz" if checkpoint_dir else None
+    if ck is not None and ck.is_file():
+        saved = np.load(ck)
+        for i, p in enumerate(params):
+            p[...] = saved[f"p{i}"]
+            m_state[i], v_state[i] = saved[f"m{i}"], saved[f"v{i}"]
+        model.b2 = np.float32(params[3])
+        step, first = int(saved["step"]), int(saved["epoch"]) + 1
+        rng.bit_generator.state = json.loads(str(saved["rng"]))
+        metrics = json.loads(str(saved["metrics"]))
+        print(f"resuming after epoch {first - 1} from {ck}", flush=True)
+    for epoch in range(first, epochs + 1):
         order = rng.permutation(x.shape[0])
         for start in range(0, x.shape[0], batch):
             ib = order[start : start + batch]
@@ -198,6 +216,20 @@ def train(
             model.b2 = np.float32(params[3])
         metrics = evaluate(model, eval_feats, eval_masks)
         log({"step": epoch, **metrics})  # type: ignore[operator]
+        if ck is not None:
+            arrays = {f"p{i}": p for i, p in enumerate(params)}
+            arrays.update({f"m{i}": m for i, m in enumerate(m_state)})
+            arrays.update({f"v{i}": v for i, v in enumerate(v_state)})
+            tmp = ck.with_suffix(".tmp.npz")
+            np.savez(
+                tmp,
+                step=step,
+                epoch=epoch,
+                rng=json.dumps(rng.bit_generator.state),
+                metrics=json.dumps(metrics),
+                **arrays,
+            )
+            os.replace(tmp, ck)  # a reclaim mid-write leaves the previous checkpoint whole
     return model, metrics
 
 
@@ -256,6 +288,14 @@ def _make_holdout(folder: Path) -> None:
         return
     generate.generate(folder, HOLDOUT_PAIRS, seed=HOLDOUT_SEED, prefix="holdout")
     print(f"created the holdout set {folder} ({HOLDOUT_PAIRS} pairs, seed {HOLDOUT_SEED})", flush=True)
+
+
+def _checkpoint_dir() -> Path | None:
+    raw = os.environ.get("TRAINGATE_CHECKPOINT_DIR", "")
+    if not raw:
+        return None
+    Path(raw).mkdir(parents=True, exist_ok=True)
+    return Path(raw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             per_image=args.pixels_per_image,
             log=log,
+            checkpoint_dir=_checkpoint_dir(),
         )
     np.savez(
         args.out / "model.npz",

@@ -37,6 +37,7 @@ class InfraBackend(StrEnum):
     local = "local"
     ec2 = "ec2"
     launch = "launch"
+    sagemaker = "sagemaker"
 
 
 class LaunchMarket(StrEnum):
@@ -171,6 +172,24 @@ class LaunchConfig(_Strict):
         return v.strip()
 
 
+class SagemakerConfig(_Strict):
+    # Execution role of the training job (arn:aws:iam::<account>:role/<name>).
+    role_arn: str = ""
+    # Training image (ECR URI); it needs bash, tar and (with train.pull_data) dvc.
+    image: str = ""
+    # The SageMaker training instance type (ml.*).
+    instance_type: str = "ml.m5.xlarge"
+    instance_count: int = Field(1, ge=1)
+    # Managed spot training (MaxWaitTimeInSeconds = max_wait_minutes x 60).
+    spot: bool = False
+    # Spot only: capacity wait plus training (>= train.timeout_minutes); 0: twice the timeout.
+    max_wait_minutes: float = Field(0, ge=0)
+    # Synced with /opt/ml/checkpoints (TRAINGATE_CHECKPOINT_DIR), an s3:// URL. Empty: none.
+    checkpoint_s3: str = ""
+    # Where the code at the commit is packed for the job, an s3:// URL (required).
+    code_s3: str = ""
+
+
 class InfraConfig(_Strict):
     backend: InfraBackend = InfraBackend.local
     region: str = "us-east-1"
@@ -193,6 +212,8 @@ class InfraConfig(_Strict):
     local_dir: str = ".traingate/infra"
     # For `backend: launch`: a fresh instance per run (docs/infra.md).
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
+    # For `backend: sagemaker`: a SageMaker training job per run (docs/infra.md).
+    sagemaker: SagemakerConfig = Field(default_factory=SagemakerConfig)
 
     @field_validator("ready")
     @classmethod
@@ -235,6 +256,16 @@ class TrainConfig(_Strict):
         description="MLflow model folder the training saved (holds an MLmodel file); logged and "
         "registered as an MLflow model, so models:/<gate.model>@<gate.alias> loads",
     )
+    # train.where: instance on ec2/launch: s3:// URL synced with TRAINGATE_CHECKPOINT_DIR while the
+    # command runs and restored before it starts (a re-run after a spot reclaim resumes). Empty: off.
+    checkpoint_s3: str = ""
+
+    @field_validator("checkpoint_s3")
+    @classmethod
+    def _checkpoint_url(cls, v: str) -> str:
+        if v.strip() and not (v.startswith("s3://") and len(v.strip()) > 5):
+            raise ValueError(f"checkpoint_s3 must be an s3://bucket/prefix URL, got {v!r}")
+        return v.strip()
 
 
 class TrackingConfig(_Strict):
@@ -327,6 +358,14 @@ class Config(_Strict):
             self.tracking.experiment = self.project
         if not self.gate.model:
             self.gate.model = self.project
+        if self.infra.backend == InfraBackend.sagemaker and self.train.where != TrainWhere.instance:
+            # The job is the machine, so switching to it is one key: an unset train.where follows.
+            if "where" in self.train.model_fields_set:
+                raise ValueError(
+                    "infra.backend: sagemaker trains in a SageMaker training job, but train.where is "
+                    "runner: remove train.where or set it to instance"
+                )
+            self.train.where = TrainWhere.instance
         return self
 
     def path(self, value: str | Path) -> Path:

@@ -30,8 +30,9 @@ _overrides: list[dict[str, Any]] = []
 
 @contextlib.contextmanager
 def override_clients(**clients: Any) -> Iterator[None]:
-    """Use these objects instead of building clients (keys: ec2, ssm, s3, dynamodb)."""
-    unknown = set(clients) - {"ec2", "ssm", "s3", "dynamodb"}
+    """Use these objects instead of building clients (keys: ec2, ssm, s3, dynamodb, and
+    sagemaker: an object of the `infra.sagemaker.Jobs` protocol)."""
+    unknown = set(clients) - {"ec2", "ssm", "s3", "dynamodb", "sagemaker"}
     if unknown:
         raise TypeError(f"override_clients: unknown client(s) {sorted(unknown)}")
     with _lock:

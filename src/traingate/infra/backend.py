@@ -14,13 +14,14 @@ DynamoDB item); the backend only says which store its machine uses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from traingate.config import Config, InfraBackend
 from traingate.infra.base import Clock, Ec2, Log, Sleep, Ssm
 
 if TYPE_CHECKING:
     from traingate.infra.lease import Lease
+    from traingate.train.base import Executor
 
 
 @dataclass
@@ -104,6 +105,16 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class JobBackend(Protocol):
+    """A backend whose machine is a managed job that `train` itself creates (`sagemaker`): there
+    is no machine to locate before training, and its run channel is an Executor, not a shell."""
+
+    def job_channel(self) -> Executor:
+        """The Executor that runs `train.command` as one job and brings its outputs back."""
+        ...
+
+
 class Services:
     """The AWS clients the ec2 and launch backends talk to, built from traingate.infra.aws
     unless handed in (tests pass moto-backed adapters and the SSM fake)."""
@@ -159,4 +170,8 @@ def backend_for(
         from traingate.infra.launch import LaunchBackend
 
         return LaunchBackend(cfg, services or Services(cfg), sleep=sleep, clock=clock, log=log)
+    if kind is InfraBackend.sagemaker:
+        from traingate.infra.sagemaker import SageMakerBackend
+
+        return SageMakerBackend(cfg, sleep=sleep, clock=clock, log=log)
     assert_never(kind)

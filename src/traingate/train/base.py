@@ -34,6 +34,9 @@ class TrainJob:
     # Files or folders (relative to workdir) brought back when they exist, missing is fine:
     # train.params_file and train.model_dir.
     optional_outputs: list[str] = field(default_factory=list)
+    # s3:// URL the instance restores TRAINGATE_CHECKPOINT_DIR from before the command and synces
+    # it to while the command runs (train.checkpoint_s3); "" for none.
+    checkpoint_url: str = ""
 
 
 # Exit code an executor reports when it could not make `TrainJob.datasets` available, so the

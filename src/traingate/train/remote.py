@@ -202,7 +202,31 @@ def _job_script(job: TrainJob, ref: str) -> str:
             f"dvc pull {pointers} || {{ echo 'traingate: dvc pull failed on the instance' >&2; "
             f"exit {DATA_PULL_FAILED}; }}\n"
         )
-    return f"set -e\nexport TRAINGATE_RUN={shlex.quote(ref)}\n{env}{setup}{pull}{job.command}\n"
+    checkpoints = _checkpoint_block(job)
+    return f"set -e\nexport TRAINGATE_RUN={shlex.quote(ref)}\n{env}{checkpoints}{setup}{pull}{job.command}\n"
+
+
+def _checkpoint_block(job: TrainJob) -> str:
+    """With train.checkpoint_s3: restore TRAINGATE_CHECKPOINT_DIR from S3 before the command, sync
+    it back every TRAINGATE_CHECKPOINT_SYNC_SECONDS (60) while it runs and once when it ends. A
+    spot reclaim loses at most one interval; the re-run restores and the command resumes."""
+    if not job.checkpoint_url:
+        return ""
+    sync = 'aws s3 sync --only-show-errors "$TRAINGATE_CHECKPOINT_DIR" "$tg_ck_url"'
+    return (
+        f"tg_ck_url={shlex.quote(job.checkpoint_url.rstrip('/'))}\n"
+        'export TRAINGATE_CHECKPOINT_DIR="$(cd .. && pwd)/checkpoints"\n'
+        'mkdir -p "$TRAINGATE_CHECKPOINT_DIR"\n'
+        'echo "== traingate: restoring checkpoints from $tg_ck_url"\n'
+        'aws s3 sync --only-show-errors "$tg_ck_url" "$TRAINGATE_CHECKPOINT_DIR" '
+        "|| echo '== traingate: no checkpoints restored (starting fresh)'\n"
+        "tg_parent=$$\n"
+        # Ends by itself within one interval after this script (killed or not): no orphan.
+        '( while kill -0 "$tg_parent" 2>/dev/null; do '
+        'sleep "${TRAINGATE_CHECKPOINT_SYNC_SECONDS:-60}"; '
+        f"{sync} >/dev/null 2>&1 || true; done ) &\n"
+        f"trap '{sync} || echo \"== traingate: final checkpoint sync failed\"' EXIT\n"
+    )
 
 
 def _launch_script(job: TrainJob, ref: str) -> str:
@@ -498,7 +522,7 @@ def make_remote_executor(
     """The executor the runner uses for `train.where: instance`; clients come from
     traingate.infra.aws (so tests and the end-to-end harness can override them)."""
     from traingate.infra import aws
-    from traingate.infra.backend import backend_for
+    from traingate.infra.backend import JobBackend, backend_for
     from traingate.infra.stage import Services, resolve_holder
     from traingate.state import update_state
 
@@ -507,6 +531,9 @@ def make_remote_executor(
     # The backend says which machine this run trains on (the shared instance, or the one
     # launched for this holder) and how to reach it.
     backend = backend_for(cfg, services=svc, sleep=sleep, clock=clock, log=lambda _m: None)
+    if isinstance(backend, JobBackend):
+        # The machine is a job `train` creates (sagemaker): its channel is the executor itself.
+        return backend.job_channel()  # type: ignore[return-value]
     machines = backend.locate(holder)
     channel = backend.run_channel(machines[0]) if machines else None
     if not machines or channel is None:

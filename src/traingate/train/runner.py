@@ -255,6 +255,7 @@ def train_step(
         run_name=run_name,
         commit=commit,
         optional_outputs=[cfg.train.params_file, cfg.train.model_dir],
+        checkpoint_url=cfg.train.checkpoint_s3 if not where_runner else "",
     )
     started_wall = wall()
     try:
