@@ -51,9 +51,9 @@ def actions_folder() -> Path | None:
 
 def template_ref(template: Path) -> str:
     """The ref the caller template pins traingate at (`@main` today, a release tag later)."""
-    found = re.findall(r"uses:\s*traingate/traingate/[^@\s]+@([^\s#]+)", template.read_text())
+    found = re.findall(r"uses:\s*traingate/traingate(?:/[^@\s]+)?@([^\s#]+)", template.read_text())
     if not found:
-        raise AssertionError(f"{template} uses no traingate/traingate reusable workflow")
+        raise AssertionError(f"{template} uses no traingate/traingate workflow or action")
     return found[0]
 
 

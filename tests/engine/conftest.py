@@ -76,17 +76,32 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Engine:
 
 def _warm_uv_cache(eng: Engine) -> None:
     """Install every extras set a job installs once, so the jobs' installs (run with UV_OFFLINE)
-    find each resolution and wheel in the cache: a subset resolves differently from `[all]`."""
+    find each resolution and wheel in the cache: a subset resolves differently from `[all]`.
+
+    Done once per cache (a stamp names the pyproject and the extras sets), under a file lock so
+    the second xdist worker waits for the first instead of downloading the same wheels.
+    """
+    import fcntl
+    import hashlib
+
+    sets = sorted(extras_sets())
+    key = hashlib.sha256((REPO / "pyproject.toml").read_bytes() + repr(sets).encode()).hexdigest()[:16]
+    stamp = eng.uv_cache / f".traingate-engine-warm-{key}"
     uv = Path(sys.executable).parent / "uv"
-    env = {**os.environ, "UV_CACHE_DIR": str(eng.uv_cache)}
+    env = {**os.environ, "UV_CACHE_DIR": str(eng.uv_cache), "UV_LINK_MODE": "symlink"}
     env.pop("VIRTUAL_ENV", None)
-    for i, extras in enumerate(sorted(extras_sets())):
-        venv = eng.root / f"warm-venv-{i}"
-        subprocess.run([str(uv), "venv", "--quiet", str(venv)], env=env, check=True)
-        python = str(venv / "bin" / "python")
-        install = [str(uv), "pip", "install", "--quiet", "--python", python, f"{eng.source}[{extras}]"]
-        subprocess.run(install, env=env, check=True)
-        shutil.rmtree(venv, ignore_errors=True)
+    with open(eng.uv_cache / ".traingate-engine-warm.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if stamp.exists():
+            return
+        for i, extras in enumerate(sets):
+            venv = eng.root / f"warm-venv-{i}"
+            subprocess.run([str(uv), "venv", "--quiet", str(venv)], env=env, check=True)
+            python = str(venv / "bin" / "python")
+            install = [str(uv), "pip", "install", "--quiet", "--python", python, f"{eng.source}[{extras}]"]
+            subprocess.run(install, env=env, check=True)
+            shutil.rmtree(venv, ignore_errors=True)
+        stamp.touch()
 
 
 @dataclass
@@ -208,6 +223,36 @@ class World:
             "head_commit": {"id": sha},
         }
         return self.act("push", "training-data-pipeline.yml", event, checkout=branch)
+
+    def dispatch(self, template: str, inputs: dict[str, Any], ref: str = "main") -> ActRun:
+        """`workflow_dispatch` of a template on a branch (Run workflow in the UI)."""
+        event = {"ref": f"refs/heads/{ref}", "inputs": inputs}
+        return self.act("workflow_dispatch", template, event, checkout=ref)
+
+    def schedule(self, template: str) -> ActRun:
+        """The `schedule` event on the default branch."""
+        return self.act("schedule", template, {"schedule": "*/30 * * * *"}, checkout="main")
+
+    def pr_merged(self, number: int, branch: str, labels: list[str]) -> ActRun:
+        """`pull_request: closed` for a merged PR: GitHub's refs/pull/N/merge is the merge commit."""
+        git(self.work, "checkout", "-q", "main")
+        git(self.work, "merge", "-q", "--no-ff", "-m", f"Merge pull request #{number}", f"origin/{branch}")
+        git(self.work, "push", "-q", "origin", "main")
+        merged = self.branch_sha("main")
+        git(self.bare, "update-ref", f"refs/pull/{number}/merge", merged)
+        event = {
+            "action": "closed",
+            "number": number,
+            "pull_request": {
+                "number": number,
+                "merged": True,
+                "merge_commit_sha": merged,
+                "labels": [{"name": name} for name in labels],
+                "head": {"ref": branch, "sha": self.branch_sha(branch)},
+                "base": {"ref": "main", "sha": merged},
+            },
+        }
+        return self.act("pull_request", "promote-on-merge.yml", event, checkout="main")
 
     # ------------------------------------------------------------------ probes
     def branch_sha(self, branch: str) -> str:
