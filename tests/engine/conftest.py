@@ -321,6 +321,44 @@ class World:
         return {o["Key"] for page in pages for o in page.get("Contents", [])}
 
 
+FIGURES_ENV = "TRAINGATE_ENGINE_FIGURES"
+
+
+def record_figures(world: World, run: ActRun) -> None:
+    """bench/bench_engine.py sets TRAINGATE_ENGINE_FIGURES: append this run's figures (JSON line)."""
+    target = os.environ.get(FIGURES_ENV)
+    if not target:
+        return
+    jobs: dict[str, Any] = {}
+    for job in run.jobs.values():
+        if not job.result:
+            continue
+        main = {k[5:]: v for k, v in job.timings.items() if k.startswith("Main ")}
+        command = next((v for k, v in main.items() if k.startswith("traingate ")), 0.0)
+        jobs[job.leaf] = {
+            "wall_seconds": round(job.seconds, 2),
+            "install_seconds": round(main.get("Install traingate", 0.0), 2),
+            "command_seconds": round(command, 2),
+            "steps": {k: round(v, 2) for k, v in job.timings.items()},
+        }
+    train_seconds = 0.0
+    try:
+        report = json.loads(run.artifact("traingate-train-reports")["train-report.json"])
+        train_seconds = float(report["duration_seconds"])
+    except (AssertionError, KeyError):
+        pass
+    figures = {
+        "act_wall_seconds": round(run.wall_seconds, 2),
+        "jobs": jobs,
+        "train_command_seconds": round(train_seconds, 2),
+        "github_requests": len(world.github.fake.log),
+        "github_by_route": sorted(f"{m} {p}" for m, p in world.github.fake.log),
+        "mlflow_requests": len(world.proxy.requests),
+    }
+    with open(target, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(figures) + "\n")
+
+
 def explain(run: ActRun, world: World | None = None) -> str:
     """Assertion context: job results, the GitHub fake's state and the end of act's log."""
     extra = ""

@@ -13,7 +13,7 @@ import json
 import pytest
 
 from tests.e2e.conftest import git
-from tests.engine.conftest import TOKEN, World, explain
+from tests.engine.conftest import TOKEN, World, explain, record_figures
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -25,6 +25,7 @@ def test_improved_model_opens_and_auto_merges_a_pr(world: World) -> None:
     pushed = world.branch_sha(branch)
     objects_before = world.s3_keys()
     run = world.push_event(branch)
+    record_figures(world, run)  # bench/bench_engine.py reads these
     why = explain(run, world)
     assert run.returncode == 0, why
     assert run.results == dict.fromkeys(PIPELINE_JOBS, "success"), why
