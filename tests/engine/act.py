@@ -277,9 +277,6 @@ class ActRun:
                 return job
         raise AssertionError(f"no job {name!r} ran; results: {self.results}\n{self.tail()}")
 
-    def ran(self, name: str) -> bool:
-        return any(job.leaf == name and job.result for job in self.jobs.values())
-
     def artifact(self, name: str) -> dict[str, bytes]:
         """The files of an uploaded artifact (act's artifact server keeps one zip per name)."""
         import zipfile
