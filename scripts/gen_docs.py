@@ -28,11 +28,31 @@ from traingate.config import Config  # noqa: E402
 CLI_HEADER = """# CLI reference
 
 Generated from the commands by `scripts/gen_docs.py`; `make test` checks it is current.
-Global options go before the command: `traingate [--config FILE] [--json] [-v] COMMAND ...`.
+Global options go before or after the command: `traingate [--config FILE] [--json] [-v] COMMAND
+...` and `traingate data validate PATH --config FILE --json` are the same call (given twice, the
+one after the command wins).
 
 Exit codes: `0` the step did its job (a gate that says "not improved" included), `1` the step
-failed, `2` usage or configuration error. With `$GITHUB_OUTPUT` set, outputs are written there
-after success only; `--json` also prints them as one JSON object on stdout.
+failed, `2` usage or configuration error, `130`/`143` stopped by SIGINT (Ctrl-C) / SIGTERM (see
+docs/gate.md: `train` and `run` stop the training first). With `$GITHUB_OUTPUT` set, outputs are
+written there after success only.
+
+`--json` prints one JSON object on stdout (the last line), pass or fail, with the same keys for
+every command:
+
+```json
+{"ok": false, "exit_code": 1,
+ "error": {"type": "DataError", "message": "3 data error(s) in data; first: ...",
+           "hint": "...", "file": "..."},
+ "outputs": {"validation_passed": false, "report": ".traingate/reports/validation-report.json"},
+ "report": {"status": "fail", "errors": [...every error...], "warnings": [], "counts": {}, "statistics": {}}}
+```
+
+`ok` is `exit_code == 0`; `error` is `null` on success; `outputs` are the step's outputs (on
+failure only the ones that stay true, never a success flag); commands that produce more add it
+(`report` for `data validate` / `data merge`, pass or fail; `warnings`). A bad flag with `--json`
+prints the same object with `exit_code: 2` and `error.type: "UsageError"`. Messages for people go
+to stderr.
 """
 
 CONFIG_HEADER = """# Configuration reference (`traingate.yml`)

@@ -106,3 +106,126 @@ def test_bad_flag_exits_2() -> None:
     )
     assert proc.returncode == 2
     assert "no-such-flag" in proc.stderr
+
+
+# ---------------------------------------------------- issue #12 case 9: the contract as written
+def _leaf_commands(group=cli, path=()):
+    import click
+
+    for name, cmd in sorted(group.commands.items()):
+        if isinstance(cmd, click.Group):
+            yield from _leaf_commands(cmd, (*path, name))
+        else:
+            yield (*path, name)
+
+
+def _main(args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """`traingate ARGS` in-process through `main()`, as the console script runs it."""
+    from traingate.cli import main
+
+    monkeypatch.setattr("sys.argv", ["traingate", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+        raise SystemExit(0)
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def _bad_dataset(make_root: Path) -> Path:
+    from tests.data.conftest import image_bytes, mask_bytes
+
+    for stem in ("a", "b", "c"):
+        (make_root / "images").mkdir(parents=True, exist_ok=True)
+        (make_root / "masks").mkdir(parents=True, exist_ok=True)
+        (make_root / "images" / f"{stem}.jpg").write_bytes(image_bytes(seed=ord(stem)))
+    (make_root / "masks" / "a.png").write_bytes(mask_bytes(fg=0.0))
+    return make_root
+
+
+def test_global_options_after_the_subcommand(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.data.conftest import image_bytes, mask_bytes
+
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "images" / "a.jpg").write_bytes(image_bytes())
+    (root / "masks" / "a.png").write_bytes(mask_bytes())
+    cfg = tmp_path / "conf.yml"
+    cfg.write_text("data: {size: [64, 64]}\n")
+    # Exactly the line of DESIGN.md's contract.
+    code, out, err = _main(["data", "validate", "data", "--config", str(cfg), "--json"], monkeypatch, capsys)
+    assert code == 0, err
+    payload = json.loads(out.strip().splitlines()[-1])
+    assert payload["ok"] is True and payload["exit_code"] == 0 and payload["error"] is None
+    assert payload["report"]["statistics"]["resolution"] == "64x64"
+    # After the command, the config applies: the wrong size is found.
+    cfg.write_text("data: {size: [32, 32]}\n")
+    code, out, _ = _main(["data", "validate", "data", "-c", str(cfg), "-v", "--json"], monkeypatch, capsys)
+    assert code == 1
+    assert json.loads(out.strip().splitlines()[-1])["report"]["errors"][0]["code"] == "resolution_mismatch"
+    # Between a group and its sub-command too.
+    code, out, _ = _main(["data", "--json", "validate", "data"], monkeypatch, capsys)
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["ok"] is True
+
+
+def test_every_command_accepts_global_options_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    missing = str(tmp_path / "missing.yml")
+    leaves = list(_leaf_commands())
+    assert ("data", "validate") in leaves and ("pr", "comment") in leaves
+    for path in leaves:
+        code, out, err = _main([*path, "--help"], monkeypatch, capsys)
+        assert code == 0
+        for flag in ("--config", "--json", "--verbose"):
+            assert flag in out, (path, flag)
+        if path in (("demo",), ("init",)):
+            continue  # need no configuration
+        code, out, err = _main([*path, "--config", missing, "--json"], monkeypatch, capsys)
+        assert code == 2, (path, err)
+        payload = json.loads(out.strip().splitlines()[-1])
+        assert payload["ok"] is False and payload["exit_code"] == 2, path
+        assert "configuration file not found" in payload["error"]["message"]
+
+
+def test_json_on_failed_validation_prints_the_whole_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    root = _bad_dataset(tmp_path / "data")
+    code, out, _ = _main(["--json", "data", "validate", str(root)], monkeypatch, capsys)
+    assert code == 1
+    payload = json.loads(out.strip().splitlines()[-1])
+    assert payload["ok"] is False and payload["exit_code"] == 1
+    assert payload["error"]["type"] == "DataError" and "3 data error(s)" in payload["error"]["message"]
+    assert payload["outputs"]["validation_passed"] is False
+    assert sorted((e["path"], e["code"]) for e in payload["report"]["errors"]) == [
+        ("images/b.jpg", "missing_mask"),
+        ("images/c.jpg", "missing_mask"),
+        ("masks/a.png", "empty_mask"),
+    ]
+    assert payload["report"]["status"] == "fail" and payload["report"]["counts"]["images"] == 3
+
+
+def test_json_envelope_on_usage_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _main(["gate", "--no-such-flag", "--json"], monkeypatch, capsys)
+    assert code == 2 and "no-such-flag" in err
+    payload = json.loads(out.strip().splitlines()[-1])
+    assert payload == {
+        "ok": False,
+        "exit_code": 2,
+        "error": {
+            "type": "UsageError",
+            "message": payload["error"]["message"],
+            "hint": "see `traingate gate --help`",
+            "file": None,
+        },
+        "outputs": {},
+    }
+    assert "no-such-flag" in payload["error"]["message"]

@@ -116,3 +116,31 @@ def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
     cfg = load_config(sub / "traingate.yml")
     assert cfg.data_root == sub.resolve() / "d"
     assert cfg.store_remote == str((tmp_path / "remote").resolve())
+
+
+def test_non_utf8_config_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "traingate.yml"
+    path.write_bytes(b"project: caf\xe9\ndata: {root: \xff\xfe}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.exit_code == 2
+    assert str(path) in exc.value.message and "UTF-8" in exc.value.message
+    assert exc.value.file == str(path) and exc.value.line == 1
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_config_that_is_not_a_regular_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    # The default name, so click's own `--config` check (dir_okay=False) is not what catches it.
+    path = tmp_path / "traingate.yml"
+    if kind == "folder":
+        path.mkdir()
+    else:
+        os.mkfifo(path)  # reading it would wait for a writer forever
+    with pytest.raises(ConfigError) as exc:
+        load_config()
+    assert "not a regular file" in exc.value.message and exc.value.exit_code == 2

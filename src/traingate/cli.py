@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from traingate import __version__, gha
-from traingate.errors import TraingateError
+from traingate.errors import TraingateError, UsageError
 
 if TYPE_CHECKING:
     from traingate.config import Config
@@ -39,6 +39,7 @@ class Options:
 def _configure_logging(verbose: int) -> None:
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger().setLevel(level)  # again when `-v` comes after the command
 
 
 def _safe_failure_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
@@ -60,13 +61,25 @@ def _emit_error(err: TraingateError, as_json: bool) -> int:
     safe = _safe_failure_outputs(err.outputs)
     gha.write_outputs(safe)
     if as_json:
-        payload = {
-            "ok": False,
-            "error": {"type": type(err).__name__, "message": err.message, "hint": err.hint, "file": err.file},
-            "outputs": safe,
-        }
-        click.echo(json.dumps(payload, sort_keys=True, default=str))
+        _echo_envelope(err.exit_code, err, safe, err.data)
     return err.exit_code
+
+
+def _echo_envelope(
+    exit_code: int, err: TraingateError | None, outputs: dict[str, Any], extra: dict[str, Any]
+) -> None:
+    """The one `--json` shape of every command, pass or fail (docs/cli.md): `ok`, `exit_code`,
+    `error` (null on success), `outputs`, plus what the stage adds (e.g. `report`)."""
+    payload: dict[str, Any] = {
+        **extra,
+        "ok": exit_code == 0,
+        "exit_code": exit_code,
+        "error": None
+        if err is None
+        else {"type": type(err).__name__, "message": err.message, "hint": err.hint, "file": err.file},
+        "outputs": outputs,
+    }
+    click.echo(json.dumps(payload, sort_keys=True, default=str))
 
 
 def run_step(
@@ -85,9 +98,20 @@ def run_step(
         result = action(cfg)
     except TraingateError as err:
         sys.exit(_emit_error(err, opts.as_json))
-    except KeyboardInterrupt:
-        gha.error("interrupted")
-        sys.exit(130)
+    except KeyboardInterrupt as err:
+        # traingate.interrupt.Interrupted says what it stopped and which signal (130/143).
+        line = getattr(err, "line", None)
+        gha.error(line() if callable(line) else "interrupted")
+        sys.exit(getattr(err, "exit_code", 130))
+    except Exception as exc:
+        # A bug, not a user error: still one clear line (and the JSON envelope), never a bare
+        # traceback; -vv logs it for the bug report.
+        logging.getLogger("traingate").debug("unexpected error", exc_info=True)
+        internal = TraingateError(
+            f"internal error: {type(exc).__name__}: {exc}",
+            hint="this is a traingate bug: re-run with -vv for the traceback and report it",
+        )
+        sys.exit(_emit_error(internal, opts.as_json))
     for text in result.warnings:
         gha.warning(text)
     gha.write_outputs(result.outputs)
@@ -95,8 +119,8 @@ def run_step(
     if result.message:
         click.echo(result.message, err=opts.as_json)
     if opts.as_json:
-        payload = {"ok": True, **result.as_json()}
-        click.echo(json.dumps(payload, sort_keys=True, default=str))
+        extra = result.as_json()
+        _echo_envelope(0, None, extra.pop("outputs", result.outputs), extra)
 
 
 pass_opts = click.make_pass_decorator(Options)
@@ -111,7 +135,7 @@ pass_opts = click.make_pass_decorator(Options)
     help="traingate.yml to use (default: ./traingate.yml; env TRAINGATE_CONFIG).",
 )
 @click.option(
-    "--json", "as_json", is_flag=True, help="Also print one JSON object with the outputs on stdout."
+    "--json", "as_json", is_flag=True, help="Print one JSON object on stdout, pass or fail (docs/cli.md)."
 )
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.version_option(__version__, prog_name="traingate")
@@ -320,6 +344,12 @@ def _with_tracking_uri(cfg: Config, tracking_uri: str | None) -> Config:
     help="Do not pull the DVC-tracked dataset before training.",
 )
 @click.option(
+    "--force-pull",
+    is_flag=True,
+    envvar="TRAINGATE_FORCE_PULL",
+    help="Pull even over local edits of the dataset (they are lost); without it, train refuses.",
+)
+@click.option(
     "--gate/--no-gate",
     "with_gate",
     default=False,
@@ -329,7 +359,12 @@ def _with_tracking_uri(cfg: Config, tracking_uri: str | None) -> Config:
 @_tracking_uri_option
 @pass_opts
 def train_cmd(
-    opts: Options, attach: str | None, no_pull: bool, with_gate: bool, tracking_uri: str | None
+    opts: Options,
+    attach: str | None,
+    no_pull: bool,
+    force_pull: bool,
+    with_gate: bool,
+    tracking_uri: str | None,
 ) -> None:
     """Run the training command, check its exit code and metrics, log everything to MLflow."""
 
@@ -337,7 +372,11 @@ def train_cmd(
         from traingate.train.runner import train_step
 
         return train_step(
-            _with_tracking_uri(cfg, tracking_uri), attach=attach, pull=not no_pull, with_gate=with_gate
+            _with_tracking_uri(cfg, tracking_uri),
+            attach=attach,
+            pull=not no_pull,
+            with_gate=with_gate,
+            force_pull=force_pull,
         )
 
     run_step(opts, action)
@@ -365,28 +404,6 @@ def gate_cmd(opts: Options, run_id: str | None, no_promote: bool, tracking_uri: 
     run_step(opts, action)
 
 
-@cli.command("promote")
-@click.option("--version", "version", help="Model version to make champion (default: @challenger).")
-@click.option("--rollback", is_flag=True, help="Move champion back to @previous-champion.")
-@_tracking_uri_option
-@pass_opts
-def promote_cmd(opts: Options, version: str | None, rollback: bool, tracking_uri: str | None) -> None:
-    """Move the champion alias (post-merge promotion, or rollback)."""
-
-    def action(cfg: Config) -> StepResult:
-        from traingate.tracking.promote import promote_step
-
-        return promote_step(_with_tracking_uri(cfg, tracking_uri), version=version, rollback=rollback)
-
-    run_step(opts, action)
-
-
-# ------------------------------------------------------------------------------------------ pr
-@cli.group()
-def pr() -> None:
-    """Open the pull request, post the gate status, enable auto-merge."""
-
-
 _token_option = click.option(
     "--token",
     envvar=["TRAINGATE_GITHUB_TOKEN", "GITHUB_TOKEN"],
@@ -398,6 +415,60 @@ _repo_option = click.option(
     envvar=["TRAINGATE_REPOSITORY", "GITHUB_REPOSITORY"],
     help="owner/name (default: $GITHUB_REPOSITORY).",
 )
+
+
+@cli.command("promote")
+@click.option("--version", "version", help="Model version to make champion (default: @challenger).")
+@click.option("--rollback", is_flag=True, help="Move champion back to @previous-champion.")
+@click.option(
+    "--reconcile",
+    is_flag=True,
+    envvar="TRAINGATE_RECONCILE",
+    help="Promote the version recorded in every merged traingate PR not yet promoted (in merge order).",
+)
+@click.option(
+    "--pr", "pr_number", type=int, envvar="TRAINGATE_PR_NUMBER", help="With --reconcile: only this PR."
+)
+@_token_option
+@_repo_option
+@_tracking_uri_option
+@pass_opts
+def promote_cmd(
+    opts: Options,
+    version: str | None,
+    rollback: bool,
+    reconcile: bool,
+    pr_number: int | None,
+    token: str | None,
+    repo: str | None,
+    tracking_uri: str | None,
+) -> None:
+    """Move the champion alias (post-merge promotion, or rollback)."""
+    gha.mask(token)
+
+    def action(cfg: Config) -> StepResult:
+        from traingate.errors import UsageError
+        from traingate.tracking.promote import promote_step, reconcile_step
+
+        if reconcile and (version or rollback):
+            raise UsageError(
+                "--reconcile promotes what merged PRs recorded; "
+                "it cannot be combined with --version or --rollback",
+                hint="run `traingate promote --reconcile` or `traingate promote --version N`, not both",
+            )
+        if pr_number is not None and not reconcile:
+            raise UsageError("--pr only works with --reconcile", hint="pass --reconcile --pr N")
+        if reconcile:
+            return reconcile_step(cfg, token, repo, pr_number=pr_number, tracking_uri=tracking_uri)
+        return promote_step(_with_tracking_uri(cfg, tracking_uri), version=version, rollback=rollback)
+
+    run_step(opts, action)
+
+
+# ------------------------------------------------------------------------------------------ pr
+@cli.group()
+def pr() -> None:
+    """Open the pull request, post the gate status, enable auto-merge."""
 
 
 @pr.command("create")
@@ -551,7 +622,7 @@ def demo_cmd(opts: Options, workdir: str | None, pairs: int) -> None:
     """Run the whole pipeline twice on the bundled example: improved, then not improved."""
 
     def action(_cfg: Config) -> StepResult:
-        from traingate.pipeline import demo_step
+        from traingate.demo import demo_step
 
         return demo_step(Path(workdir) if workdir else None, pairs=pairs)
 
@@ -609,6 +680,60 @@ def doctor_cmd(opts: Options) -> None:
     run_step(opts, action)
 
 
+# ------------------------------------------------------- global options after the command
+def _set_global(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """`--config`, `--json`, `-v` given after a command override the ones before it."""
+    opts = ctx.find_object(Options)
+    if opts is None or value in (None, False, 0):
+        return
+    if param.name == "config":
+        opts.config_path = value
+    elif param.name == "as_json":
+        opts.as_json = True
+    elif param.name == "verbose":
+        opts.verbose += value
+        _configure_logging(opts.verbose)
+
+
+def _accept_global_options(group: click.Group) -> None:
+    """DESIGN.md writes `traingate data validate PATH --config F --json`: accept the global
+    options after every command and sub-group too, not only before the first command."""
+    for cmd in group.commands.values():
+        cmd.params += [
+            click.Option(
+                ["--config", "-c"],
+                type=click.Path(dir_okay=False),
+                expose_value=False,
+                callback=_set_global,
+                help="traingate.yml to use (as the global option; allowed here too).",
+            ),
+            click.Option(
+                ["--json", "as_json"],
+                is_flag=True,
+                expose_value=False,
+                callback=_set_global,
+                help="Print one JSON object on stdout, pass or fail (as the global option).",
+            ),
+            click.Option(
+                ["-v", "--verbose"],
+                count=True,
+                expose_value=False,
+                callback=_set_global,
+                help="More logging (as the global option).",
+            ),
+        ]
+        if isinstance(cmd, click.Group):
+            _accept_global_options(cmd)
+
+
+_accept_global_options(cli)
+
+
+def _wants_json(argv: list[str]) -> bool:
+    args = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in args
+
+
 def main() -> None:
     try:
         cli.main(prog_name="traingate", standalone_mode=False)
@@ -618,6 +743,11 @@ def main() -> None:
     except click.ClickException as exc:
         # Bad flags are usage errors: exit 2 with click's message (what failed) and a pointer.
         exc.show()
+        if _wants_json(sys.argv[1:]):
+            ctx = getattr(exc, "ctx", None)
+            where = ctx.command_path if ctx is not None else "traingate"
+            usage = UsageError(exc.format_message(), hint=f"see `{where} --help`")
+            _echo_envelope(2, usage, {}, {})
         sys.exit(2)
 
 

@@ -82,7 +82,14 @@ class DataConfig(_Strict):
     masks: str = "masks"
     size: tuple[int, int] | None = None
     mask_values: list[int] = Field(default_factory=lambda: [0, 255])
-    min_foreground: float = Field(0.001, ge=0.0, le=1.0)
+    # Fraction of mask pixels. Set: a mask below it is a `near_empty_mask` error. Unset (null): a
+    # built-in 0.001 that only warns, so a dataset that never chose a threshold is not rejected.
+    min_foreground: float | None = Field(None, ge=0.0, le=1.0)
+    # Pixels (from the header) above it: `too_large`, before anything is decoded (a 40000x40000
+    # PNG header would otherwise make the decoder allocate 1.6 GB).
+    max_pixels: int = Field(100_000_000, ge=1)
+    # File size in MB above it: `too_large`, before the file is read.
+    max_file_mb: float = Field(200.0, gt=0)
     # Where new data arrives (a folder in the data/** branch); merged into `root`.
     incoming: str = "data/new"
     on_conflict: OnConflict = OnConflict.fail
@@ -90,6 +97,11 @@ class DataConfig(_Strict):
     cache_dir: str = ""
     workers: int = Field(0, ge=0, description="0 = one per core")
     max_errors_in_summary: int = Field(50, ge=1)
+    # Globs, relative to the incoming folder, of files `data merge` leaves alone there (`*` within one
+    # folder level, `**` across levels; a folder's glob covers its files). Any other file that is not
+    # an image/mask pair (or a `.gitkeep`) is an `unexpected_file` error: the merge removes only the
+    # pairs it stored. Files under data.images/data.masks are always validated and merged.
+    ignore: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
 
     @field_validator("size")
     @classmethod
@@ -102,6 +114,7 @@ class DataConfig(_Strict):
 class StoreConfig(_Strict):
     kind: StoreKind = StoreKind.dvc
     # s3://bucket/prefix, or a folder. Empty: `.traingate/remote` next to the config (embedded default).
+    # In GitHub Actions only a remote that outlives the runner (S3): a folder there is exit 2.
     remote: str = ""
     remote_name: str = "storage"
     # S3-compatible endpoint (MinIO, moto in tests). Empty: AWS.
@@ -339,6 +352,38 @@ def parse_config(
     return cfg
 
 
+def _read_config_text(chosen: Path) -> str:
+    """The file's text, or a ConfigError naming it: only a regular file is opened (a FIFO named
+    traingate.yml would block forever), and bytes that are not UTF-8 say where they are."""
+    import stat
+
+    try:
+        mode = chosen.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(
+                f"configuration {chosen} is not a regular file",
+                hint="point --config / TRAINGATE_CONFIG at a traingate.yml file",
+                file=str(chosen),
+            )
+        data = chosen.read_bytes()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot read configuration {chosen}: {err.strerror or err}",
+            hint="check the file's permissions, or pass another file with --config",
+            file=str(chosen),
+        ) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ConfigError(
+            f"configuration {chosen} is not UTF-8 text: byte 0x{data[err.start]:02x} at line {line}",
+            hint="save traingate.yml as UTF-8 (YAML files are UTF-8)",
+            file=str(chosen),
+            line=line,
+        ) from None
+
+
 def load_config(path: str | Path | None = None, *, required: bool | None = None) -> Config:
     """Load `path`, `$TRAINGATE_CONFIG`, or `./traingate.yml`.
 
@@ -358,8 +403,15 @@ def load_config(path: str | Path | None = None, *, required: bool | None = None)
                 hint=f"create it with `traingate init`, or pass --config / set {CONFIG_ENV}",
             )
         return parse_config({}, base_dir=Path.cwd())
+    text = _read_config_text(chosen)
     try:
-        raw = yaml.safe_load(chosen.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(
+            f"{chosen} is nested too deeply to be a traingate configuration",
+            hint="traingate.yml is a few levels of keys; see docs/configuration.md",
+            file=str(chosen),
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from traingate.errors import TraingateError
+from traingate.locality import is_runner_local
 
 if TYPE_CHECKING:
     from traingate.config import Config
@@ -360,12 +361,25 @@ def check_store(cfg: Config, timeout: float, env: Mapping[str, str]) -> Check:
     url = cfg.store_remote
     if url.startswith("s3://"):
         return _check_s3_remote(cfg, url, timeout, env)
+    if env.get("GITHUB_ACTIONS") == "true" and is_runner_local(url):
+        return Check(
+            "DVC remote",
+            FAIL,
+            f"store.remote {cfg.store.remote or '(empty)'} is {url} on the runner's disk, which "
+            "GitHub Actions deletes when the job ends: `data merge` refuses it (exit 2)",
+            "set store.remote to a bucket that outlives the job (s3://bucket/prefix; "
+            "store.endpoint_url for MinIO)",
+        )
+    if url.startswith("file://"):  # the merge uses the folder (data/store.py, remote_url)
+        from urllib.parse import unquote, urlsplit
+
+        url = unquote(urlsplit(url).path)
     if "://" in url:
         return Check("DVC remote", WARN, f"cannot check remote {url!r} (not S3 or a folder)")
     return _check_folder_remote(Path(url))
 
 
-def check_git(cfg: Config) -> Check:
+def check_git(cfg: Config, env: Mapping[str, str] | None = None) -> Check:
     if cfg.store.kind.value != "dvc":
         return Check("git repository", SKIP, "not needed with store.kind: local")
     try:
@@ -386,7 +400,23 @@ def check_git(cfg: Config) -> Check:
             f"{cfg.base_dir} is not in a git repository: `data merge` cannot commit the .dvc pointer",
             "run `git init` (or work in a clone of the repository)",
         )
-    return Check("git repository", OK, proc.stdout.strip())
+    top = proc.stdout.strip()
+    if (env or {}).get("GITHUB_ACTIONS") != "true":
+        # Outside Actions `data merge` commits the pointer as the user, not as the bot.
+        from traingate.errors import ConfigError
+        from traingate.github.gitops import Git
+
+        try:
+            who = Git(top, author=None).identity()
+        except ConfigError as err:
+            return Check(
+                "git repository",
+                FAIL,
+                f"{top}: git has no user identity: `data merge` cannot commit the .dvc pointer",
+                err.hint or "",
+            )
+        return Check("git repository", OK, f"{top}; commits as {who}")
+    return Check("git repository", OK, top)
 
 
 def check_infra(cfg: Config) -> Check:
@@ -443,7 +473,7 @@ def run_checks(
     return [
         check_config(cfg),
         check_train_command(cfg, env),
-        check_git(cfg),
+        check_git(cfg, env),
         check_infra(cfg),
         check_aws_credentials(cfg, env),
         check_github(cfg, env),

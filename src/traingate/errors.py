@@ -26,6 +26,7 @@ class TraingateError(Exception):
         line: int | None = None,
         summary: str | None = None,
         outputs: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -38,6 +39,9 @@ class TraingateError(Exception):
         # Outputs that are still true after a failure (e.g. validation_passed=false, the report
         # path). Never success flags: cli.py refuses to write `true` values from an error.
         self.outputs = outputs or {}
+        # Structured detail for `--json` (e.g. the whole validation report with every error), so
+        # a failed step prints what a successful one would, not only its first error.
+        self.data = data or {}
 
     def __str__(self) -> str:
         if self.hint:

@@ -28,7 +28,7 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "infra reap": ("reaped",),
     "train": ("run_id", "experiment_id", "metrics", "report", "data_version"),
     "gate": ("improved", "baseline", "model_version", "run_id", "metrics", "report"),
-    "promote": ("model_version", "alias"),
+    "promote": ("model_version", "alias", "promoted", "pending"),
     "pr create": ("pr_number", "pr_url", "operation", "head_sha", "body_path"),
     "pr automerge": ("pr_number", "merge_state", "method"),
     "pr comment": ("comment_url", "operation"),
@@ -39,6 +39,49 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
 }
 
 
+BOOLEAN: tuple[str, ...] = ("true", "false")
+
+# Outputs with a fixed vocabulary: command -> output -> every value it can write (as written to
+# $GITHUB_OUTPUT). Callers compare them in `if:` conditions, where a value nobody declared is a
+# condition that silently never holds; `tests/workflows/test_output_values.py` holds every
+# action, reusable workflow and doc table to this list and runs the paths that write each value.
+VALUES: dict[str, dict[str, tuple[str, ...]]] = {
+    "data validate": {"validation_passed": BOOLEAN},
+    "data merge": {"validation_passed": BOOLEAN},
+    "infra stop": {"stopped": BOOLEAN},
+    "gate": {"improved": BOOLEAN},
+    # rendered: no token/repository (or --render-only); skipped: head is the base branch.
+    "pr create": {"operation": ("created", "updated", "rendered", "skipped")},
+    "pr automerge": {
+        # auto_merge_enabled: GitHub merges when the checks pass; merged: it was clean, merged now;
+        # already_merged: merged before this step ran; off: pr.auto_merge is off.
+        "merge_state": ("auto_merge_enabled", "merged", "already_merged", "off"),
+        "method": ("squash", "merge", "rebase", "off"),
+    },
+    "pr comment": {"operation": ("created", "updated")},
+    "run": {"improved": BOOLEAN},
+    "demo": {"improved": BOOLEAN},
+    "doctor": {"ok": BOOLEAN},
+}
+
+
+def values_of(command: str, output: str) -> tuple[str, ...] | None:
+    """The declared values of an enumerated output (`train` writes the gate's), else None."""
+    if command == "train" and output not in VALUES.get("train", {}):
+        command = "gate"
+    return VALUES.get(command, {}).get(output)
+
+
+def check_values(command: str, written: dict[str, str]) -> list[str]:
+    """What `command` wrote outside its declared vocabulary (empty when all is declared)."""
+    problems = []
+    for name, value in written.items():
+        allowed = values_of(command, name)
+        if allowed is not None and value not in allowed:
+            problems.append(f"{command} wrote {name}={value!r}; declared: {', '.join(allowed)}")
+    return problems
+
+
 def outputs_of(command: str, *, gate: bool = False) -> tuple[str, ...]:
     """Outputs of `command`; `train --gate` also writes the gate's (without duplicates)."""
     names = list(OUTPUTS[command])
@@ -47,4 +90,4 @@ def outputs_of(command: str, *, gate: bool = False) -> tuple[str, ...]:
     return tuple(names)
 
 
-__all__ = ["OUTPUTS", "outputs_of"]
+__all__ = ["BOOLEAN", "OUTPUTS", "VALUES", "check_values", "outputs_of", "values_of"]

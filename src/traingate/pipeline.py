@@ -1,4 +1,4 @@
-"""`traingate run` and `traingate demo`: the stages in order on one machine.
+"""`traingate run`: the stages in order on one machine (`traingate demo` is demo.py).
 
 `run_step` chains the same stage functions the workflow jobs call, so what runs here is what
 runs in Actions: validate -> merge -> infra start -> train -> gate -> infra stop (always, even
@@ -6,25 +6,15 @@ when training or the gate failed: field report 5's instance left running) -> PR 
 gate said improved. A stage that fails stops the chain and its error reaches cli.py unchanged
 (same exit code), with the stages so far in the message and the summary, so the log says where
 it stopped and what already happened (field report 1: a failure far from its cause).
-
-`demo_step` builds a fresh git repository from the bundled example and runs `run_step` twice:
-clean data (improved, promoted, PR body rendered), then deliberately degraded data (not
-improved: no promotion, no PR). It checks its own claims: a demo whose second round "improves"
-exits 1 instead of printing a misleading story.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shlex
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,10 +23,6 @@ from traingate.errors import TraingateError, UsageError
 if TYPE_CHECKING:
     from traingate.config import Config
     from traingate.result import StepResult
-
-EXAMPLE_NAME = "water-meters"
-# Files of the example that make a project; generated data, outputs and caches are not copied.
-EXAMPLE_FILES = ("generate.py", "train.py", "traingate.yml", "README.md", ".gitignore")
 
 
 @dataclass
@@ -145,9 +131,13 @@ def run_pipeline(
     """The chain; returns {"improved", "run_id", "pr_url", "gate", "train", "pr"}. Raises the
     failing stage's own error after `infra stop` has run. `forge_factory` goes to `pr create`
     (tests hand in a forge without rate-limit pauses)."""
+    from traingate.interrupt import interruptible
+    from traingate.runlock import run_lock
+
     _preflight_github(token, repo)
     progress = progress if progress is not None else Progress()
-    with _explained(progress):
+    # One run per folder (they share state.json); Ctrl-C/cancel still runs `infra stop`.
+    with interruptible(), run_lock(cfg.workspace_dir), _explained(progress):
         return _chain(
             cfg, source, token=token, repo=repo, head=head, progress=progress, forge_factory=forge_factory
         )
@@ -166,14 +156,22 @@ def _chain(
     from traingate.data.merge import _has_files
     from traingate.github.pr import create_step
     from traingate.infra.stage import start_step, stop_step
+    from traingate.interrupt import note
     from traingate.state import read_state
     from traingate.tracking.gate import gate_step
     from traingate.train.runner import train_step
 
     src = (source if source is not None else cfg.path(cfg.data.incoming)).resolve()
+    if source is not None and not src.is_dir():
+        # Asked for by name: a typo must not turn into "no new data, train on the stored set".
+        raise UsageError(
+            f"SOURCE {source} does not exist or is not a folder",
+            hint=f"pass the folder holding {cfg.data.images}/ and {cfg.data.masks}/, or omit it "
+            f"to use data.incoming ({cfg.data.incoming})",
+        )
     data_report: Path | None = None
     # The merge's own test for new data: a lone .gitkeep in incoming/ is not a batch to merge.
-    if _has_files(src):
+    if _has_files(src, cfg.data.ignore):
         _run_stage(progress, "validate", lambda: _validate(cfg, src))
         merged = _run_stage(progress, "merge", lambda: _merge(cfg, src, None))
         data_report = Path(str(merged.outputs["report"]))
@@ -188,6 +186,7 @@ def _chain(
     holder = str(started.outputs.get("holder") or "") or None
     outcome: dict[str, Any] = {"improved": False, "run_id": "", "pr_url": ""}
     failure: TraingateError | None = None
+    interrupted: KeyboardInterrupt | None = None
     try:
         trained = _run_stage(
             progress, "train", lambda: train_step(cfg, attach=None, pull=True, with_gate=False)
@@ -203,12 +202,19 @@ def _chain(
     except TraingateError as err:
         failure = err
         raise
+    except KeyboardInterrupt as err:
+        interrupted = err
+        raise
     finally:
         # Always give the instance back; a stop failure must not hide the first failure.
         try:
             _run_stage(progress, "infra stop", lambda: stop_step(cfg, holder=holder, wait=True, force=False))
+            if interrupted is not None:
+                note(interrupted, f"released the infra lease (holder {holder or cfg.project})")
         except TraingateError as stop_err:
-            if failure is None:
+            if interrupted is not None:
+                note(interrupted, f"infra stop failed ({stop_err.message}): run `traingate infra stop`")
+            elif failure is None:
                 raise
             failure.message += f"\nalso, infra stop failed: {stop_err.message}"
             failure.hint = (failure.hint or "") + "; then run `traingate infra stop` (or `infra reap`)"
@@ -257,35 +263,6 @@ def _preflight_github(token: str | None, repo: str | None) -> None:
         )
 
 
-def _metrics_line(gate: Mapping[str, Any]) -> str:
-    """`dice 0.9324 vs 0.9695 (-0.0371)` from the gate's metric rows."""
-    import json
-
-    rows = gate.get("metrics")
-    if isinstance(rows, str):
-        try:
-            rows = json.loads(rows)
-        except ValueError:
-            return rows
-    if not isinstance(rows, list):
-        return ""
-    parts = []
-    for row in rows:
-        if not isinstance(row, dict):
-            continue
-        text = f"{row.get('name')} {_num(row.get('candidate'))}"
-        if row.get("baseline") is not None:
-            text += f" vs champion {_num(row.get('baseline'))} ({_num(row.get('delta'), signed=True)})"
-        parts.append(text)
-    return ", ".join(parts)
-
-
-def _num(value: Any, *, signed: bool = False) -> str:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return f"{value:+.4f}" if signed else f"{value:.4f}"
-    return "—" if value is None else str(value)
-
-
 def run_step(
     cfg: Config,
     source: Path | None = None,
@@ -318,245 +295,6 @@ def run_step(
     )
 
 
-# ------------------------------------------------------------------------------------- demo
-def example_dir() -> Path:
-    """The bundled example: inside the installed package (wheel), else the source checkout."""
-    packaged = Path(__file__).resolve().parent / "examples" / EXAMPLE_NAME
-    if (packaged / "train.py").is_file():
-        return packaged
-    checkout = Path(__file__).resolve().parents[2] / "examples" / EXAMPLE_NAME
-    if (checkout / "train.py").is_file():
-        return checkout
-    raise UsageError(
-        f"the bundled example {EXAMPLE_NAME!r} is missing from this installation ({packaged})",
-        hint="reinstall traingate (pip install --force-reinstall traingate)",
-    )
-
-
-# Variables that would make the demo talk to a real service or read another project's config.
-_ISOLATE_PREFIXES = ("GITHUB_", "MLFLOW_", "TRAINGATE_", "DVC_REMOTE")
-
-
-@contextlib.contextmanager
-def isolated_env() -> Iterator[None]:
-    saved = {k: v for k, v in os.environ.items() if k.startswith(_ISOLATE_PREFIXES)}
-    for name in saved:
-        del os.environ[name]
-    try:
-        yield
-    finally:
-        for name in [k for k in os.environ if k.startswith(_ISOLATE_PREFIXES)]:
-            del os.environ[name]
-        os.environ.update(saved)
-
-
-_GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "traingate demo",
-    "GIT_AUTHOR_EMAIL": "demo@traingate.invalid",
-    "GIT_COMMITTER_NAME": "traingate demo",
-    "GIT_COMMITTER_EMAIL": "demo@traingate.invalid",
-}
-
-
-def _git(workdir: Path, *args: str) -> None:
-    env = {**os.environ, **{k: os.environ.get(k) or v for k, v in _GIT_IDENTITY.items()}}
-    proc = subprocess.run(
-        ["git", "-c", "commit.gpgsign=false", *args],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise UsageError(
-            f"`git {' '.join(args)}` failed in {workdir}: {proc.stderr.strip() or proc.stdout.strip()}",
-            hint="the demo needs git on PATH",
-        )
-
-
-def _fresh_workdir(workdir: Path | None) -> Path:
-    if workdir is None:
-        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
-        workdir = Path.cwd() / ".traingate" / "demo" / stamp
-    workdir = workdir.resolve()
-    if workdir.exists() and any(workdir.iterdir()):
-        raise UsageError(
-            f"the demo folder {workdir} is not empty",
-            hint="pass --workdir with a new or empty folder (the demo never overwrites files)",
-        )
-    workdir.mkdir(parents=True, exist_ok=True)
-    return workdir
-
-
-def _setup_project(workdir: Path) -> Config:
-    import yaml
-
-    from traingate.config import parse_config
-
-    source = example_dir()
-    for name in EXAMPLE_FILES:
-        shutil.copy2(source / name, workdir / name)
-    raw = yaml.safe_load((workdir / "traingate.yml").read_text(encoding="utf-8"))
-    # The interpreter running traingate has numpy and pillow; a bare `python` on PATH may not.
-    raw["train"]["command"] = shlex.join([sys.executable, "train.py"])
-    text = (
-        "# Written by `traingate demo` from examples/water-meters/traingate.yml: the training\n"
-        "# command uses the interpreter that runs traingate.\n" + yaml.safe_dump(raw, sort_keys=False)
-    )
-    (workdir / "traingate.yml").write_text(text, encoding="utf-8")
-    _git(workdir, "init", "-q", "-b", "main")
-    _git(workdir, "add", *EXAMPLE_FILES)
-    _git(workdir, "commit", "-q", "-m", "water-meters example (traingate demo)")
-    return parse_config(raw, base_dir=workdir, source=workdir / "traingate.yml")
-
-
-def _generate(workdir: Path, out: Path, pairs: int, seed: int, prefix: str, degrade: bool) -> None:
-    """Make a batch with the example's own generator and commit it, as a data push would."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("traingate_demo_generate", workdir / "generate.py")
-    if spec is None or spec.loader is None:  # pragma: no cover - the file was just copied
-        raise UsageError(f"cannot load {workdir / 'generate.py'}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.generate(out, pairs, seed=seed, prefix=prefix, degrade=degrade)
-    _git(workdir, "add", str(out.relative_to(workdir)))
-    kind = "degraded" if degrade else "clean"
-    _git(workdir, "commit", "-q", "-m", f"data: {pairs} {kind} pairs ({prefix}-*)")
-
-
-def _warm_tracking_store(cfg: Config) -> subprocess.Popen[bytes] | None:
-    """Create the MLflow schema (seconds of migrations) on the second core while the data
-    stages run on the first. Best effort by design: if it fails, the train stage creates the
-    schema itself and reports any real problem."""
-    uri = cfg.tracking_uri
-    if not uri.startswith("sqlite:///"):
-        return None
-    Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    code = (
-        "import sys\nfrom mlflow.tracking import MlflowClient\nMlflowClient(sys.argv[1]).search_experiments()"
-    )
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-c", code, uri],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            stdin=subprocess.DEVNULL,
-        )
-    except OSError:
-        return None
-
-
-def demo_step(
-    workdir: Path | None = None,
-    pairs: int = 36,
-) -> StepResult:
-    """Two rounds on the bundled example in a fresh git repository. The demo never calls
-    GitHub: the environment's GITHUB_* are hidden from every stage and the PR is rendered to
-    pr.render_to (a real PR needs a pushed branch: `traingate run` in a clone, or Actions)."""
-    from traingate.result import StepResult
-
-    if pairs < 10:
-        raise UsageError(f"--pairs must be at least 10, got {pairs}", hint="use the default (36)")
-    started = time.perf_counter()
-    folder = _fresh_workdir(workdir)
-    progress = Progress(label="setup")
-    with isolated_env(), _explained(progress):
-        cfg = _setup_project(folder)
-        incoming = cfg.path(cfg.data.incoming)
-        warming = _warm_tracking_store(cfg)
-
-        t = time.perf_counter()
-        _generate(folder, incoming, pairs, seed=1, prefix="meter", degrade=False)
-        progress.add("generate", "ok", f"{pairs} clean pairs in {cfg.data.incoming}", time.perf_counter() - t)
-        _run_stage(progress, "validate", lambda: _validate(cfg, incoming))
-        _run_stage(progress, "merge", lambda: _merge(cfg, incoming, "data: initial water-meter dataset"))
-
-        if warming is not None:
-            warming.wait()
-        batch = max(pairs // 3, 4)
-        progress.label = "round 1"
-        t = time.perf_counter()
-        _generate(folder, incoming, batch, seed=2, prefix="batch1", degrade=False)
-        progress.add("generate", "ok", f"{batch} new clean pairs", time.perf_counter() - t)
-        first = run_pipeline(cfg, incoming, token=None, repo=None, head="main", progress=progress)
-        if not first["improved"]:
-            raise TraingateError(
-                "demo round 1 (clean data, no champion yet) ended 'not improved'",
-                hint=f"look at the gate report in {cfg.workspace_dir / 'reports'}; this is a bug",
-            )
-        pr_body = cfg.path(cfg.pr.render_to)
-        round1_body = pr_body.read_text(encoding="utf-8") if pr_body.is_file() else ""
-
-        worse = pairs + batch
-        progress.label = "round 2"
-        t = time.perf_counter()
-        _generate(folder, incoming, worse, seed=3, prefix="worse", degrade=True)
-        progress.add(
-            "generate",
-            "ok",
-            f"{worse} degraded pairs (blurry photos, misplaced masks)",
-            time.perf_counter() - t,
-        )
-        second = run_pipeline(cfg, incoming, token=None, repo=None, head="main", progress=progress)
-        if second["improved"]:
-            raise TraingateError(
-                "demo round 2 (degraded data) ended 'improved': the gate should have refused it",
-                hint=f"look at the gate report in {cfg.workspace_dir / 'reports'}; this is a bug",
-            )
-        if pr_body.is_file() and pr_body.read_text(encoding="utf-8") != round1_body:
-            raise TraingateError("demo round 2 rewrote the PR body although the model did not improve")
-
-    elapsed = time.perf_counter() - started
-    g1, g2 = first.get("gate", {}), second.get("gate", {})
-    artifacts = [
-        ("project (git repository)", folder),
-        ("dataset (DVC pointer)", cfg.data_root.with_name(cfg.data_root.name + ".dvc")),
-        ("DVC remote", Path(cfg.store_remote)),
-        ("MLflow database", Path(cfg.tracking_uri.removeprefix("sqlite:///"))),
-        ("reports", cfg.workspace_dir / "reports"),
-        ("PR body (round 1)", pr_body),
-        ("model of round 2", folder / "outputs" / "model.npz"),
-    ]
-    lines = [
-        render_table(progress.stages),
-        "",
-        f"round 1: improved (no champion yet): {_metrics_line(g1)}; "
-        f"model version {g1.get('model_version', '')} is @{cfg.gate.alias}, PR body rendered",
-        f"round 2: not improved: {_metrics_line(g2)}; no promotion, no PR",
-        "",
-        "artifacts:",
-        *(f"  {name:26} {path}" for name, path in artifacts),
-        "",
-        f"see the runs: mlflow ui --backend-store-uri {cfg.tracking_uri}",
-        f"demo finished in {elapsed:.1f}s",
-    ]
-    summary = "\n".join(
-        [
-            render_markdown(progress.stages, title="traingate demo"),
-            "| artifact | path |\n|---|---|\n"
-            + "\n".join(f"| {name} | `{path}` |" for name, path in artifacts)
-            + "\n",
-        ]
-    )
-    return StepResult(
-        outputs={"improved": second["improved"], "run_id": second["run_id"], "pr_url": first["pr_url"]},
-        summary=summary,
-        message="\n".join(lines),
-        data={
-            "workdir": str(folder),
-            "rounds": [
-                {"improved": first["improved"], "run_id": first["run_id"], "gate": g1},
-                {"improved": second["improved"], "run_id": second["run_id"], "gate": g2},
-            ],
-            "stages": [s.__dict__ for s in progress.stages],
-            "seconds": round(elapsed, 2),
-        },
-        warnings=progress.warnings,
-    )
-
-
 def _validate(cfg: Config, source: Path) -> StepResult:
     from traingate.data.validate import validate_step
 
@@ -569,4 +307,4 @@ def _merge(cfg: Config, source: Path, message: str | None) -> StepResult:
     return merge_step(cfg, source, on_conflict=None, push=True, commit=True, message=message, comment=False)
 
 
-__all__ = ["Progress", "StageRecord", "demo_step", "example_dir", "render_table", "run_pipeline", "run_step"]
+__all__ = ["Progress", "StageRecord", "render_table", "run_pipeline", "run_step"]

@@ -36,6 +36,9 @@ MAX_CURVES = 6
 _INDEX_KEYS = {"step", "epoch", "timestamp", "time", "wall_time", "ts"}
 VALIDATION_COMMENT_MARKER = "<!-- traingate:validation-report -->"
 PR_BODY_MARKER = "<!-- traingate:pr-body -->"
+# What `traingate promote --reconcile` promotes when the PR is merged: the version the gate
+# registered for *this* PR, never "whatever @challenger is when someone looks".
+_PROMOTION_MARKER_RE = re.compile(r"<!-- traingate: (\{[^\n]*?\}) -->")
 
 __all__ = [
     "GITHUB_BODY_LIMIT",
@@ -47,11 +50,13 @@ __all__ = [
     "format_number",
     "load_json_report",
     "load_metrics_log",
+    "parse_promotion_marker",
     "render_data_markdown",
     "render_gate_markdown",
     "render_learning_curves",
     "render_pr_body",
     "render_pr_title",
+    "render_promotion_marker",
     "render_validation_comment",
     "safe_url",
 ]
@@ -460,6 +465,37 @@ def cap_body(body: str, limit: int = GITHUB_BODY_LIMIT) -> str:
     return cut + note
 
 
+def render_promotion_marker(gate_report: Mapping[str, Any]) -> str:
+    """`<!-- traingate: {"model", "version", "run_id", "promote"} -->`, or "" without a version.
+
+    JSON inside an HTML comment: `>` is written as `\\u003e` so no value can close the comment.
+    """
+    version = gate_report.get("model_version")
+    if not version or not gate_report.get("model"):
+        return ""
+    data = {
+        "model": str(gate_report["model"]),
+        "version": str(version),
+        "run_id": str(gate_report.get("candidate_run_id") or ""),
+        "promote": str(gate_report.get("promote_mode") or ""),
+    }
+    return "<!-- traingate: " + json.dumps(data, sort_keys=True).replace(">", "\\u003e") + " -->"
+
+
+def parse_promotion_marker(body: str | None) -> dict[str, str] | None:
+    """The marker `render_promotion_marker` wrote, or None when there is none (or it is not JSON)."""
+    match = _PROMOTION_MARKER_RE.search(body or "")
+    if match is None:
+        return None
+    try:
+        data = json.loads(match.group(1))
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not data.get("model") or not data.get("version"):
+        return None
+    return {k: str(data.get(k) or "") for k in ("model", "version", "run_id", "promote")}
+
+
 def render_pr_body(
     *,
     data_report: Mapping[str, Any] | None,
@@ -477,9 +513,11 @@ def render_pr_body(
     curves go, and only then is the text cut, so the metric table (what a reviewer merges on) stays.
     """
     gated = [str(m.get("name")) for m in gate_report.get("metrics") or [] if isinstance(m, Mapping)]
+    # At the top: cap_body cuts the tail, never the marker promotion reads.
+    marker = render_promotion_marker(gate_report)
 
     def build(with_curves: bool, errors_cap: int) -> str:
-        parts = [PR_BODY_MARKER, "## traingate: the model improved", ""]
+        parts = [PR_BODY_MARKER, *([marker] if marker else []), "## traingate: the model improved", ""]
         links = []
         mlflow_url = safe_url(gate_report.get("run_url"))
         if mlflow_url:

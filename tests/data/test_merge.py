@@ -89,14 +89,15 @@ def test_first_merge_initialises_dvc_pushes_data_then_commits(project: Project, 
     pointer = read_pointer(project.root / "data" / "training")
     assert pointer.tracked and pointer.nfiles == 8 and out["data_version"] == pointer.md5
     assert pointer.meta["resolution"] == "64x64"
-    # Data on the remote: 8 files + the listing; raw files gone from git; commit pushed as the bot.
+    # Data on the remote: 8 files + the listing; raw files gone from git; commit pushed, authored
+    # by the user's own git identity outside Actions (conftest.py's `traingate-test`).
     assert len(project.remote_objects()) == 9
     files = project.head_files()
     assert "data/training.dvc" in files and ".dvc/config" in files
     assert not any(f.startswith("data/new/") for f in files)
     assert "/training" in (project.root / "data" / ".gitignore").read_text()
     assert git(project.bare, "rev-parse", "refs/heads/data/upload") == out["commit_sha"]
-    assert git(project.root, "log", "-1", "--format=%an") == BOT_NAME
+    assert git(project.root, "log", "-1", "--format=%an") == "traingate-test" != BOT_NAME
     assert "merge 4 new image(s)" in git(project.root, "log", "-1", "--format=%s")
     report = json.loads(Path(out["report"]).read_text())
     assert report["merge"]["new_images"] == 4 and report["merge"]["commit"] == out["commit_sha"]
@@ -201,6 +202,7 @@ def test_rerun_with_already_stored_files_is_idempotent(project: Project, make_pa
     assert store2.transfer.uploaded == 0  # everything was already there
     assert result.outputs["total_images"] == 4 and result.outputs["commit_sha"]
     assert "data/training.dvc" in project.head_files()
+    assert not any(f.startswith("data/new/") for f in project.head_files())  # the removal committed
     assert project.remote_objects() == objects
 
 
@@ -330,22 +332,22 @@ def test_json_stdout_is_one_object_even_when_dvc_initialises(project: Project) -
 
 
 def test_rerun_after_pointer_written_before_commit(project: Project, monkeypatch) -> None:
-    """Interrupted between writing the pointer and removing the raw files: the re-run finds
-    every file already stored, uploads nothing, and commits pointer + removal."""
+    """Interrupted half-way through removing the raw files, after the pointer was written: the
+    re-run finds every file already stored, uploads nothing, and commits pointer + every removal
+    (those of the interrupted run included)."""
     import traingate.data.merge as merge_mod
 
-    real_rmtree = merge_mod.shutil.rmtree
+    real_remove = merge_mod._remove_stored
     calls = {"n": 0}
 
-    source = (project.root / "data" / "new").resolve()
-
-    def interrupt_once(path, *a, **k):
-        if Path(path).resolve() == source and calls["n"] == 0:
+    def interrupt_once(src, rels):
+        if calls["n"] == 0:
             calls["n"] += 1
+            real_remove(src, sorted(rels)[:3])
             raise KeyboardInterrupt
-        return real_rmtree(path, *a, **k)
+        return real_remove(src, rels)
 
-    monkeypatch.setattr(merge_mod.shutil, "rmtree", interrupt_once)
+    monkeypatch.setattr(merge_mod, "_remove_stored", interrupt_once)
     with pytest.raises(KeyboardInterrupt):
         first_merge(project)
     assert read_pointer(project.root / "data" / "training").tracked

@@ -130,3 +130,21 @@ def test_s3_access_denied_commits_nothing(
     assert git(p.root, "rev-parse", "HEAD") == head
     assert (p.root / "data" / "training.dvc").read_text() == pointer_before
     assert (p.root / "data" / "new" / "images" / "b0.jpg").exists()
+
+
+def test_in_actions_an_s3_remote_merges_and_the_bot_commits(
+    aws_env: str, tmp_path: Path, make_pair: MakePair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #11: in Actions the remote must outlive the runner (S3 does) and the pointer
+    commit is github-actions[bot]'s; outside Actions it is the user's (tests/data/test_merge_safety.py)."""
+    import boto3
+
+    from traingate.github.gitops import BOT_NAME
+
+    boto3.client("s3").create_bucket(Bucket="ci-data")
+    p = make_project(tmp_path, "ci", {"store": {"remote": "s3://ci-data/wm", "endpoint_url": aws_env}})
+    p.add_incoming(make_pair, ["a0"])
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    result = merge_step(p.cfg, sleep=lambda _s: None)
+    assert result.outputs["new_images"] == 1 and len(s3_keys("ci-data")) == 3
+    assert git(p.root, "log", "-1", "--format=%an|%cn") == f"{BOT_NAME}|{BOT_NAME}"

@@ -40,10 +40,14 @@ import yaml
 
 from tests.workflows.expr import Context, evaluate, evaluate_if, interpolate, strip_wrapper, to_string
 from tests.workflows.jobgraph import WorkflowRun, load_workflow
+from traingate.outputs import OUTPUTS, check_values
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = REPO / ".github" / "workflows" / "training-pipeline.yml"
 TRAINGATE_EXE = "traingate-venv/bin/traingate"
+# The root action (`uses: traingate/traingate@ref`) runs `traingate.cli.main` with the command
+# and args it was given (TRAINGATE_COMMAND, TRAINGATE_ARGS), split like a shell would.
+ROOT_ACTION_CALL = "from traingate.cli import main"
 
 # os.chdir and os.environ are process-wide: one in-process CLI call at a time.
 _CLI_LOCK = threading.Lock()
@@ -146,6 +150,8 @@ def _uses_local(uses: str, kind: str) -> Path | None:
     """`./.github/workflows/x.yml`, `traingate/traingate/.github/workflows/x.yml@ref`,
     `./actions/x`, `traingate/traingate/actions/x@ref` -> the file in this checkout."""
     ref_less = uses.split("@", 1)[0]
+    if ref_less in ("traingate/traingate", ".") and kind == "action":
+        return REPO / "action.yml"
     for prefix in ("./", "traingate/traingate/"):
         if ref_less.startswith(prefix):
             rel = ref_less[len(prefix) :]
@@ -213,6 +219,7 @@ class PipelineRun:
             "run_id": run_id,
             "run_attempt": str(attempt),
             "event_name": "push",
+            "event": {"repository": {"default_branch": "main"}},
             "token": world.token,
             "server_url": "https://github.com",
             "workspace": "",
@@ -358,7 +365,11 @@ class PipelineRun:
                     steps_ctx[step["id"]] = {"outputs": {}, "outcome": "skipped", "conclusion": "skipped"}
                 continue
             with_ = {k: to_string(_eval_value(v, sctx)) for k, v in (step.get("with") or {}).items()}
-            rec = self._run_step(name, sname, step, with_, sctx, workspace, temp, job_env, index)
+            # A `uses:` step's own `env:` reaches the action's steps, as on GitHub.
+            step_env = {k: to_string(_eval_value(v, sctx)) for k, v in (step.get("env") or {}).items()}
+            rec = self._run_step(
+                name, sname, step, with_, sctx, workspace, temp, {**job_env, **step_env}, index
+            )
             record.steps.append(rec)
             if step.get("id"):
                 steps_ctx[step["id"]] = {
@@ -524,7 +535,8 @@ class PipelineRun:
             run = sub.get("run")
             if run is None:
                 raise HarnessError(f"{path}: step {sub.get('name')!r} uses {sub_uses!r}, not modelled")
-            if TRAINGATE_EXE not in run:
+            root_call = ROOT_ACTION_CALL in run  # the root action: command + args from its env
+            if TRAINGATE_EXE not in run and not root_call:
                 if "uv pip install" in run or "uv venv" in run:
                     continue  # installing traingate: already installed in this interpreter
                 raise HarnessError(f"{path}: run step {sub.get('name')!r} is neither install nor traingate")
@@ -532,8 +544,13 @@ class PipelineRun:
                 raise HarnessError(f"{path}: an expression inside `run:` (template injection)")
             env = {k: to_string(_eval_value(v, sctx)) for k, v in (sub.get("env") or {}).items()}
             cwd_rel = interpolate(str(sub.get("working-directory", ".")), sctx)
+            step_env = {**job_env, **env}
+            argv = None
+            if root_call:
+                argv = shlex.split(step_env.get("TRAINGATE_COMMAND", ""))
+                argv += shlex.split(step_env.get("TRAINGATE_ARGS", ""))
             rec = self._invoke(
-                job, sname, run, {**job_env, **env}, workspace / cwd_rel, workspace, temp, index
+                job, sname, run, step_env, workspace / cwd_rel, workspace, temp, index, argv=argv
             )
             main = rec
             if sub.get("id"):
@@ -560,15 +577,17 @@ class PipelineRun:
         workspace: Path,
         temp: Path,
         index: int,
+        argv: list[str] | None = None,
     ) -> StepRecord:
         from click.testing import CliRunner
 
         from traingate.cli import cli
         from traingate.gha import read_outputs
 
-        tokens = shlex.split(run)
-        at = next(i for i, t in enumerate(tokens) if t.endswith(TRAINGATE_EXE))
-        argv = tokens[at + 1 :]
+        if argv is None:
+            tokens = shlex.split(run)
+            at = next(i for i, t in enumerate(tokens) if t.endswith(TRAINGATE_EXE))
+            argv = tokens[at + 1 :]
         folder = workspace.parent / f"step-{index:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         out_file, summary_file = folder / "output", folder / "summary.md"
@@ -617,6 +636,11 @@ class PipelineRun:
         rec.outcome = "success" if result.exit_code == 0 else "failure"
         rec.outputs = read_outputs(out_file)
         rec.written = dict(rec.outputs)
+        command = next((" ".join(argv[:n]) for n in (2, 1) if " ".join(argv[:n]) in OUTPUTS), None)
+        problems = check_values(command, rec.written) if command else []
+        if problems:
+            # A value no action or doc declares: a caller's `if:` comparing with it never holds.
+            raise HarnessError(f"job {job}, step {sname!r}: " + "; ".join(problems))
         return rec
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from traingate.config import load_config, parse_config
 from traingate.data.validate import validate_dataset
-from traingate.pipeline import EXAMPLE_FILES
+from traingate.demo import EXAMPLE_FILES
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "water-meters"
@@ -182,7 +182,7 @@ def test_wheel_ships_an_exact_copy_of_the_example(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site)
     proc = subprocess.run(
-        [sys.executable, "-c", "import traingate.pipeline as p; print(p.example_dir())"],
+        [sys.executable, "-c", "import traingate.demo as p; print(p.example_dir())"],
         cwd=tmp_path,
         env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
         capture_output=True,

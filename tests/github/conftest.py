@@ -110,6 +110,8 @@ class FakeGitHub:
         self.graphql_forbidden = False
         self._next_number = 1
         self._next_comment = 100
+        # GitHub's merge clock: each merge happens a minute after the previous one.
+        self._merge_minute = 0
         repo = re.escape(api) + r"/repos/[^/]+/[^/]+"
         for method, path, callback in (
             (responses.GET, r"/pulls(\?.*)?$", self._list_pulls),
@@ -145,10 +147,20 @@ class FakeGitHub:
             "merged": False,
             "mergeable_state": "blocked",
             "auto_merge": None,
+            "merged_at": None,
         }
         pr.update(extra)
         self.pulls[number] = pr
         return pr
+
+    def merge(self, number: int, merged_at: str | None = None) -> None:
+        """A merge GitHub did itself (auto-merge) or a person did: no workflow hears of it."""
+        pr = self.pulls[number]
+        pr.update(state="closed", merged=True, merged_at=merged_at or self._merge_time())
+
+    def _merge_time(self) -> str:
+        self._merge_minute += 1
+        return f"2024-05-01T10:{self._merge_minute:02d}:00Z"
 
     def fail(
         self, method: str, path: str, status: int = 502, body: Any = None, *, after: bool = False
@@ -170,6 +182,8 @@ class FakeGitHub:
             "title": pr["title"],
             "body": pr["body"],
             "merged": pr["merged"],
+            "merged_at": pr.get("merged_at"),
+            "labels": [{"name": x, "color": "ededed"} for x in self.labels.get(n, [])],
             "mergeable_state": pr["mergeable_state"],
             "auto_merge": pr["auto_merge"],
             "head": {
@@ -324,7 +338,7 @@ class FakeGitHub:
                 return _json(409, {"message": "Head branch was modified. Review and try the merge again."})
             if pr["mergeable_state"] not in ("clean", "unstable", "has_hooks"):
                 return _json(405, {"message": "Pull Request is not mergeable"})
-            pr.update(state="closed", merged=True)
+            pr.update(state="closed", merged=True, merged_at=self._merge_time())
             self.merges.append({"number": pr["number"], **data})
             return _json(
                 200, {"sha": "e" * 40, "merged": True, "message": "Pull Request successfully merged"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from traingate.errors import GitError
+from traingate.errors import ConfigError, GitError
 from traingate.github.gitops import BOT_EMAIL, BOT_NAME, Git
 
 
@@ -34,7 +34,8 @@ def clone(remote: Path, path: Path) -> Path:
     return path
 
 
-def test_commit_as_bot_and_only_given_paths(remote: Path, tmp_path: Path) -> None:
+def test_commit_as_bot_and_only_given_paths(remote: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
     work = clone(remote, tmp_path / "a")
     (work / "mine.txt").write_text("x\n")
     (work / "theirs.txt").write_text("y\n")
@@ -46,6 +47,40 @@ def test_commit_as_bot_and_only_given_paths(remote: Path, tmp_path: Path) -> Non
     assert git(work, "show", "--name-only", "--format=", "HEAD").splitlines() == ["mine.txt"]
     assert "theirs.txt" in git(work, "diff", "--cached", "--name-only")
     assert not g.is_clean()
+
+
+def test_outside_actions_the_commit_is_the_users(remote: Path, tmp_path: Path, monkeypatch) -> None:
+    work = clone(remote, tmp_path / "a")
+    for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL"):
+        monkeypatch.delenv(name)
+    git(work, "config", "user.name", "Ada Lovelace")
+    git(work, "config", "user.email", "ada@example.org")
+    (work / "mine.txt").write_text("x\n")
+    g = Git(work)
+    assert g.identity() == "Ada Lovelace <ada@example.org>"
+    g.commit(["mine.txt"], "add mine")
+    assert git(work, "log", "-1", "--format=%an <%ae>|%cn") == "Ada Lovelace <ada@example.org>|Ada Lovelace"
+
+
+def test_outside_actions_without_an_identity_is_a_config_error(
+    remote: Path, tmp_path: Path, monkeypatch
+) -> None:
+    work = clone(remote, tmp_path / "a")
+    for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigError) as info:
+        Git(work).identity()
+    assert info.value.exit_code == 2 and str(work) in info.value.message
+    assert "git config --global user.email" in (info.value.hint or "")
+    # In Actions the bot needs no configuration.
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    assert Git(work).identity() == f"{BOT_NAME} <{BOT_EMAIL}>"
+
+
+def test_missing_repository_folder_is_not_reported_as_missing_git(tmp_path: Path) -> None:
+    with pytest.raises(GitError) as info:
+        Git(tmp_path / "gone").head_sha()
+    assert "does not exist" in info.value.message and "not installed" not in info.value.message
 
 
 def test_commit_records_deletions_and_nothing_to_commit(remote: Path, tmp_path: Path) -> None:

@@ -246,10 +246,9 @@ def test_missing_gate_report_says_which_stage_writes_it(workspace: Any) -> None:
     assert "--gate-report" in (exc.value.hint or "")
 
 
-def test_head_equal_to_base_and_option_like_head_are_usage_errors(workspace: Any) -> None:
+def test_option_like_head_is_a_usage_error(workspace: Any) -> None:
+    # head == base is no longer an error: see the base-branch tests at the end of this file.
     cfg, _ = workspace
-    with pytest.raises(UsageError):
-        _create(cfg, None, head="main")
     with pytest.raises(UsageError):
         _create(cfg, None, head="--upload-pack=evil")
 
@@ -311,3 +310,37 @@ def test_label_failure_is_a_warning_not_a_lost_pr(
     result = _create(cfg, forge_factory)
     assert result.outputs["operation"] == "created" and fake_github.statuses
     assert any("could not label pull request #1" in w for w in result.warnings)
+
+
+# ------------------------------------------------- manual retraining on the base branch (#12 case 5)
+@pytest.mark.parametrize(
+    ("promoted_alias", "mode", "expected"),
+    [
+        ("champion", "on-gate", "version 4 is already @champion"),
+        ("challenger", "on-merge", "traingate promote --version 4"),
+        (None, "off", "nothing was promoted"),
+    ],
+)
+def test_on_the_base_branch_no_pr_is_attempted_and_the_result_says_what_happened(
+    fake_github: FakeGitHub,
+    forge_factory: Any,
+    workspace: Any,
+    promoted_alias: str | None,
+    mode: str,
+    expected: str,
+) -> None:
+    # `manual-train.yml` dispatched on main: the run's branch is the base itself.
+    cfg, reports = workspace
+    gate = {**GATE_REPORT, "promoted_alias": promoted_alias, "promote_mode": mode}
+    gate["promoted"] = promoted_alias == "champion"
+    (reports / "gate-report.json").write_text(json.dumps(gate))
+    result = _create(cfg, forge_factory, env={**ENV, "GITHUB_REF_NAME": "main"})
+
+    assert result.outputs["operation"] == "skipped"
+    assert result.outputs["pr_number"] == "" and result.outputs["pr_url"] == ""
+    assert Path(result.outputs["body_path"]).is_file()
+    assert fake_github.log == []  # no API call at all: no PR, no status, no label
+    assert expected in result.message
+    assert "main" in result.message
+    if mode == "on-merge":
+        assert any("traingate promote --version 4" in w for w in result.warnings)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures import dynamodb_atomic
 from tests.fixtures.ssm_fake import FakeClock, FakeSsm
 from tests.infra.conftest import ScriptedEc2, make_cfg
 from traingate.config import Config
@@ -17,6 +18,9 @@ from traingate.infra.stage import reap_step, start_step, status_step, stop_step
 from traingate.result import StepResult
 
 TABLE = "traingate-leases"
+
+atomic_dynamodb = dynamodb_atomic.atomic_dynamodb
+slow_conditions = dynamodb_atomic.slow_conditions
 
 
 @pytest.fixture
@@ -85,8 +89,48 @@ def test_dynamodb_claim_is_refused_when_someone_acquired_in_between(table: Any) 
     assert lease.read().stop_claim == ""
 
 
-def test_dynamodb_concurrent_acquire_and_stop_never_overlap(table: Any) -> None:
-    """Two runs hammer the lease: whenever one holds the stop claim, no holder is live."""
+def test_the_race_tests_store_applies_a_conditional_update_of_one_item_atomically(
+    table: Any, atomic_dynamodb: None, slow_conditions: Callable[[float], None]
+) -> None:
+    """What DynamoDB guarantees and moto's threaded server alone does not: of two concurrent
+    conditional claims of one item, exactly one wins, however slow the check is."""
+    from botocore.exceptions import ClientError
+
+    slow_conditions(0.2)
+    won: list[str] = []
+
+    def claim(who: str) -> None:
+        try:
+            table.update_item(
+                TableName=TABLE,
+                Key={"instance_id": {"S": "i-atomic"}},
+                UpdateExpression="SET #o = :me",
+                ConditionExpression="attribute_not_exists(#o)",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":me": {"S": who}},
+            )
+            won.append(who)
+        except ClientError as err:
+            assert err.response["Error"]["Code"] == "ConditionalCheckFailedException"
+
+    threads = [threading.Thread(target=claim, args=(who,)) for who in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    item = table.get_item(TableName=TABLE, Key={"instance_id": {"S": "i-atomic"}})["Item"]
+    assert len(won) == 1 and item["owner"]["S"] == won[0]
+
+
+def test_dynamodb_concurrent_acquire_and_stop_never_overlap(
+    table: Any, atomic_dynamodb: None, slow_conditions: Callable[[float], None]
+) -> None:
+    """Two runs hammer the lease: whenever one holds the stop claim, no holder is live.
+
+    Against a store that is atomic per item, as DynamoDB is (moto alone is not, and failed this
+    test 3 times in 6 on a loaded machine). The slowed condition checks make the interleavings
+    the lease must survive happen on any machine, not only on a busy one."""
+    slow_conditions(0.002)
     lease = DynamoLease(table, TABLE, "i-3")
     violations: list[str] = []
     claims = 0

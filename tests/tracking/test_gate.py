@@ -171,7 +171,7 @@ def test_rollback_restores_the_previous_champion(setup: tuple[Any, Any]) -> None
     gate_step(cfg, run_id=make_run(tr, cfg, {"dice": 0.8, "iou": 0.7}), tracking=tr)
     gate_step(cfg, run_id=make_run(tr, cfg, {"dice": 0.9, "iou": 0.8}), tracking=tr)
     result = promote_step(cfg, rollback=True, tracking=tr)
-    assert result.outputs == {"model_version": "1", "alias": "champion"}
+    assert result.outputs == {"model_version": "1", "alias": "champion", "promoted": "", "pending": ""}
     assert tr.get_aliases("tg-model") == {"champion": "1"}
     assert tr.get_version("tg-model", "2").tags["traingate.promotion"] == "rolled-back"
     with pytest.raises(GateError, match="no @previous-champion version to roll back to"):

@@ -37,3 +37,7 @@ def action(stage: str | None) -> dict[str, Any]:
 def shipped_yaml() -> list[Path]:
     files = sorted(WORKFLOWS.glob("*.yml")) + sorted(TEMPLATES.glob("*.yml"))
     return [*files, ROOT / "action.yml", *sorted((ROOT / "actions").glob("*/action.yml"))]
+
+
+# `pr` commands write enumerated outputs; test_output_values runs them against the GitHub fake.
+from tests.github.conftest import fake_github, forge_factory, sleeps, workspace  # noqa: E402, F401

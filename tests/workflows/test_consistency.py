@@ -326,6 +326,38 @@ def test_concurrency_is_keyed_on_the_instance() -> None:
         assert "concurrency" not in load(TEMPLATES / name), f"{name}: the pipeline holds the group"
 
 
+def _concurrency_groups() -> list[tuple[str, dict[str, Any]]]:
+    """Every concurrency block we ship: workflow level and job level."""
+    found = []
+    for path in [*sorted(WORKFLOWS.glob("*.yml")), *sorted(TEMPLATES.glob("*.yml"))]:
+        doc = load(path)
+        blocks = [(path.name, doc.get("concurrency"))]
+        blocks += [(f"{path.name}:{jid}", job.get("concurrency")) for jid, job in doc["jobs"].items()]
+        found += [(where, block) for where, block in blocks if block is not None]
+    return found
+
+
+def test_every_concurrency_group_says_how_it_queues() -> None:
+    # GitHub keeps ONE pending run per group and cancels the one before it unseen unless the
+    # group sets `queue: max`: a third data push within one training would be dropped.
+    groups = _concurrency_groups()
+    assert {where for where, _ in groups} >= {
+        "training-pipeline.yml",
+        "promote-on-merge.yml",
+        "reap-instances.yml:promotion",
+    }
+    for where, block in groups:
+        assert isinstance(block, dict), f"{where}: use the mapping form so `queue:` can be set"
+        if block.get("cancel-in-progress") is False:
+            # Serialising work (the instance, promotion): every waiting run must run.
+            assert block.get("queue") == "max", f"{where}: a serialising group needs `queue: max`"
+        else:
+            # CI of this repository: the newest push wins, so dropping older pending runs is
+            # the intent; it is still written down rather than left to the default.
+            assert block.get("cancel-in-progress") is True, where
+            assert block.get("queue") == "single", f"{where}: say `queue: single` (newest wins)"
+
+
 def test_oidc_first_static_keys_as_fallback() -> None:
     for stage in ("merge-and-validate", "start-infra", "train", "stop-infra"):
         job = next(iter(load(WORKFLOWS / f"{stage}.yml")["jobs"].values()))

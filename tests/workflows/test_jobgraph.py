@@ -22,8 +22,14 @@ PR = ("success", {"pr_number": "7", "pr_url": "https://x/pull/7"})
 ALL = ["merge-and-validate", "start-infra", "train", "stop-infra", "create-pr", "auto-merge"]
 
 
+# What GitHub always sets for a data push (the guard against merging on the base reads it).
+DATA_PUSH = {
+    "github": {"ref_name": "data/20240501-101500", "event": {"repository": {"default_branch": "main"}}}
+}
+
+
 def _ran(outcomes, inputs=None, cancel_after=None) -> tuple[list[str], dict[str, str]]:
-    run = simulate(PIPELINE, outcomes, inputs=inputs, cancel_after=cancel_after)
+    run = simulate(PIPELINE, outcomes, inputs=inputs, cancel_after=cancel_after, contexts=DATA_PUSH)
     return run.ran, run.results
 
 
@@ -88,7 +94,7 @@ def test_pipeline_scenarios(scenario: str) -> None:
     outcomes, inputs, expected = SCENARIOS[scenario]
     ran, results = _ran(outcomes, inputs)
     assert ran == expected, results
-    assert set(results) == set(ALL)  # every job is decided: run or skipped
+    assert set(results) == {*ALL, "refuse-merge-on-base"}  # every job is decided: run or skipped
 
 
 def test_stop_infra_runs_when_the_run_is_cancelled_during_train() -> None:
@@ -111,7 +117,7 @@ def test_create_pr_only_when_improved_exactly_true() -> None:
 
 
 def test_stepping_api_for_the_harness() -> None:
-    run = WorkflowRun.from_file(PIPELINE)
+    run = WorkflowRun.from_file(PIPELINE, contexts=DATA_PUSH)
     seen = []
     while (job := run.next_job()) is not None:
         seen.append(job)
@@ -120,7 +126,7 @@ def test_stepping_api_for_the_harness() -> None:
     with pytest.raises(ValueError, match="already finished"):
         run.finish("train", "success")
     with pytest.raises(ValueError, match="unknown result"):
-        WorkflowRun.from_file(PIPELINE).finish("train", "passed")
+        WorkflowRun.from_file(PIPELINE, contexts=DATA_PUSH).finish("train", "passed")
 
 
 def test_success_is_transitive(tmp_path: Path) -> None:
@@ -153,3 +159,105 @@ def test_promote_on_merge_template_graph() -> None:
     assert run.ran == ["start-infra", "promote", "stop-infra"]
     closed = {"github": {"event": {"pull_request": {"merged": False, "labels": [{"name": "traingate"}]}}}}
     assert simulate(template, {}, contexts=closed).ran == []
+
+
+# ------------------------------------------------------------------ promotion on merge (#12 case 4)
+AUTO_MERGE = ROOT / ".github" / "workflows" / "auto-merge.yml"
+REAP = ROOT / "workflows-templates" / "reap-instances.yml"
+
+
+def _promote_steps(path: Path, job: str) -> list[dict]:
+    from tests.workflows.jobgraph import load_workflow
+
+    steps = load_workflow(path)["jobs"][job]["steps"]
+    return [s for s in steps if (s.get("with") or {}).get("command") == "promote"]
+
+
+def test_auto_merge_promotes_what_it_merged_directly() -> None:
+    from tests.workflows.expr import Context, evaluate_if
+
+    # A GITHUB_TOKEN merge starts no workflow: the job that merged promotes, from the PR body.
+    (step,) = _promote_steps(AUTO_MERGE, "automerge")
+    assert step["with"]["args"] == "--reconcile"
+    assert step["env"]["TRAINGATE_PR_NUMBER"] == "${{ steps.automerge.outputs.pr_number }}"
+    for state, runs in [
+        ("merged", True),
+        ("already_merged", True),
+        ("auto_merge_enabled", False),  # merged later by GitHub: the scheduled sweep promotes it
+        ("off", False),
+    ]:
+        ctx = Context({"steps": {"automerge": {"outputs": {"merge_state": state}}}})
+        assert evaluate_if(step["if"], ctx) is runs, state
+
+
+def test_promote_on_merge_reconciles_instead_of_promoting_the_challenger() -> None:
+    template = ROOT / "workflows-templates" / "promote-on-merge.yml"
+    (step,) = _promote_steps(template, "promote")
+    assert step["with"]["args"] == "--reconcile"
+    assert step["env"]["TRAINGATE_TRACKING_URI"] == "${{ needs.start-infra.outputs.mlflow_url }}"
+
+
+@pytest.mark.parametrize(
+    ("pending", "expected"),
+    [
+        ("0", ["reap", "promotion"]),  # nothing waits, or MLflow is reachable and it promoted
+        ("2", ["reap", "promotion", "start-infra", "promote", "stop-infra"]),
+    ],
+)
+def test_reap_template_sweeps_merged_prs_and_borrows_the_instance_only_when_needed(
+    pending: str, expected: list[str]
+) -> None:
+    run = simulate(REAP, {"promotion": ("success", {"pending": pending})})
+    assert run.ran == expected
+    for job in ("promotion", "promote"):
+        (step,) = _promote_steps(REAP, job)
+        assert step["with"]["args"] == "--reconcile"
+
+
+def test_reap_template_gives_the_instance_back_when_promotion_fails() -> None:
+    run = simulate(REAP, {"promotion": ("success", {"pending": "1"}), "promote": "failure"})
+    assert "stop-infra" in run.ran
+
+
+# ------------------------------------------- manual retraining on the base branch (#12 case 5)
+ON_MAIN = {"github": {"ref_name": "main", "event": {"repository": {"default_branch": "main"}}}}
+ON_DATA = {"github": {"ref_name": "data/x", "event": {"repository": {"default_branch": "main"}}}}
+NO_PR = ("success", {"pr_number": "", "pr_url": "", "operation": "skipped"})
+
+
+def test_merge_true_on_the_base_branch_is_refused_before_anything_runs() -> None:
+    run = simulate(PIPELINE, {"refuse-merge-on-base": "failure"}, inputs={"merge": True}, contexts=ON_MAIN)
+    assert run.ran == ["refuse-merge-on-base"], run.results
+    assert run.results["merge-and-validate"] == "skipped" and run.results["start-infra"] == "skipped"
+
+
+def test_retraining_on_the_base_branch_trains_and_attempts_no_pr_merge() -> None:
+    # merge: false on main: train (the gate promotes or records the challenger); `pr create`
+    # says there is nothing to open, so auto-merge has no PR and is skipped.
+    run = simulate(
+        PIPELINE, {"train": IMPROVED, "create-pr": NO_PR}, inputs={"merge": False}, contexts=ON_MAIN
+    )
+    assert run.ran == ["start-infra", "train", "stop-infra", "create-pr"], run.results
+    assert run.results["refuse-merge-on-base"] == "skipped"
+
+
+def test_a_data_branch_never_meets_the_guard() -> None:
+    run = simulate(
+        PIPELINE, {"merge-and-validate": MERGED, "train": IMPROVED, "create-pr": PR}, contexts=ON_DATA
+    )
+    assert run.ran == ALL
+
+
+def test_the_refusal_fails_the_job_and_says_what_to_do(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.workflows.jobgraph import load_workflow
+
+    (step,) = load_workflow(PIPELINE)["jobs"]["refuse-merge-on-base"]["steps"]
+    assert step["env"] == {"BRANCH": "${{ github.ref_name }}"}  # no expression inside run:
+    proc = subprocess.run(
+        ["bash", "-e", "-c", step["run"]], env={"BRANCH": "main"}, capture_output=True, text=True
+    )
+    assert proc.returncode == 1
+    assert proc.stdout.startswith("::error ")
+    assert "base branch main" in proc.stdout and "merge: false" in proc.stdout

@@ -94,3 +94,17 @@ def test_readme_snippets_are_linted(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_linters_are_installed() -> None:
     for tool in ("actionlint", "zizmor", "check-jsonschema"):
         assert (lint_workflows.BIN / tool).exists() or shutil.which(tool), tool
+
+
+@pytest.mark.parametrize(("queue", "findings"), [("max", 0), ("single", 0), ("all", 2)])
+def test_linters_know_the_concurrency_queue_key(tmp_path: Path, queue: str, findings: int) -> None:
+    # `queue: max` keeps every pending run of a group (#12 case 6). The pinned actionlint and the
+    # vendored workflow schema both know the key and accept only `single` or `max`, so the key
+    # is checked, not silently ignored.
+    (snippet,) = lint_workflows.extract_snippets(GOOD_STEPS)
+    workflow = lint_workflows.as_workflow(snippet)
+    assert workflow is not None
+    block = f"concurrency:\n  group: traingate-x\n  cancel-in-progress: false\n  queue: {queue}\n"
+    assert (
+        _lint_one(tmp_path, workflow.replace("permissions: {}\n", "permissions: {}\n" + block, 1)) == findings
+    )

@@ -13,6 +13,9 @@ are already stored with the same content count as merged, not as conflicts.
 
 from __future__ import annotations
 
+import functools
+import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -32,7 +35,7 @@ from traingate.data.validate import (
     split_rel,
     validate_dataset,
 )
-from traingate.errors import DataError, StoreError
+from traingate.errors import ConfigError, DataError, StoreError, UsageError
 
 if TYPE_CHECKING:
     from traingate.config import Config
@@ -199,8 +202,164 @@ def _commit_message(cfg: Config, plan: MergePlan, version: str, source: Path, me
     return "\n".join(lines) + "\n"
 
 
-def _has_files(folder: Path) -> bool:
-    return folder.is_dir() and any(p.is_file() for p in folder.rglob("*") if not p.name.startswith("."))
+def _has_files(folder: Path, ignore: list[str] | tuple[str, ...] = ()) -> bool:
+    """Whether `folder` brings anything to merge: a file that is neither hidden by name
+    (`.gitkeep`) nor matched by `data.ignore` (left alone by design)."""
+    return folder.is_dir() and any(
+        p.is_file() and not _ignored(p.relative_to(folder).as_posix(), ignore)
+        for p in folder.rglob("*")
+        if not p.name.startswith(".")
+    )
+
+
+# Kept in the incoming folder so git keeps the (otherwise empty) folder: never data, never removed.
+KEEP_FILES = frozenset({".gitkeep"})
+
+
+@functools.cache
+def _glob(pattern: str) -> re.Pattern[str]:
+    """A path glob as `data.allowed_paths` reads them: `*` and `?` stay within one folder level,
+    `**` spans any number of levels, `[...]` is a character class."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:[^/]+/)*")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2 :]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1 : end].replace("\\", "\\\\")  # ranges (a-z) stay ranges
+            negate = body[:1] == "!"
+            body = body[1:] if negate else body
+            out.append("[" + ("^" if negate else "") + ("\\" + body if body[:1] == "^" else body) + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def _ignored(rel: str, ignore: list[str] | tuple[str, ...]) -> bool:
+    """`rel` (posix, relative to the incoming folder) or one of its parent folders matches a
+    `data.ignore` glob: `.thumbs` covers `.thumbs/a.jpg`, `**/*.md` any Markdown file."""
+    if not ignore:
+        return False
+    parts = rel.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return any(_glob(g.strip("/")).fullmatch(c) for c in candidates for g in ignore)
+
+
+def _is_pair_candidate(rel: str, images_dir: str, masks_dir: str) -> bool:
+    """A file the validation inspects: below images/ or masks/, no hidden part below them."""
+    for folder in (images_dir, masks_dir):
+        if rel.startswith(folder + "/"):
+            return not any(part.startswith(".") for part in rel[len(folder) + 1 :].split("/"))
+    return False
+
+
+def unexpected_files(src: Path, images_dir: str, masks_dir: str, ignore: list[str]) -> list[Issue]:
+    """Every file in the incoming folder that is not an image/mask candidate, a `.gitkeep`, or
+    ignored by `data.ignore`: the merge would neither store it nor may it remove it, so it says
+    so before anything moves. Hidden files and folders count (`.thumbs/`): nothing is skipped."""
+    found: list[Issue] = []
+    if not src.is_dir():
+        return found
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel_dir = Path(dirpath).relative_to(src).as_posix()
+        prefix = "" if rel_dir == "." else rel_dir + "/"
+        names = sorted(filenames) + sorted(d for d in dirnames if Path(dirpath, d).is_symlink())
+        dirnames[:] = sorted(d for d in dirnames if not Path(dirpath, d).is_symlink())
+        for name in names:
+            rel = prefix + name
+            if name in KEEP_FILES or _ignored(rel, ignore) or _is_pair_candidate(rel, images_dir, masks_dir):
+                continue
+            found.append(
+                Issue(
+                    "unexpected_file",
+                    rel,
+                    f"{rel} is not an image/mask pair file: the merge stores only pairs and removes only "
+                    "what it stored, so it refuses the batch rather than leave this file behind unsaid "
+                    "(move it out of the folder, or list it in data.ignore to keep it there)",
+                )
+            )
+    return found
+
+
+def check_source(cfg: Config, src: Path, repo_root: Path, *, explicit: bool) -> None:
+    """SOURCE must be a plain folder inside the repository: the merge removes the files it stored
+    from it, so the repository root (`.git`, uncommitted work), another repository's top, or the
+    dataset itself must never be one. Raise exit 2 naming the folder before anything is read."""
+    data_root = cfg.data_root.resolve()
+    problem = ""
+    if not src.is_relative_to(repo_root):
+        problem = f"is outside the repository {repo_root}"
+    elif src == repo_root:
+        problem = "is the top of the repository (it holds .git and everything else)"
+    elif (src / ".git").exists():
+        problem = "holds a .git: it is the top of another repository"
+    elif {".git", ".dvc"} & set(src.relative_to(repo_root).parts):
+        problem = "is inside git's or DVC's own folder (.git, .dvc)"
+    elif cfg.source is not None and cfg.source.resolve().is_relative_to(src):
+        problem = f"holds the configuration {cfg.source.resolve()}"
+    elif src == data_root or src.is_relative_to(data_root):
+        problem = f"is {'' if src == data_root else 'inside '}the dataset data.root ({data_root})"
+    elif data_root.is_relative_to(src):
+        problem = f"holds the dataset data.root ({data_root}) and its pointer"
+    if not problem:
+        return
+    incoming = cfg.data.incoming
+    if explicit:
+        raise UsageError(
+            f"SOURCE {src} {problem}; the merge removes the files it stores from SOURCE, so it must be "
+            "a folder of new data inside the repository",
+            hint=f"pass the folder that holds the new images/ and masks/ (default data.incoming: {incoming})",
+        )
+    raise ConfigError(
+        f"data.incoming {incoming!r} ({src}) {problem}; the merge removes the files it stores from it, "
+        "so it must be a folder of new data inside the repository",
+        hint="set data.incoming to a folder such as data/new (not data.root, not the repository root)",
+        file=str(cfg.source) if cfg.source else None,
+    )
+
+
+def _remove_stored(src: Path, rels: list[str]) -> list[Path]:
+    """Remove exactly the pair files the store now holds (nothing else), then the folders this
+    emptied; return the removed files. A folder that still holds anything stays."""
+    removed: list[Path] = []
+    folders: set[Path] = set()
+    for rel in sorted(rels):
+        path = src / rel
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+            removed.append(path)
+            folders.update(parent for parent in path.parents if parent.is_relative_to(src))
+    for folder in sorted(folders, key=lambda f: len(f.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    return removed
+
+
+def _pending_removals(git: Git, src: Path, repo_root: Path, images_dir: str, masks_dir: str) -> list[str]:
+    """Pair files of SOURCE that git tracks and that are gone from disk: removed by this merge or
+    by an interrupted one, not committed yet. Only pair files: any other deletion is not ours."""
+    if not src.is_relative_to(repo_root):
+        return []
+    rel_src = src.relative_to(repo_root).as_posix()
+    pending = []
+    for path in git.deleted_paths([rel_src]):
+        inner = path[len(rel_src) + 1 :] if path.startswith(rel_src + "/") else ""
+        if inner and _is_pair_candidate(inner, images_dir, masks_dir):
+            pending.append(path)
+    return pending
 
 
 def _open_git(repo_root: Path) -> Git | None:
@@ -223,6 +382,8 @@ def merge_step(
     store: Store | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> StepResult:
+    from traingate import gha
+    from traingate.data.store import require_durable_remote
     from traingate.result import StepResult
     from traingate.state import atomic_write_json, reports_dir, update_state
 
@@ -231,12 +392,17 @@ def merge_step(
     replace = (on_conflict or cfg.data.on_conflict.value) == "replace"
     images_dir, masks_dir = cfg.data.images.strip("/"), cfg.data.masks.strip("/")
     repo_root = find_repo_root(cfg.base_dir)
+    # Refusals that need no data and move nothing come first (exit 2).
+    check_source(cfg, src, repo_root, explicit=source is not None)
+    require_durable_remote(cfg, gha.in_actions())
     git = _open_git(repo_root) if cfg.store.kind == "dvc" or commit else None
+    if commit and git is not None:
+        git.identity()
     report_path = reports_dir(cfg.workspace_dir) / "data-report.json"
     warnings: list[str] = []
     do_push = push and cfg.store.git_push and commit
 
-    if not _has_files(src):
+    if not _has_files(src, cfg.data.ignore):
         finished = _finish_interrupted(cfg, git, src, repo_root, commit, do_push, message, sleep, report_path)
         if finished is not None:
             return finished
@@ -252,6 +418,7 @@ def merge_step(
         v = validate_dataset(
             src, cfg.data, cache_dir=resolve_cache_dir(cfg), workers=cfg.data.workers, require_data=True
         )
+        v.errors += unexpected_files(src, images_dir, masks_dir, cfg.data.ignore)
         prepared = store.prepare()
         pointer = store.pointer()
         if pointer is not None and not pointer.tracked and _has_files(cfg.data_root):
@@ -306,6 +473,11 @@ def merge_step(
                 cap=cfg.data.max_errors_in_summary,
                 extra_rows=summary_rows,
             )
+            if any(e.code == "unexpected_file" for e in v.errors):
+                summary += (
+                    f"\nThe merge removes from `{src.name}` only the image/mask files it stored. Move the "
+                    "other files out of it, or list them in `data.ignore` (globs) to leave them there.\n"
+                )
             if any(e.code == "name_conflict" for e in v.errors):
                 summary += (
                     "\nA stored file has the same name but different content. Rename the new file, or "
@@ -338,11 +510,12 @@ def merge_step(
         sha = ""
         if commit and git is not None:
             to_commit = [*prepared, *changed_files]
-            src_in_repo = src.is_relative_to(repo_root)
-            if src_in_repo and git.tracked(src):
-                # The raw files now live in the store; the branch keeps only the pointer.
-                shutil.rmtree(src)
-                to_commit.append(src)
+            if git.tracked(src):
+                # The raw pair files now live in the store; the branch keeps only the pointer.
+                # Exactly those: every other file in SOURCE was refused or ignored above.
+                _remove_stored(src, list(v.files))
+                removals = _pending_removals(git, src, repo_root, images_dir, masks_dir)
+                to_commit += [Path(rel) for rel in removals]
             rel_paths = [p.resolve().relative_to(repo_root) if p.is_absolute() else p for p in to_commit]
             sha = git.commit(rel_paths, _commit_message(cfg, plan, version, src, message))
             if do_push:
@@ -418,9 +591,10 @@ def _finish_interrupted(
         cfg.data_root.parent / ".gitignore",
         repo_root / ".dvc" / "config",
     ]
-    if src.is_relative_to(repo_root):
-        candidates.append(src)
     rel = [p.relative_to(repo_root) for p in candidates if p.is_relative_to(repo_root)]
+    if commit:
+        images_dir, masks_dir = cfg.data.images.strip("/"), cfg.data.masks.strip("/")
+        rel += [Path(p) for p in _pending_removals(git, src, repo_root, images_dir, masks_dir)]
     pending_files = git.changed_paths(rel) if commit else []
     sha = git.head_sha()
     if pending_files:

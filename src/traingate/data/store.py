@@ -29,12 +29,15 @@ from traingate.data.manifest import (
     tree_hash,
     write_pointer,
 )
-from traingate.errors import StoreError
+from traingate.errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     from traingate.config import Config
 
 log = logging.getLogger(__name__)
+
+# Remote options traingate writes for S3 only (DVC rejects them on a folder remote).
+_S3_ONLY_KEYS = ("region", "endpointurl")
 
 
 @dataclass
@@ -199,7 +202,14 @@ class DvcStore:
         return f"DVC remote {self.remote_name!r} ({self.remote_url()})"
 
     def remote_url(self) -> str:
-        return self.cfg.store_remote
+        """store.remote for DVC: a `file://` URL becomes its folder, because DVC takes it for a
+        relative path and would store the data in `./file:/...` under the working directory."""
+        url = self.cfg.store_remote
+        if url.startswith("file://"):
+            from urllib.parse import unquote, urlsplit
+
+            return str(Path(unquote(urlsplit(url).path)).resolve())
+        return url
 
     def _open_repo(self) -> Any:
         if self._repo is None:
@@ -237,15 +247,31 @@ class DvcStore:
         repo = self._open_repo()
         current = repo.config.get("remote", {}).get(self.remote_name, {})
         wanted: dict[str, Any] = {"url": url}
-        if self.cfg.store.endpoint_url:
+        # DVC's schema allows `region`/`endpointurl` only on cloud remotes: set on a folder
+        # remote (the no-flag `traingate init` writes store.region) they make every DVC command
+        # fail with "extra keys not allowed". Left over from an earlier S3 remote, they go.
+        s3 = url.startswith("s3://")
+        if s3 and self.cfg.store.endpoint_url:
             wanted["endpointurl"] = self.cfg.store.endpoint_url
-        if self.cfg.store.region:
+        if s3 and self.cfg.store.region:
             wanted["region"] = self.cfg.store.region
+        stale = [] if s3 else [k for k in _S3_ONLY_KEYS if k in current]
         default = repo.config.get("core", {}).get("remote")
-        if any(current.get(k) != v for k, v in wanted.items()) or default != self.remote_name:
-            with repo.config.edit("repo") as conf:
-                conf["remote"][self.remote_name] = {**conf["remote"].get(self.remote_name, {}), **wanted}
-                conf["core"]["remote"] = self.remote_name
+        if stale or any(current.get(k) != v for k, v in wanted.items()) or default != self.remote_name:
+            try:
+                with repo.config.edit("repo") as conf:
+                    entry = {**conf["remote"].get(self.remote_name, {}), **wanted}
+                    for key in stale:
+                        entry.pop(key, None)
+                    conf["remote"][self.remote_name] = entry
+                    conf["core"]["remote"] = self.remote_name
+            except Exception as err:  # dvc.config.ConfigError: the merged config is invalid
+                raise StoreError(
+                    f"cannot point DVC remote {self.remote_name!r} at {url} in {dvc_dir / 'config'}: {err}",
+                    hint="fix or remove the remote's section in .dvc/config (and .dvc/config.local), "
+                    "then re-run; nothing was uploaded",
+                    file=str(dvc_dir / "config"),
+                ) from err
             changed.append(dvc_dir / "config")
             self._reset()
         return sorted(set(changed))
@@ -408,6 +434,26 @@ class DvcStore:
         self._reset()
 
 
+def require_durable_remote(cfg: Config, in_actions: bool) -> None:
+    """In GitHub Actions, refuse a DVC remote on the runner's own disk, before anything moves.
+
+    The runner is deleted when the job ends: the data would be "stored" there, the pointer
+    committed and the raw files removed from the branch, and the next job could not find it.
+    """
+    from traingate.locality import is_runner_local
+
+    if not in_actions or cfg.store.kind != "dvc" or not is_runner_local(cfg.store_remote):
+        return
+    shown = cfg.store.remote or f"(empty: the default {cfg.store_remote})"
+    raise ConfigError(
+        f"store.remote {shown} is on the runner's disk, which GitHub Actions deletes when the job "
+        "ends: the merged data would be lost and the next job could not pull it",
+        hint="set store.remote to a bucket that outlives the job (s3://bucket/prefix; with "
+        "store.endpoint_url for MinIO); a folder remote is for `traingate run` on one machine",
+        file=str(cfg.source) if cfg.source else None,
+    )
+
+
 def open_store(cfg: Config, repo_root: Path | None = None) -> Store:
     if cfg.store.kind == "local":
         return LocalStore(cfg)
@@ -424,11 +470,89 @@ def dataset_version(cfg: Config) -> str:
     return read_pointer(cfg.data_root).md5
 
 
-def pull_dataset(cfg: Config) -> str:
+def unsaved_changes(cfg: Config) -> list[str]:
+    """Files of the checked-out dataset that differ from its pointer and exist nowhere else.
+
+    DVC's own rule for what a checkout may overwrite, widened to the remote: a file whose
+    content is in the local DVC cache (an earlier version, pulled or added here) or on the
+    remote (`data merge` uploads the new files and copies them into the checkout) can be
+    restored, so replacing it loses nothing; an edited or added file whose content is in
+    neither is somebody's work. A deleted file is not listed: pulling brings it back, and
+    nothing is lost. Returns paths relative to the repository root, sorted; [] when the folder
+    is not checked out.
+    """
+    if cfg.store.kind != "dvc" or not cfg.data_root.is_dir():
+        return []
+    pointer = read_pointer(cfg.data_root)
+    if not pointer.tracked:
+        return []
+    store = DvcStore(cfg)
+    try:
+        repo = store._open_repo()
+        target = str(store.data_root.relative_to(store.repo_root))
+        status = repo.data_status(targets=[target], granular=True)
+        uncommitted = status.get("uncommitted") or {}
+        candidates = [
+            rel
+            for rel in (*uncommitted.get("modified", []), *uncommitted.get("added", []))
+            if not rel.endswith("/")
+        ]
+        local = store._local_odb()
+        not_local: dict[str, str] = {}
+        for rel in candidates:
+            path = store.repo_root / rel
+            if path.is_file():
+                md5 = _md5_file(path)
+                if not local.exists(md5):
+                    not_local[rel] = md5
+        on_remote = _on_remote(store, pointer, not_local)
+        unsaved = [rel for rel, md5 in not_local.items() if md5 not in on_remote]
+    except StoreError:
+        raise
+    except Exception as err:
+        raise StoreError(
+            f"cannot compare the dataset {cfg.data_root} with its pointer {pointer.path}: {err}",
+            hint="run `dvc data status --granular` there to see the full error",
+            file=str(pointer.path),
+        ) from err
+    finally:
+        store.close()
+    return sorted(set(unsaved))
+
+
+def _on_remote(store: DvcStore, pointer: Pointer, files: dict[str, str]) -> set[str]:
+    """Which of these md5s the remote `pull` would use holds. A remote that cannot be asked
+    answers "none": the files are then treated as local work (refusing is the safe side)."""
+    if not files:
+        return set()
+    repo = store._open_repo()
+    remote = pointer.remote or repo.config.get("core", {}).get("remote") or store.remote_name
+    try:
+        odb = repo.cloud.get_remote_odb(remote, "fetch")
+        return set(odb.oids_exist(sorted(set(files.values()))))
+    except Exception as err:
+        log.warning("could not ask DVC remote %r which files it holds: %s", remote, err)
+        return set()
+
+
+def _refuse_to_overwrite(cfg: Config, unsaved: list[str], version: str) -> StoreError:
+    shown = "\n".join(f"  {rel}" for rel in unsaved[:50])
+    more = f"\n  and {len(unsaved) - 50} more" if len(unsaved) > 50 else ""
+    return StoreError(
+        f"the dataset {cfg.data_root} has {len(unsaved)} local change(s) that pulling {version} "
+        f"would overwrite (they are in no DVC cache or remote):\n{shown}{more}",
+        hint="keep them: merge them as new data (`traingate data merge`) or `dvc add` + commit the "
+        "pointer; or discard them: train again with --force-pull (or `dvc checkout --force`)",
+        file=str(read_pointer(cfg.data_root).path),
+    )
+
+
+def pull_dataset(cfg: Config, *, force: bool = False) -> str:
     """Bring the tracked dataset into the workspace, downloading only what is missing.
 
     Returns the data version. Raises StoreError naming the remote and the missing objects
-    when the remote cannot provide them.
+    when the remote cannot provide them, and (unless `force`) naming the local edits a pull
+    would overwrite: local work is never replaced silently.
     """
     if cfg.store.kind == "local":
         if not cfg.data_root.is_dir():
@@ -440,6 +564,10 @@ def pull_dataset(cfg: Config) -> str:
     pointer = read_pointer(cfg.data_root)
     if not pointer.tracked:
         return ""
+    if not force:
+        unsaved = unsaved_changes(cfg)
+        if unsaved:
+            raise _refuse_to_overwrite(cfg, unsaved, pointer.md5)
     store = DvcStore(cfg)
     try:
         from dvc.exceptions import DvcException
@@ -447,6 +575,8 @@ def pull_dataset(cfg: Config) -> str:
         repo = store._open_repo()
         remote = pointer.remote or repo.config.get("core", {}).get("remote") or store.remote_name
         try:
+            # Forced: what it may overwrite was checked above (DVC's own guard only knows the
+            # local cache, and would refuse files `data merge` stored on the remote).
             repo.pull(targets=[str(pointer.path)], remote=remote, force=True, jobs=store.jobs)
         except DvcException as err:
             missing = _missing_objects(store, pointer)

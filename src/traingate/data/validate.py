@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import stat
 import statistics
 import sys
 import time
@@ -23,9 +24,12 @@ from traingate.data.images import (
     FACTS_VERSION,
     IMAGE_EXTENSIONS,
     MASK_EXTENSIONS,
+    FileProblem,
+    describe_mode,
     inspect_data,
     inspect_file,
     md5_bytes,
+    read_regular_file,
 )
 from traingate.errors import DataError
 
@@ -47,7 +51,14 @@ ERROR_CODES = (
     "near_empty_mask",
     "duplicate_content",
     "name_conflict",
+    "too_large",
+    "unsafe_path",
+    "unreadable_file",
+    "wrong_extension",
 )
+# Used when data.min_foreground is unset: below it a mask is only a `near_empty_mask` warning.
+DEFAULT_MIN_FOREGROUND = 0.001
+_CONTENT_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 # Below this many files to inspect, a process pool costs more than it saves.
 _PARALLEL_MIN_FILES = 48
 
@@ -134,19 +145,125 @@ class Progress:
 
 
 # ------------------------------------------------------------------------------------- scan
-def _list_files(folder: Path) -> list[tuple[str, str]]:
-    """(absolute path, path relative to `folder`) of regular files below it, skipping hidden
-    ones (.gitkeep, .DS_Store). Plain strings: pathlib costs more than the check on 3,000 files."""
-    found = []
-    base = os.path.realpath(folder)
-    for dirpath, dirnames, filenames in os.walk(base):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel_dir = os.path.relpath(dirpath, base).replace(os.sep, "/")
-        prefix = "" if rel_dir == "." else rel_dir + "/"
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                found.append((os.path.join(dirpath, name), prefix + name))  # noqa: PTH118
-    return found
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def scan_folder(
+    folder: Path, *, root: Path, max_bytes: int
+) -> tuple[list[tuple[str, str, os.stat_result]], list[tuple[str, str, str, bool]]]:
+    """Walk `folder` without trusting anything in it.
+
+    Returns (files, problems): files as (path to open, path relative to `folder`, its stat), only
+    regular files (or links to regular files inside `root`) of at most `max_bytes`; problems as
+    (code, relative path, message, is a file entry) for everything else: links out of `root` or dangling
+    (`unsafe_path`), FIFOs, devices, sockets and folders named like images
+    (`unsupported_format`; a FIFO is never opened, reading it would wait for a writer forever),
+    files over the size limit (`too_large`, not read), and files or folders that cannot be
+    listed or stat-ed (`unreadable_file`: a folder skipped in silence would hide its files).
+    Hidden entries (.gitkeep, .DS_Store) are skipped. Plain strings and `os.scandir`: pathlib
+    costs more than the checks on 3,000 files.
+    """
+    root_real = os.path.realpath(root)
+    files: list[tuple[str, str, os.stat_result]] = []
+    problems: list[tuple[str, str, str, bool]] = []
+    top = os.path.realpath(folder)
+    if not _inside(top, root_real):
+        problems.append(
+            ("unsafe_path", "", f"folder {folder} resolves to {top}, outside the dataset {root_real}", False)
+        )
+        return files, problems
+    stack: list[tuple[str, str]] = [(top, "")]
+    while stack:
+        path, rel_dir = stack.pop()
+        try:
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as err:
+            problems.append(
+                (
+                    "unreadable_file",
+                    rel_dir.rstrip("/"),
+                    f"folder cannot be listed: {err.strerror or err}",
+                    False,
+                )
+            )
+            continue
+        subdirs: list[tuple[str, str]] = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            rel = rel_dir + entry.name
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as err:
+                problems.append(("unreadable_file", rel, f"cannot be read: {err.strerror or err}", True))
+                continue
+            target = entry.path
+            if stat.S_ISLNK(st.st_mode):
+                link = os.readlink(entry.path)  # noqa: PTH115
+                real = os.path.realpath(entry.path)
+                if not _inside(real, root_real):
+                    problems.append(
+                        (
+                            "unsafe_path",
+                            rel,
+                            f"symbolic link to {real}, outside the dataset {root_real}",
+                            not os.path.isdir(real),  # noqa: PTH112
+                        )
+                    )
+                    continue
+                try:
+                    st = os.stat(real)  # noqa: PTH116
+                except FileNotFoundError:
+                    problems.append(
+                        ("unsafe_path", rel, f"dangling symbolic link to {link} (no such file)", True)
+                    )
+                    continue
+                except OSError as err:
+                    problems.append(("unreadable_file", rel, f"cannot be read: {err.strerror or err}", True))
+                    continue
+                target = real
+            if stat.S_ISDIR(st.st_mode):
+                if target != entry.path:
+                    problems.append(
+                        (
+                            "unsupported_format",
+                            rel,
+                            "a link to a folder is not followed; copy the files in",
+                            False,
+                        )
+                    )
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:  # noqa: PTH122
+                    # It poses as a file: listed as one, so its mask is not reported missing.
+                    problems.append(("unsupported_format", rel, "is a folder named like an image file", True))
+                else:
+                    subdirs.append((entry.path, rel + "/"))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                problems.append(
+                    (
+                        "unsupported_format",
+                        rel,
+                        f"is {describe_mode(st.st_mode)}, not a regular file; it was not opened",
+                        True,
+                    )
+                )
+                continue
+            if st.st_size > max_bytes:
+                problems.append(
+                    (
+                        "too_large",
+                        rel,
+                        f"file is {st.st_size} bytes, above data.max_file_mb "
+                        f"({max_bytes / 1e6:g} MB); it was not read",
+                        True,
+                    )
+                )
+                continue
+            files.append((target, rel, st))
+        stack.extend(reversed(subdirs))
+    return files, problems
 
 
 def _stem_key(rel_in_folder: str) -> str:
@@ -168,13 +285,22 @@ def split_rel(rel: str, images_dir: str, masks_dir: str) -> tuple[str, str] | No
 _WORKER_KNOWN: frozenset[tuple[str, str]] = frozenset()
 
 
-def _work(job: tuple[str, str, str]) -> tuple[str, str, int, dict[str, Any] | None, int, int, int]:
-    """Worker: hash the file; inspect it only if its content's facts are not cached already."""
-    path, kind, rel = job
-    st = Path(path).stat()
-    data = Path(path).read_bytes()
+def _work(
+    job: tuple[str, str, str, int, int],
+) -> tuple[str, str, int, dict[str, Any] | None, int, int, int]:
+    """Worker: hash the file; inspect it only if its content's facts are not cached already.
+    A file that cannot be read safely comes back with md5 "" and its problem as facts."""
+    path, kind, rel, max_pixels, max_bytes = job
+    try:
+        st = os.stat(path)  # noqa: PTH116
+        data = read_regular_file(path, max_bytes)
+    except FileProblem as problem:
+        return rel, "", 0, {"error": problem.code, "detail": problem.detail, "partial": True}, 0, 0, 0
+    except OSError as err:
+        detail = f"cannot be read: {err.strerror or err}"
+        return rel, "", 0, {"error": "unreadable_file", "detail": detail, "partial": True}, 0, 0, 0
     digest = md5_bytes(data)
-    facts = None if (digest, kind) in _WORKER_KNOWN else inspect_data(data, kind)
+    facts = None if (digest, kind) in _WORKER_KNOWN else inspect_data(data, kind, max_pixels=max_pixels)
     return rel, digest, len(data), facts, st.st_size, st.st_mtime_ns, st.st_ino
 
 
@@ -186,7 +312,7 @@ def _pool_context() -> Any:
 
 
 def inspect_files(
-    jobs: list[tuple[str, str, str]],
+    jobs: list[tuple[str, str, str, int, int]],
     *,
     workers: int,
     known: frozenset[tuple[str, str]],
@@ -241,6 +367,9 @@ def apply_rules(v: Validation, data_cfg: DataConfig, images_dir: str, masks_dir:
     for rel, info in sorted(v.files.items()):
         facts = info.facts
         ext = Path(rel).suffix.lower()
+        if not info.md5 and facts.get("error"):  # never read: why matters more than its name
+            err(facts["error"], rel, f"{rel}: {facts.get('detail', facts['error'])}")
+            continue
         if info.kind == "image" and ext not in IMAGE_EXTENSIONS:
             err("unsupported_format", rel, f"{rel}: extension {ext or '(none)'} is not one of jpg, jpeg, png")
             continue
@@ -254,6 +383,25 @@ def apply_rules(v: Validation, data_cfg: DataConfig, images_dir: str, masks_dir:
             continue
         if facts.get("error"):
             err(facts["error"], rel, f"{rel}: {facts.get('detail', facts['error'])}")
+            continue
+        if facts.get("width", 0) * facts.get("height", 0) > data_cfg.max_pixels:
+            # Cached facts of a file read under a higher limit: the rule still holds.
+            err(
+                "too_large",
+                rel,
+                f"{rel}: {_fmt_size(facts)} is {facts['width'] * facts['height']} pixels, "
+                f"above data.max_pixels {data_cfg.max_pixels}",
+            )
+            continue
+        content = facts.get("format")
+        if info.kind == "image" and content and content != _CONTENT_FORMAT[ext]:
+            better = ".png" if content == "PNG" else ".jpg"
+            err(
+                "wrong_extension",
+                rel,
+                f"{rel}: the content is {content} but the name ends in {ext}; rename it to "
+                f"{Path(rel).stem}{better} (or re-export it as {_CONTENT_FORMAT[ext]})",
+            )
             continue
         if info.kind == "image" and size and (facts["width"], facts["height"]) != size:
             err(
@@ -313,13 +461,21 @@ def apply_rules(v: Validation, data_cfg: DataConfig, images_dir: str, masks_dir:
             fraction = msk["foreground"] / msk["pixels"] if msk["pixels"] else 0.0
             if msk["foreground"] == 0:
                 err("empty_mask", mask_rel, f"{mask_rel}: mask has no foreground pixels (image {img_rel})")
-            elif fraction < data_cfg.min_foreground:
+            elif data_cfg.min_foreground is not None and fraction < data_cfg.min_foreground:
+                # The user chose the threshold: below it the pair is not trained on.
+                err(
+                    "near_empty_mask",
+                    mask_rel,
+                    f"{mask_rel}: foreground is {fraction:.5f} of the mask, "
+                    f"below data.min_foreground {data_cfg.min_foreground}",
+                )
+            elif data_cfg.min_foreground is None and fraction < DEFAULT_MIN_FOREGROUND:
                 v.warnings.append(
                     Issue(
                         "near_empty_mask",
                         mask_rel,
-                        f"{mask_rel}: foreground is {fraction:.5f} of the mask, "
-                        f"below data.min_foreground {data_cfg.min_foreground}",
+                        f"{mask_rel}: foreground is {fraction:.5f} of the mask, below the default "
+                        f"{DEFAULT_MIN_FOREGROUND} (set data.min_foreground to make this an error)",
                     )
                 )
             fg_fractions.append(fraction)
@@ -330,7 +486,7 @@ def apply_rules(v: Validation, data_cfg: DataConfig, images_dir: str, masks_dir:
     # Identical masks are normal (two empty backgrounds), so only images are checked.
     by_md5: dict[str, list[str]] = defaultdict(list)
     for rel, info in v.files.items():
-        if info.kind == "image":
+        if info.kind == "image" and info.md5:  # "" = never read (an unsafe or unreadable file)
             by_md5[info.md5].append(rel)
     for md5, rels in sorted(by_md5.items()):
         if len(rels) > 1:
@@ -392,11 +548,24 @@ def validate_dataset(
         v.counts = {"images": 0, "masks": 0, "pairs": 0, "valid_pairs": 0}
         return v
 
+    max_bytes = int(data_cfg.max_file_mb * 1_000_000)
     entries: list[tuple[str, str, str]] = []
+    stats: dict[str, os.stat_result] = {}  # the scan's stat (of the target for a link): no second pass
+    refused = 0
     for folder, prefix, kind in ((img_folder, images_dir, "image"), (mask_folder, masks_dir, "mask")):
-        for abs_path, rel in _list_files(folder):
+        found, problems = scan_folder(folder, root=root, max_bytes=max_bytes)
+        for abs_path, rel, st in found:
             entries.append((abs_path, kind, f"{prefix}/{rel}"))
-    if not entries:
+            stats[f"{prefix}/{rel}"] = st
+        for code, rel, message, as_file in problems:
+            full = f"{prefix}/{rel}" if rel else prefix
+            if as_file:
+                # A file: it stays in the listing (never read), so its partner is not blamed.
+                v.files[full] = FileInfo(full, kind, "", 0, {"error": code, "detail": message})
+            else:
+                v.errors.append(Issue(code, full, f"{full}: {message}"))
+            refused += 1
+    if not entries and not refused:
         if require_data:
             v.errors.append(Issue("no_data", "", f"{img_folder} and {mask_folder} hold no files"))
         v.counts = {"images": 0, "masks": 0, "pairs": 0, "valid_pairs": 0}
@@ -405,7 +574,6 @@ def validate_dataset(
     cache = ValidationCache.open(cache_dir, FACTS_VERSION)
     try:
         abs_paths = {rel: p for p, _, rel in entries}
-        stats = {rel: os.stat(p) for p, _, rel in entries}  # noqa: PTH116
         memo = cache.stat_hashes(abs_paths.values())
         hashed: dict[str, str] = {}
         for _p, _kind, rel in entries:
@@ -414,13 +582,13 @@ def validate_dataset(
                 hashed[rel] = hit[3]
         facts = cache.facts((hashed[rel], kind) for _, kind, rel in entries if rel in hashed)
 
-        jobs: list[tuple[str, str, str]] = []
+        jobs: list[tuple[str, str, str, int, int]] = []
         for _p, kind, rel in entries:
             md5 = hashed.get(rel)
             if md5 is not None and (md5, kind) in facts:
                 v.files[rel] = FileInfo(rel, kind, md5, stats[rel].st_size, facts[(md5, kind)])
             else:
-                jobs.append((abs_paths[rel], kind, rel))
+                jobs.append((abs_paths[rel], kind, rel, data_cfg.max_pixels, max_bytes))
         # Content seen before under another path (a fresh checkout has new mtimes): hash, reuse.
         known_md5s = frozenset(cache.known_content()) if cache.enabled and jobs else frozenset()
         v.timings["lookup"] = time.perf_counter() - started
@@ -436,12 +604,16 @@ def validate_dataset(
             jobs, workers=n_workers, known=known_md5s, progress=bar
         ):
             kind = kinds[rel]
+            if not digest:  # not read (see _work): nothing to remember about it
+                v.files[rel] = FileInfo(rel, kind, "", 0, found or {})
+                continue
             new_stats.append((abs_paths[rel], st_size, mtime_ns, ino, digest))
             if found is None:
                 pending_facts[rel] = (digest, kind)
                 v.files[rel] = FileInfo(rel, kind, digest, size, {})
             else:
-                new_facts.append((digest, kind, found))
+                if not found.get("partial"):  # facts that depend on a limit are not cached
+                    new_facts.append((digest, kind, found))
                 v.files[rel] = FileInfo(rel, kind, digest, size, found)
         if pending_facts:
             got = cache.facts(pending_facts.values())
@@ -449,9 +621,12 @@ def validate_dataset(
                 if key in got:
                     v.files[rel].facts = got[key]
                 else:  # evicted between the two reads: inspect here
-                    digest, size, found = inspect_file(abs_paths[rel], key[1])
+                    digest, size, found = inspect_file(
+                        abs_paths[rel], key[1], max_pixels=data_cfg.max_pixels, max_bytes=max_bytes
+                    )
                     v.files[rel] = FileInfo(rel, key[1], digest, size, found)
-                    new_facts.append((digest, key[1], found))
+                    if digest and not found.get("partial"):
+                        new_facts.append((digest, key[1], found))
         cache.store(new_stats, new_facts)
         v.cache_note = cache.problem
         v.timings["inspect"] = time.perf_counter() - started
@@ -465,9 +640,16 @@ def validate_dataset(
 
 # ---------------------------------------------------------------------------- step + report
 def raise_data_errors(
-    v: Validation, *, hint: str, summary: str, outputs: dict[str, Any], what: str = ""
+    v: Validation,
+    *,
+    hint: str,
+    summary: str,
+    outputs: dict[str, Any],
+    what: str = "",
+    report: dict[str, Any] | None = None,
 ) -> NoReturn:
-    """Raise the DataError of a failed validation: the count, the first error and its file."""
+    """Raise the DataError of a failed validation: the count, the first error and its file in the
+    message; the whole report (default: the validation's) for `--json`."""
     first = v.errors[0]
     raise DataError(
         f"{len(v.errors)} data error(s) in {v.root}; {what}first: {first.message}",
@@ -475,6 +657,7 @@ def raise_data_errors(
         file=str(v.root / first.path) if first.path else None,
         summary=summary,
         outputs=outputs,
+        data={"report": report if report is not None else v.report()},
     )
 
 
@@ -566,6 +749,7 @@ def validate_step(
             hint=f"fix the files listed in the step summary / {target}, then re-run",
             summary=summary,
             outputs=outputs,
+            report=report,
         )
     return StepResult(
         outputs=outputs,

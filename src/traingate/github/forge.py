@@ -85,6 +85,10 @@ class PullInfo:
     mergeable_state: str = ""
     # Merge method of an auto-merge already scheduled on the PR ("" when none).
     auto_merge_method: str = ""
+    body: str = ""
+    # When GitHub merged it, UTC `YYYY-MM-DDTHH:MM:SSZ` ("" when not merged): promotion's order.
+    merged_at: str = ""
+    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,7 @@ class Forge(Protocol):
     def update_pull(self, number: int, *, title: str, body: str) -> PullInfo: ...
     def add_labels(self, number: int, labels: list[str]) -> None: ...
     def get_pull(self, number: int) -> PullInfo: ...
+    def list_merged_pulls(self, base: str, *, limit: int = 100) -> list[PullInfo]: ...
     def create_status(
         self, sha: str, *, state: str, context: str, description: str, target_url: str = ""
     ) -> None: ...
@@ -316,6 +321,9 @@ class PyGithubForge:
             title=pr.title or "",
             mergeable_state=pr.mergeable_state or "",
             auto_merge_method=str((pr.auto_merge or {}).get("merge_method") or "").lower(),
+            body=pr.body or "",
+            merged_at=_utc(pr.merged_at),
+            labels=tuple(label.name for label in pr.labels),
         )
 
     def find_open_pull(self, head: str, base: str) -> PullInfo | None:
@@ -358,6 +366,41 @@ class PyGithubForge:
 
     def get_pull(self, number: int) -> PullInfo:
         return self._call(f"read pull request #{number}", lambda: self._info(self._repo.get_pull(number)))
+
+    def list_merged_pulls(self, base: str, *, limit: int = 100) -> list[PullInfo]:
+        """Merged PRs into `base`, most recently updated first, at most `limit` looked at.
+
+        Built from the list answer alone (it carries body, labels and merged_at): completing
+        each PR would cost one request per PR on every scheduled sweep.
+        """
+
+        def run() -> list[PullInfo]:
+            found: list[PullInfo] = []
+            pulls = self._repo.get_pulls(state="closed", base=base, sort="updated", direction="desc")
+            for i, pr in enumerate(pulls):
+                if i >= limit:
+                    break
+                if pr.merged_at is None:
+                    continue
+                found.append(
+                    PullInfo(
+                        number=pr.number,
+                        url=pr.html_url,
+                        node_id=pr.node_id,
+                        head_ref=pr.head.ref,
+                        head_sha=pr.head.sha,
+                        base_ref=pr.base.ref,
+                        state=pr.state,
+                        merged=True,
+                        title=pr.title or "",
+                        body=pr.body or "",
+                        merged_at=_utc(pr.merged_at),
+                        labels=tuple(label.name for label in pr.labels),
+                    )
+                )
+            return found
+
+        return self._call(f"list merged pull requests into {base}", run)
 
     def create_status(
         self, sha: str, *, state: str, context: str, description: str, target_url: str = ""
@@ -442,6 +485,17 @@ class PyGithubForge:
             return CommentInfo(id=comment_id, url=c.html_url, body=body)
 
         return self._call(f"update commit comment {comment_id}", run)
+
+
+def _utc(moment: Any) -> str:
+    """GitHub's timestamps as sortable UTC strings ("" for None)."""
+    if moment is None:
+        return ""
+    from datetime import UTC
+
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return str(moment.strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
 def _is_github_exception(exc: BaseException) -> bool:

@@ -18,11 +18,14 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
-from traingate.errors import GitError
+from traingate.errors import ConfigError, GitError
 
 BOT_NAME = "github-actions[bot]"
 BOT_EMAIL = "41898282+github-actions[bot]@users.noreply.github.com"
+# The bot's name belongs to Actions: on a developer's machine the commit is theirs.
+AUTO: Literal["auto"] = "auto"
 
 # What git prints when the remote branch has commits we do not have.
 _REJECTED = re.compile(
@@ -49,12 +52,17 @@ class Git:
         self,
         repo_dir: str | Path,
         *,
-        author: tuple[str, str] | None = (BOT_NAME, BOT_EMAIL),
+        author: tuple[str, str] | Literal["auto"] | None = AUTO,
         timeout: float = 300,
     ) -> None:
         self.repo_dir = Path(repo_dir)
-        # None: use the identity git is configured with (a developer committing locally).
-        self.author = author
+        # None: the identity git is configured with (a developer committing locally). AUTO: the
+        # bot in GitHub Actions (GITHUB_ACTIONS=true), where no person is at the keyboard, else None.
+        if author == AUTO:
+            from traingate import gha
+
+            author = (BOT_NAME, BOT_EMAIL) if gha.in_actions() else None
+        self.author: tuple[str, str] | None = author
         self.timeout = timeout
 
     # ------------------------------------------------------------------ plumbing
@@ -86,6 +94,11 @@ class Git:
                 check=False,
             )
         except FileNotFoundError as err:
+            if not self.repo_dir.is_dir():  # the same exception as a missing git binary
+                raise GitError(
+                    f"the repository folder {self.repo_dir} does not exist",
+                    hint="run the command inside the repository (check --config and SOURCE)",
+                ) from err
             raise GitError("git is not installed or not on PATH", hint="install git on the runner") from err
         except subprocess.TimeoutExpired as err:
             raise GitError(
@@ -150,6 +163,34 @@ class Git:
         )
         rev = "HEAD" if fetch.returncode != 0 else f"refs/remotes/{remote}/{branch}..HEAD"
         return int(self._out("rev-list", "--count", rev) or 0)
+
+    def identity(self) -> str:
+        """The `Name <email>` commits will carry; raise ConfigError when git has none configured.
+
+        Asked before a stage changes anything, so a missing identity fails the step early instead
+        of after the data was uploaded. Git's guess from the host name (`root@runner.(none)`) is
+        not an identity: `user.useConfigOnly` makes git refuse to guess.
+        """
+        if self.author:
+            return f"{self.author[0]} <{self.author[1]}>"
+        proc = self.run("-c", "user.useConfigOnly=true", "var", "GIT_COMMITTER_IDENT", check=False)
+        author = self.run("-c", "user.useConfigOnly=true", "var", "GIT_AUTHOR_IDENT", check=False)
+        if proc.returncode != 0 or author.returncode != 0:
+            raise ConfigError(
+                f"git has no user identity configured in {self.repo_dir}: the commit would have "
+                "no author (outside GitHub Actions traingate commits as you, not as the bot)",
+                hint='set it once: git config --global user.name "Your Name" && '
+                "git config --global user.email you@example.com",
+            )
+        ident = author.stdout.strip()
+        return ident.rsplit(" ", 2)[0] if ident.count(" ") >= 2 else ident  # drop "<epoch> <tz>"
+
+    def deleted_paths(self, paths: Sequence[str | Path] = ()) -> list[str]:
+        """Tracked files that are missing from the working tree, limited to `paths`."""
+        args = ["ls-files", "--deleted", "-z"]
+        if paths:
+            args += ["--", *(str(p) for p in paths)]
+        return [p for p in self.run(*args).stdout.split("\0") if p]
 
     def changed_paths(self, paths: Sequence[str | Path] = ()) -> list[str]:
         """Paths with staged or unstaged changes (including untracked), limited to `paths`."""
@@ -268,4 +309,4 @@ class Git:
         )
 
 
-__all__ = ["BOT_EMAIL", "BOT_NAME", "Git"]
+__all__ = ["AUTO", "BOT_EMAIL", "BOT_NAME", "Git"]

@@ -150,10 +150,7 @@ def create_step(
         )
     base_ref = base or cfg.pr.base
     if head_ref == base_ref:
-        raise UsageError(
-            f"head and base are the same branch ({head_ref!r})",
-            hint="run `pr create` from the data branch (push to data/**), or pass --head and --base",
-        )
+        return _on_the_base_branch(cfg, gate, base_ref, body_path, warnings)
 
     assert token and repo_name  # send is true: both were checked before any report was read
     forge = (forge_factory or make_forge)(token, repo_name)
@@ -197,6 +194,43 @@ def create_step(
         message=f"pull request #{pull.number} {operation}: {pull.url} (status {context}={state})",
         warnings=warnings,
         data={"title": title},
+    )
+
+
+def _on_the_base_branch(
+    cfg: Config, gate: Mapping[str, Any], base: str, body_path: Path, warnings: list[str]
+) -> StepResult:
+    """A retrain run on the base branch itself (`manual-train.yml` dispatched on main).
+
+    There is nothing to merge, so no PR is attempted and the step succeeds; what happened to the
+    model is the gate's business, and this says it: with `on-gate` the candidate is @champion
+    already, with `on-merge` it waits as @challenger and only a person can promote it.
+    """
+    version = gate.get("model_version")
+    promoted = gate.get("promoted_alias") or ("" if not gate.get("promoted") else cfg.gate.alias)
+    why = f"retrained on the base branch {base!r}: no pull request (head and base are the same branch)"
+    if version and promoted == cfg.gate.alias:
+        outcome = f"version {version} is already @{promoted}"
+    elif version and promoted:
+        outcome = (
+            f"version {version} is @{promoted}; with no PR to merge nothing promotes it: run "
+            f"`traingate promote --version {version}` to make it @{cfg.gate.alias}"
+        )
+        warnings.append(f"{why}; {outcome}")
+    else:
+        outcome = f"nothing was promoted (gate promote mode: {gate.get('promote_mode') or 'unknown'})"
+    message = f"{why}; {outcome}"
+    return StepResult(
+        outputs={
+            "pr_number": "",
+            "pr_url": "",
+            "operation": "skipped",
+            "head_sha": "",
+            "body_path": str(body_path),
+        },
+        summary=f"### Pull request: none\n\n{message}. The body it would have had is in `{body_path}`.\n",
+        message=message,
+        warnings=warnings,
     )
 
 

@@ -172,9 +172,16 @@ def init_step(
     config_text = render_config(name, values["bucket"], values["instance_id"], values["region"])
     written: list[str] = []
     for dest, template in plan:
-        dest.parent.mkdir(parents=True, exist_ok=True)
         text = config_text if template is None else template.read_text(encoding="utf-8")
-        dest.write_text(text, encoding="utf-8")
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(text, encoding="utf-8")
+        except OSError as err:  # a file where a folder must be, a read-only checkout...
+            done = f" (already written: {', '.join(written)})" if written else ""
+            raise UsageError(
+                f"cannot write {dest}: {err.strerror or err}{done}",
+                hint="pass a folder you can write to (the repository's root)",
+            ) from None
         written.append(dest.relative_to(target).as_posix())
 
     variables = {

@@ -158,7 +158,16 @@ class MlflowTracking:
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
-        self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        try:
+            self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        except Exception as err:  # MlflowException for a scheme/store MLflow refuses at once
+            from traingate.errors import ConfigError
+
+            raise ConfigError(
+                f"MLflow refuses tracking.uri {self.display_uri}: {str(err).splitlines()[0][:300]}",
+                hint="set tracking.uri to an http(s):// server or sqlite:///path.db "
+                "(or --tracking-uri for one call)",
+            ) from None
         self.attempts = 0
 
     @property

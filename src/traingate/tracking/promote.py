@@ -11,6 +11,13 @@ store, tags are written with it):
 3. it re-reads the alias and refuses if it no longer points at the baseline it compared with;
 4. only then does it move `@previous-champion` and `@champion`, and tag itself `promoted`.
 
+Promotion on merge (`traingate promote --reconcile`) promotes what was merged, read from the
+merged PR's body marker (`report.render_promotion_marker`), never "the current @challenger".
+Order: a merged PR becomes champion only if it was merged after the current champion became
+champion (`traingate.champion_since`), so a late sweep never demotes a newer champion with an
+older merge. Each handled version is tagged `traingate.merged_pr` (and the PR labelled), which
+makes every sweep idempotent.
+
 Of two concurrent gates, the later-numbered one always sees the earlier one in step 2 (the
 earlier version existed before the later one was created), so at most one moves the alias. A
 gate that dies between 1 and 4 leaves a `pending` version; after `STALE_CLAIM_MINUTES` it no
@@ -19,23 +26,40 @@ longer blocks anyone.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from traingate.errors import GateError, TrackingError, TraingateError
+from traingate.errors import GateError, TrackingError, TraingateError, UsageError
 from traingate.result import StepResult
 from traingate.tracking.base import RunRecord, Tracking, TrackingNotFound, VersionRecord
 
 if TYPE_CHECKING:
     from traingate.config import Config
+    from traingate.github.forge import Forge, ForgeFactory, PullInfo
 
 STALE_CLAIM_MINUTES = 30
 TAG_BASELINE = "traingate.baseline"
 TAG_PROMOTION = "traingate.promotion"
 TAG_CLAIM = "traingate.claim"
+# Set once a merged PR's version was handled (promoted or superseded): the sweep skips it.
+TAG_MERGED_PR = "traingate.merged_pr"
+TAG_PROMOTED_FROM_PR = "traingate.promoted_from_pr"
+# When the version became champion (UTC, `YYYY-MM-DDTHH:MM:SSZ`): the merge time for a merged
+# PR, the wall clock for a gate or a hand promotion. What "newer champion" means.
+TAG_CHAMPION_SINCE = "traingate.champion_since"
+# On the PR too, so a sweep skips handled PRs without asking MLflow (and people can see it).
+LABEL_PROMOTED = "traingate-promoted"
+LABEL_SUPERSEDED = "traingate-superseded"
+# Merged PRs a sweep looks at (most recently updated first): one page of GitHub's list.
+RECONCILE_LOOKBACK = 100
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 @dataclass
@@ -110,6 +134,7 @@ def register_and_promote(
             tracking.set_alias(model, cfg.gate.previous_alias, baseline_version)
         tracking.set_alias(model, target_alias, mine.version)
         tracking.set_version_tag(model, mine.version, TAG_PROMOTION, "promoted")
+        tracking.set_version_tag(model, mine.version, TAG_CHAMPION_SINCE, _utc(wall()))
         return Promotion(mine.version, target_alias, baseline_version)
     except GateError:
         _tag_quietly(tracking, model, mine.version, "lost")
@@ -167,6 +192,7 @@ def promote_step(
     rollback: bool = False,
     *,
     tracking: Tracking | None = None,
+    wall: Callable[[], float] = time.time,
 ) -> StepResult:
     """`traingate promote`: champion <- challenger (post-merge), <- VERSION, or <- previous."""
     if tracking is None:
@@ -176,7 +202,7 @@ def promote_step(
     model, alias, prev_alias = cfg.gate.model, cfg.gate.alias, cfg.gate.previous_alias
     try:
         if rollback:
-            return _rollback(tracking, cfg)
+            return _rollback(tracking, cfg, wall)
         aliases = tracking.get_aliases(model)
         if aliases is None:
             raise GateError(
@@ -209,6 +235,7 @@ def promote_step(
                 tracking.set_alias(model, prev_alias, current)
             tracking.set_alias(model, alias, target)
             tracking.set_version_tag(model, target, TAG_PROMOTION, "promoted")
+            tracking.set_version_tag(model, target, TAG_CHAMPION_SINCE, _utc(wall()))
             message = f"@{alias} of {model!r} -> version {target} (was {current or 'none'})"
         if aliases.get(cfg.gate.challenger_alias) == target:
             tracking.delete_alias(model, cfg.gate.challenger_alias)
@@ -223,10 +250,14 @@ def promote_step(
             "the server answers",
         ) from err
     summary = f"### 🏆 Promotion\n\n{message}\n"
-    return StepResult(outputs={"model_version": target, "alias": alias}, summary=summary, message=message)
+    return StepResult(
+        outputs={"model_version": target, "alias": alias, "promoted": "", "pending": ""},
+        summary=summary,
+        message=message,
+    )
 
 
-def _rollback(tracking: Tracking, cfg: Config) -> StepResult:
+def _rollback(tracking: Tracking, cfg: Config, wall: Callable[[], float]) -> StepResult:
     model, alias, prev_alias = cfg.gate.model, cfg.gate.alias, cfg.gate.previous_alias
     aliases = tracking.get_aliases(model)
     previous = (aliases or {}).get(prev_alias)
@@ -237,13 +268,230 @@ def _rollback(tracking: Tracking, cfg: Config) -> StepResult:
         )
     current = (aliases or {}).get(alias)
     tracking.set_alias(model, alias, previous)
+    # A rollback is a decision too: a PR merged before it must not undo it.
+    tracking.set_version_tag(model, previous, TAG_CHAMPION_SINCE, _utc(wall()))
     # One step back only: a second rollback must not swap the two versions back and forth.
     tracking.delete_alias(model, prev_alias)
     if current:
         tracking.set_version_tag(model, current, TAG_PROMOTION, "rolled-back")
     message = f"rolled back @{alias} of {model!r} to version {previous} (was {current or 'none'})"
     return StepResult(
-        outputs={"model_version": previous, "alias": alias},
+        outputs={"model_version": previous, "alias": alias, "promoted": "", "pending": ""},
         summary=f"### ↩️ Rollback\n\n{message}\n",
         message=message,
+    )
+
+
+# ------------------------------------------------------------------------- promotion on merge
+@dataclass
+class _Sweep:
+    promoted: list[str] = field(default_factory=list)  # PR numbers, in the order promoted
+    lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _champion_since(version: VersionRecord) -> str:
+    """When `version` became champion; a version promoted before the tag existed falls back to
+    its creation (it cannot have become champion earlier)."""
+    return version.tags.get(TAG_CHAMPION_SINCE) or _utc(version.creation_timestamp_ms / 1000)
+
+
+def _promote_merged(
+    tracking: Tracking, cfg: Config, marker: Mapping[str, str], pull: PullInfo, sweep: _Sweep
+) -> str:
+    """Promote the version a merged PR recorded, or record it as superseded; the label to add."""
+    model, version, run_id = marker["model"], marker["version"], marker.get("run_id", "")
+    alias, prev_alias, challenger = cfg.gate.alias, cfg.gate.previous_alias, cfg.gate.challenger_alias
+    pr = f"PR #{pull.number}"
+    try:
+        record = tracking.get_version(model, version)
+    except TrackingNotFound:
+        raise GateError(
+            f"{pr} names version {version} of {model!r}, which the registry does not have; not promoted",
+            hint="check gate.model and the tracking URI; promote by hand with "
+            "`traingate promote --version N` once you know which version the PR trained",
+        ) from None
+    if run_id and record.run_id != run_id:
+        raise GateError(
+            f"{pr} names version {version} of {model!r} from run {run_id}, but that version "
+            f"belongs to run {record.run_id}; not promoted",
+            hint="the PR body was edited or the registry was reset; check the MLflow UI and "
+            "promote by hand with `traingate promote --version N`",
+        )
+    if record.tags.get(TAG_MERGED_PR):
+        state = record.tags.get(TAG_PROMOTION, "promoted")
+        sweep.lines.append(f"{pr}: version {version} was already handled ({state})")
+        return LABEL_SUPERSEDED if state == "superseded" else LABEL_PROMOTED
+    aliases = tracking.get_aliases(model) or {}
+    current = aliases.get(alias)
+    merged_at = pull.merged_at
+    if current and current != version:
+        since = _champion_since(tracking.get_version(model, current))
+        if since > merged_at:
+            tracking.set_version_tag(model, version, TAG_PROMOTION, "superseded")
+            tracking.set_version_tag(model, version, TAG_MERGED_PR, str(pull.number))
+            if aliases.get(challenger) == version:
+                tracking.delete_alias(model, challenger)
+            sweep.lines.append(
+                f"{pr}: version {version} was merged before @{alias} (version {current}) became "
+                f"champion ({merged_at} < {since}): recorded as superseded, not promoted"
+            )
+            return LABEL_SUPERSEDED
+    baseline = record.tags.get(TAG_BASELINE, "")
+    if current != version:
+        if baseline and baseline != (current or "none"):
+            sweep.warnings.append(
+                f"version {version} of {model!r} was gated against {baseline}, but @{alias} was "
+                f"{current or 'none'}; promoted because {pr} was merged"
+            )
+        if current:
+            tracking.set_alias(model, prev_alias, current)
+        tracking.set_alias(model, alias, version)
+    tracking.set_version_tag(model, version, TAG_PROMOTION, "promoted")
+    tracking.set_version_tag(model, version, TAG_CHAMPION_SINCE, merged_at)
+    tracking.set_version_tag(model, version, TAG_PROMOTED_FROM_PR, str(pull.number))
+    tracking.set_version_tag(model, version, TAG_MERGED_PR, str(pull.number))
+    if aliases.get(challenger) == version:
+        tracking.delete_alias(model, challenger)
+    sweep.promoted.append(str(pull.number))
+    sweep.lines.append(f"{pr}: @{alias} of {model!r} -> version {version} (was {current or 'none'})")
+    return LABEL_PROMOTED
+
+
+def _waiting(forge: Forge, cfg: Config, pr_number: int | None) -> list[tuple[PullInfo, dict[str, str]]]:
+    """Merged traingate PRs whose on-merge version is not handled yet, oldest merge first."""
+    from traingate.report import parse_promotion_marker
+
+    if pr_number is not None:
+        pull = forge.get_pull(pr_number)
+        if not pull.merged:
+            raise GateError(
+                f"pull request #{pr_number} is not merged ({pull.state}): nothing to promote",
+                hint="promotion follows the merge; run this after the PR is merged",
+            )
+        if parse_promotion_marker(pull.body) is None:
+            raise GateError(
+                f"pull request #{pr_number} has no traingate marker in its body "
+                "(<!-- traingate: {...} -->): it does not say which model version to promote",
+                hint="only PRs opened by `traingate pr create` can be promoted on merge; "
+                "use `traingate promote --version N` for others",
+            )
+        pulls = [pull]
+    else:
+        pulls = forge.list_merged_pulls(cfg.pr.base, limit=RECONCILE_LOOKBACK)
+    waiting = []
+    for pull in pulls:
+        marker = parse_promotion_marker(pull.body)
+        if marker is None or marker["promote"] != "on-merge":
+            continue  # not ours, or the gate promoted it already (on-gate)
+        if LABEL_PROMOTED in pull.labels or LABEL_SUPERSEDED in pull.labels:
+            continue
+        waiting.append((pull, marker))
+    waiting.sort(key=lambda item: (item[0].merged_at, item[0].number))
+    return waiting
+
+
+def reconcile_step(
+    cfg: Config,
+    token: str | None,
+    repo: str | None,
+    pr_number: int | None = None,
+    tracking_uri: str | None = None,
+    *,
+    tracking: Tracking | None = None,
+    forge_factory: ForgeFactory | None = None,
+    env: Mapping[str, str] | None = None,
+) -> StepResult:
+    """`traingate promote --reconcile [--pr N]`: promote every merged traingate PR not yet promoted.
+
+    Works with GITHUB_TOKEN alone: a merge made with it starts no workflow, so the auto-merge job
+    (after a direct merge) and a scheduled sweep call this instead of waiting for
+    `pull_request: closed`. When MLflow lives on the shared instance (`infra.mlflow_url`) and no
+    `--tracking-uri` is given, the instance is stopped: report what waits and let the workflow
+    that borrows the instance promote it.
+    """
+    from traingate.github.forge import make_forge, require_token, resolve_repo
+
+    env_map = dict(os.environ) if env is None else dict(env)
+    repo_name = resolve_repo(repo, env_map)
+    if not repo_name:
+        raise UsageError(
+            "no repository: --repo was not given and GITHUB_REPOSITORY is not set",
+            hint="run inside GitHub Actions or pass --repo owner/name",
+        )
+    token = require_token(token, repo_name)
+    forge = (forge_factory or make_forge)(token, repo_name)
+    waiting = _waiting(forge, cfg, pr_number)
+    alias = cfg.gate.alias
+    numbers = ", ".join(f"#{p.number}" for p, _ in waiting)
+    if not waiting:
+        message = "no merged traingate pull request waits for promotion"
+        return StepResult(
+            outputs={"model_version": "", "alias": alias, "promoted": "", "pending": "0"},
+            summary=f"### 🏆 Promotion on merge\n\n{message}.\n",
+            message=message,
+        )
+    if tracking is None and not tracking_uri and cfg.infra.mlflow_url:
+        message = (
+            f"{len(waiting)} merged pull request(s) wait for promotion ({numbers}), but MLflow lives "
+            "on the shared instance (infra.mlflow_url) and no --tracking-uri was given: nothing "
+            "promoted here; the workflow that starts the instance runs `traingate promote "
+            "--reconcile --tracking-uri <its mlflow_url>` (promote-on-merge.yml, reap-instances.yml)"
+        )
+        return StepResult(
+            outputs={"model_version": "", "alias": alias, "promoted": "", "pending": str(len(waiting))},
+            summary=f"### 🏆 Promotion on merge: deferred\n\n{message}\n",
+            message=message,
+        )
+    if tracking_uri:
+        cfg.tracking.uri = tracking_uri
+    if tracking is None:
+        from traingate.tracking.mlflow_client import open_tracking
+
+        tracking = open_tracking(cfg)
+    sweep = _Sweep()
+    refused: list[GateError] = []
+    for pull, marker in waiting:
+        try:
+            label = _promote_merged(tracking, cfg, marker, pull, sweep)
+        except TrackingError as err:
+            raise GateError(
+                f"promoting the version of PR #{pull.number} failed: {err.message}"
+                + (
+                    f" (already promoted in this sweep: PR {', '.join(sweep.promoted)})"
+                    if sweep.promoted
+                    else ""
+                ),
+                hint="re-run `traingate promote --reconcile` when the server answers: handled PRs "
+                "are skipped",
+            ) from err
+        except GateError as err:
+            # One PR that cannot be promoted must not hold back the ones merged after it.
+            refused.append(err)
+            continue
+        try:
+            forge.add_labels(pull.number, [label])
+        except TraingateError as err:
+            # The registry tag is what makes the sweep idempotent; the label saves a look-up.
+            sweep.warnings.append(f"could not label pull request #{pull.number} {label!r}: {err.message}")
+    if refused:
+        done = f"; promoted in this sweep: PR {', '.join(sweep.promoted)}" if sweep.promoted else ""
+        raise GateError(
+            "; ".join(err.message for err in refused) + done,
+            hint=refused[0].hint + f"; then label the PR {LABEL_PROMOTED!r} so the sweep stops retrying it",
+            outputs={"promoted": " ".join(sweep.promoted)},
+        )
+    champion = (tracking.get_aliases(waiting[0][1]["model"]) or {}).get(alias, "")
+    message = "; ".join(sweep.lines)
+    summary = "### 🏆 Promotion on merge\n\n" + "".join(f"- {line}\n" for line in sweep.lines)
+    return StepResult(
+        outputs={
+            "model_version": champion,
+            "alias": alias,
+            "promoted": " ".join(sweep.promoted),
+            "pending": "0",
+        },
+        summary=summary,
+        message=message,
+        warnings=sweep.warnings,
     )

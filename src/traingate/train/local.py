@@ -10,6 +10,7 @@ code from the repository, and a pipeline belongs in a script, not in a string we
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -18,8 +19,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 from traingate.errors import TrainError, UsageError
+from traingate.interrupt import note, on_repeat
 from traingate.train.base import LogSink, TrainJob, TrainOutcome
 
 TAIL_LINES = 40
@@ -122,35 +125,90 @@ class LocalExecutor:
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
         killed = False
-        while True:
-            remaining = deadline - self._clock()
-            try:
-                code = proc.wait(timeout=max(min(remaining, 1.0), 0.01))
-                break
-            except subprocess.TimeoutExpired:
-                if self._clock() >= deadline:
-                    killed = True
-                    self._kill(proc)
-                    code = proc.wait()
+        try:
+            while True:
+                remaining = deadline - self._clock()
+                try:
+                    code = proc.wait(timeout=max(min(remaining, 1.0), 0.01))
                     break
-        reader.join(timeout=5)
+                except subprocess.TimeoutExpired:
+                    if self._clock() >= deadline:
+                        killed = True
+                        self._kill(proc)
+                        code = proc.wait()
+                        break
+        except KeyboardInterrupt as err:
+            # Ctrl-C or the runner's cancel (traingate.interrupt): the command is in its own
+            # session and got no signal; stop its whole group before anything else happens.
+            self._kill(proc)
+            shown = shlex.join(argv)
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            note(err, f"stopped the training command `{shown}` (process group {proc.pid})")
+            raise
+        finally:
+            reader.join(timeout=5)
         return code, killed
 
     def _kill(self, proc: subprocess.Popen[str]) -> None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=self._grace)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        """SIGTERM to the whole group, SIGKILL to what is left after the grace period (or at
+        once when another signal arrives meanwhile): a worker that outlived its parent, or
+        ignores SIGTERM, would keep the GPU and go on writing files."""
+        pgid = proc.pid
+        _signal_group(pgid, signal.SIGTERM)
+        hurry = threading.Event()
+        with on_repeat(hurry.set):
+            deadline = self._clock() + self._grace
+            while self._clock() < deadline and not hurry.is_set():
+                proc.poll()  # reap the leader, or it counts as a member
+                if not group_members(pgid):
+                    break
+                hurry.wait(0.05)
+        for _ in range(200):  # SIGKILL cannot be refused; bounded only against a stuck kernel
+            proc.poll()
+            if not group_members(pgid):
+                break
+            _signal_group(pgid, signal.SIGKILL)
+            time.sleep(0.05)
+        proc.wait()
 
     def attach(self, run_ref: str, job: TrainJob, log: LogSink) -> TrainOutcome:
         raise UsageError(
             f"cannot re-attach to {run_ref!r}: a run on this runner ends with the job",
             hint="--attach is for train.where: instance; run `traingate train` again",
         )
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of the process group. A zombie cannot use the GPU or write
+    a file, and orphaned zombies are reaped by init (or never, in some containers), so they do
+    not count; without /proc, any process `kill(0)` still reaches counts."""
+    proc_root = Path("/proc")
+    if not proc_root.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return []
+        except PermissionError:
+            pass
+        return [pgid]
+    members = []
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return sorted(members)
 
 
 def default_log_sink() -> LogSink:
@@ -162,4 +220,4 @@ def default_log_sink() -> LogSink:
     return sink
 
 
-__all__ = ["LocalExecutor", "default_log_sink"]
+__all__ = ["LocalExecutor", "default_log_sink", "group_members"]

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from traingate import __version__, gha
 from traingate.errors import TrackingError, TrainError, TraingateError
+from traingate.interrupt import interruptible, note
 from traingate.report import actions_run_url
 from traingate.result import StepResult
 from traingate.state import atomic_write_json, read_state, reports_dir, update_state
@@ -39,10 +40,10 @@ _STALE_SLACK_SECONDS = 2.0
 _GLOB_CHARS = frozenset("*?[")
 
 
-def _git(cfg: Config, *args: str) -> str:
+def _git(cfg: Config, *args: str, cwd: Path | None = None) -> str:
     try:
         out = subprocess.run(
-            ["git", *args], cwd=cfg.base_dir, capture_output=True, text=True, timeout=10, check=False
+            ["git", *args], cwd=cwd or cfg.base_dir, capture_output=True, text=True, timeout=10, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
         return ""
@@ -50,19 +51,25 @@ def _git(cfg: Config, *args: str) -> str:
 
 
 def git_info(cfg: Config) -> tuple[str, str]:
-    """(commit, branch) from the Actions environment, else from the checkout."""
-    commit = os.environ.get("GITHUB_SHA") or _git(cfg, "rev-parse", "HEAD")
+    """(commit, branch): the commit is the one checked out in train.workdir, the code and the
+    pointer that are actually trained. GITHUB_SHA is the push that started the workflow; after
+    `data merge` committed the pointer, HEAD is a later commit (issue #12 case 7), so the
+    environment is only the fallback when there is no git checkout."""
+    workdir = cfg.path(cfg.train.workdir)
+    commit = _git(cfg, "rev-parse", "HEAD", cwd=workdir if workdir.is_dir() else None)
+    commit = commit or os.environ.get("GITHUB_SHA", "")
     branch = os.environ.get("GITHUB_REF_NAME") or _git(cfg, "rev-parse", "--abbrev-ref", "HEAD")
     return commit, ("" if branch == "HEAD" else branch)
 
 
-def _data_version(cfg: Config, pull: bool) -> tuple[str, list[str]]:
-    """Pull (runner) or only read the version; a failed pull stops everything before training."""
+def _data_version(cfg: Config, pull: bool, force_pull: bool = False) -> tuple[str, list[str]]:
+    """Pull (runner) or only read the version; a failed pull stops everything before training.
+    A pull never overwrites local edits of the dataset unless `force_pull` (issue #11 case 4)."""
     from traingate.data import store
 
     if pull:
         with gha.group(f"Pull the dataset {cfg.data.root} from {cfg.store_remote}"):
-            return store.pull_dataset(cfg), []
+            return store.pull_dataset(cfg, force=force_pull), []
     try:
         return store.dataset_version(cfg), []
     except TraingateError as err:
@@ -153,12 +160,24 @@ def _fail_run(tracking: Tracking, run_id: str, warnings: list[str]) -> None:
         warnings.append(f"could not mark MLflow run {run_id} FAILED: {err.message}")
 
 
+def _kill_run(tracking: Tracking, run_id: str, workspace: Path, err: KeyboardInterrupt) -> None:
+    """Ctrl-C or the runner's cancel: the executor has stopped the command; the run ends
+    KILLED (MLflow's status for a run stopped from outside), and nothing will re-attach to it."""
+    try:
+        tracking.end_run(run_id, "KILLED")
+        note(err, f"MLflow run {run_id} marked KILLED")
+    except TraingateError as end_err:
+        note(err, f"could not mark MLflow run {run_id} KILLED ({end_err.message})")
+    update_state(workspace, pending_run_id=None)
+
+
 def train_step(
     cfg: Config,
     attach: str | None = None,
     pull: bool = True,
     with_gate: bool = False,
     *,
+    force_pull: bool = False,
     tracking: Tracking | None = None,
     executor: Executor | None = None,
     log: LogSink | None = None,
@@ -179,7 +198,7 @@ def train_step(
 
     warnings: list[str] = []
     where_runner = cfg.train.where == "runner"
-    data_version, notes = _data_version(cfg, pull and cfg.train.pull_data and where_runner)
+    data_version, notes = _data_version(cfg, pull and cfg.train.pull_data and where_runner, force_pull)
     warnings.extend(notes)
 
     from traingate.tracking.mlflow_client import artifact_location, mlflow_env
@@ -229,7 +248,19 @@ def train_step(
     )
     started_wall = wall()
     try:
-        result = _train_and_log(cfg, tracking, executor, job, attach, log, started_wall, warnings)
+        with interruptible():
+            result = _train_and_log(cfg, tracking, executor, job, attach, log, started_wall, warnings)
+    except KeyboardInterrupt as err:
+        if where_runner:
+            _kill_run(tracking, run_id, workspace, err)
+        else:
+            # Detached by design (train/remote.py): the job goes on and can be re-attached.
+            note(
+                err,
+                f"the training on the instance goes on; MLflow run {run_id} stays RUNNING "
+                "(re-attach with `traingate train --attach`, or stop the instance)",
+            )
+        raise
     except BaseException:
         _fail_run(tracking, run_id, warnings)
         for text in warnings:

@@ -1,0 +1,357 @@
+"""`traingate demo`: the pipeline on one machine, twice, on the bundled example.
+
+It builds a fresh git repository from the example (the base branch, `pr.base`: main) and runs
+the chain as the workflow does, round by round (issue #11 case 11):
+
+- each round is a data push on its own branch, `data/demo-round-N` created from the base;
+  `run_pipeline` validates and merges the batch there, trains, gates and renders the PR;
+- the demo then plays the reviewer: an improved round's PR is merged into the base branch
+  (a merge commit, as GitHub makes); a not-improved round's branch is left unmerged, so its
+  data never reaches the base branch and a later round does not train on it. The checkout's
+  dataset follows the base branch's pointer again.
+
+Round 1 is clean data (improved, promoted, PR body rendered), round 2 deliberately degraded
+data (not improved: no promotion, no PR, base unchanged). The demo checks its own claims: a
+demo whose second round "improves" exits 1 instead of printing a misleading story.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from traingate.errors import TraingateError, UsageError
+from traingate.pipeline import (
+    Progress,
+    _explained,
+    _merge,
+    _run_stage,
+    _validate,
+    render_markdown,
+    render_table,
+    run_pipeline,
+)
+
+if TYPE_CHECKING:
+    from traingate.config import Config
+    from traingate.result import StepResult
+
+EXAMPLE_NAME = "water-meters"
+# Files of the example that make a project; generated data, outputs and caches are not copied.
+EXAMPLE_FILES = ("generate.py", "train.py", "traingate.yml", "README.md", ".gitignore")
+
+
+def _metrics_line(gate: Mapping[str, Any]) -> str:
+    """`dice 0.9324 vs 0.9695 (-0.0371)` from the gate's metric rows."""
+    import json
+
+    rows = gate.get("metrics")
+    if isinstance(rows, str):
+        try:
+            rows = json.loads(rows)
+        except ValueError:
+            return rows
+    if not isinstance(rows, list):
+        return ""
+    parts = []
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        text = f"{row.get('name')} {_num(row.get('candidate'))}"
+        if row.get("baseline") is not None:
+            text += f" vs champion {_num(row.get('baseline'))} ({_num(row.get('delta'), signed=True)})"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def _num(value: Any, *, signed: bool = False) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:+.4f}" if signed else f"{value:.4f}"
+    return "—" if value is None else str(value)
+
+
+def example_dir() -> Path:
+    """The bundled example: inside the installed package (wheel), else the source checkout."""
+    packaged = Path(__file__).resolve().parent / "examples" / EXAMPLE_NAME
+    if (packaged / "train.py").is_file():
+        return packaged
+    checkout = Path(__file__).resolve().parents[2] / "examples" / EXAMPLE_NAME
+    if (checkout / "train.py").is_file():
+        return checkout
+    raise UsageError(
+        f"the bundled example {EXAMPLE_NAME!r} is missing from this installation ({packaged})",
+        hint="reinstall traingate (pip install --force-reinstall traingate)",
+    )
+
+
+# Variables that would make the demo talk to a real service or read another project's config.
+_ISOLATE_PREFIXES = ("GITHUB_", "MLFLOW_", "TRAINGATE_", "DVC_REMOTE")
+
+
+@contextlib.contextmanager
+def isolated_env() -> Iterator[None]:
+    saved = {k: v for k, v in os.environ.items() if k.startswith(_ISOLATE_PREFIXES)}
+    for name in saved:
+        del os.environ[name]
+    try:
+        yield
+    finally:
+        for name in [k for k in os.environ if k.startswith(_ISOLATE_PREFIXES)]:
+            del os.environ[name]
+        os.environ.update(saved)
+
+
+_GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "traingate demo",
+    "GIT_AUTHOR_EMAIL": "demo@traingate.invalid",
+    "GIT_COMMITTER_NAME": "traingate demo",
+    "GIT_COMMITTER_EMAIL": "demo@traingate.invalid",
+}
+
+
+def _git(workdir: Path, *args: str) -> None:
+    env = {**os.environ, **{k: os.environ.get(k) or v for k, v in _GIT_IDENTITY.items()}}
+    proc = subprocess.run(
+        ["git", "-c", "commit.gpgsign=false", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise UsageError(
+            f"`git {' '.join(args)}` failed in {workdir}: {proc.stderr.strip() or proc.stdout.strip()}",
+            hint="the demo needs git on PATH",
+        )
+
+
+def _fresh_workdir(workdir: Path | None) -> Path:
+    if workdir is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
+        workdir = Path.cwd() / ".traingate" / "demo" / stamp
+    workdir = workdir.resolve()
+    if workdir.exists() and any(workdir.iterdir()):
+        raise UsageError(
+            f"the demo folder {workdir} is not empty",
+            hint="pass --workdir with a new or empty folder (the demo never overwrites files)",
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    return workdir
+
+
+def _setup_project(workdir: Path) -> Config:
+    import yaml
+
+    from traingate.config import parse_config
+
+    source = example_dir()
+    for name in EXAMPLE_FILES:
+        shutil.copy2(source / name, workdir / name)
+    raw = yaml.safe_load((workdir / "traingate.yml").read_text(encoding="utf-8"))
+    # The interpreter running traingate has numpy and pillow; a bare `python` on PATH may not.
+    raw["train"]["command"] = shlex.join([sys.executable, "train.py"])
+    text = (
+        "# Written by `traingate demo` from examples/water-meters/traingate.yml: the training\n"
+        "# command uses the interpreter that runs traingate.\n" + yaml.safe_dump(raw, sort_keys=False)
+    )
+    (workdir / "traingate.yml").write_text(text, encoding="utf-8")
+    _git(workdir, "init", "-q", "-b", "main")
+    # The merge commits as the user outside Actions; the demo's throwaway repository has its own.
+    _git(workdir, "config", "user.name", _GIT_IDENTITY["GIT_AUTHOR_NAME"])
+    _git(workdir, "config", "user.email", _GIT_IDENTITY["GIT_AUTHOR_EMAIL"])
+    _git(workdir, "add", *EXAMPLE_FILES)
+    _git(workdir, "commit", "-q", "-m", "water-meters example (traingate demo)")
+    return parse_config(raw, base_dir=workdir, source=workdir / "traingate.yml")
+
+
+def _generate(workdir: Path, out: Path, pairs: int, seed: int, prefix: str, degrade: bool) -> None:
+    """Make a batch with the example's own generator and commit it, as a data push would."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("traingate_demo_generate", workdir / "generate.py")
+    if spec is None or spec.loader is None:  # pragma: no cover - the file was just copied
+        raise UsageError(f"cannot load {workdir / 'generate.py'}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.generate(out, pairs, seed=seed, prefix=prefix, degrade=degrade)
+    _git(workdir, "add", str(out.relative_to(workdir)))
+    kind = "degraded" if degrade else "clean"
+    _git(workdir, "commit", "-q", "-m", f"data: {pairs} {kind} pairs ({prefix}-*)")
+
+
+def _warm_tracking_store(cfg: Config) -> subprocess.Popen[bytes] | None:
+    """Create the MLflow schema (seconds of migrations) on the second core while the data
+    stages run on the first. Best effort by design: if it fails, the train stage creates the
+    schema itself and reports any real problem."""
+    uri = cfg.tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return None
+    Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    code = (
+        "import sys\nfrom mlflow.tracking import MlflowClient\nMlflowClient(sys.argv[1]).search_experiments()"
+    )
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", code, uri],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
+    except OSError:
+        return None
+
+
+def _start_round(cfg: Config, number: int) -> str:
+    """A data push: its own branch from the base branch, as `data/**` branches are in Actions."""
+    branch = f"data/demo-round-{number}"
+    _git(cfg.base_dir, "checkout", "-q", "-b", branch, cfg.pr.base)
+    return branch
+
+
+def _finish_round(cfg: Config, branch: str, improved: bool, progress: Progress) -> None:
+    """The PR's fate, played locally: merged into the base branch only when the model improved
+    (auto-merge in the workflow); otherwise the data stays on its branch. Either way the
+    checkout returns to the base branch and its dataset follows the base's pointer, so the
+    next round trains on what the base holds, never on refused data."""
+    from traingate.data.store import pull_dataset
+
+    started = time.perf_counter()
+    base = cfg.pr.base
+    _git(cfg.base_dir, "checkout", "-q", base)
+    if improved:
+        _git(cfg.base_dir, "merge", "-q", "--no-ff", "-m", f"Merge {branch}: the model improved", branch)
+        detail = f"improved: {branch} merged into {base}"
+    else:
+        detail = f"not improved: {branch} not merged, {base}'s dataset unchanged"
+    # The round's merge copied its files into the checkout; they are on the DVC remote, so
+    # pulling the base's pointer replaces them without losing anything.
+    pull_dataset(cfg)
+    progress.add("merge PR", "ok" if improved else "skipped", detail, time.perf_counter() - started)
+
+
+def demo_step(
+    workdir: Path | None = None,
+    pairs: int = 36,
+) -> StepResult:
+    """Two rounds on the bundled example in a fresh git repository. The demo never calls
+    GitHub: the environment's GITHUB_* are hidden from every stage and the PR is rendered to
+    pr.render_to (a real PR needs a pushed branch: `traingate run` in a clone, or Actions)."""
+    from traingate.result import StepResult
+
+    if pairs < 10:
+        raise UsageError(f"--pairs must be at least 10, got {pairs}", hint="use the default (36)")
+    started = time.perf_counter()
+    folder = _fresh_workdir(workdir)
+    progress = Progress(label="setup")
+    with isolated_env(), _explained(progress):
+        cfg = _setup_project(folder)
+        incoming = cfg.path(cfg.data.incoming)
+        warming = _warm_tracking_store(cfg)
+
+        t = time.perf_counter()
+        _generate(folder, incoming, pairs, seed=1, prefix="meter", degrade=False)
+        progress.add("generate", "ok", f"{pairs} clean pairs in {cfg.data.incoming}", time.perf_counter() - t)
+        _run_stage(progress, "validate", lambda: _validate(cfg, incoming))
+        _run_stage(progress, "merge", lambda: _merge(cfg, incoming, "data: initial water-meter dataset"))
+
+        if warming is not None:
+            warming.wait()
+        batch = max(pairs // 3, 4)
+        progress.label = "round 1"
+        t = time.perf_counter()
+        branch1 = _start_round(cfg, 1)
+        _generate(folder, incoming, batch, seed=2, prefix="batch1", degrade=False)
+        progress.add("generate", "ok", f"{batch} new clean pairs on {branch1}", time.perf_counter() - t)
+        first = run_pipeline(cfg, incoming, token=None, repo=None, head=branch1, progress=progress)
+        _finish_round(cfg, branch1, first["improved"], progress)
+        if not first["improved"]:
+            raise TraingateError(
+                "demo round 1 (clean data, no champion yet) ended 'not improved'",
+                hint=f"look at the gate report in {cfg.workspace_dir / 'reports'}; this is a bug",
+            )
+        pr_body = cfg.path(cfg.pr.render_to)
+        round1_body = pr_body.read_text(encoding="utf-8") if pr_body.is_file() else ""
+
+        worse = pairs + batch
+        progress.label = "round 2"
+        t = time.perf_counter()
+        branch2 = _start_round(cfg, 2)
+        _generate(folder, incoming, worse, seed=3, prefix="worse", degrade=True)
+        progress.add(
+            "generate",
+            "ok",
+            f"{worse} degraded pairs (blurry photos, misplaced masks) on {branch2}",
+            time.perf_counter() - t,
+        )
+        second = run_pipeline(cfg, incoming, token=None, repo=None, head=branch2, progress=progress)
+        _finish_round(cfg, branch2, second["improved"], progress)
+        if second["improved"]:
+            raise TraingateError(
+                "demo round 2 (degraded data) ended 'improved': the gate should have refused it",
+                hint=f"look at the gate report in {cfg.workspace_dir / 'reports'}; this is a bug",
+            )
+        if pr_body.is_file() and pr_body.read_text(encoding="utf-8") != round1_body:
+            raise TraingateError("demo round 2 rewrote the PR body although the model did not improve")
+
+    elapsed = time.perf_counter() - started
+    g1, g2 = first.get("gate", {}), second.get("gate", {})
+    artifacts = [
+        ("project (git repository)", folder),
+        ("dataset (DVC pointer)", cfg.data_root.with_name(cfg.data_root.name + ".dvc")),
+        ("DVC remote", Path(cfg.store_remote)),
+        ("MLflow database", Path(cfg.tracking_uri.removeprefix("sqlite:///"))),
+        ("reports", cfg.workspace_dir / "reports"),
+        ("PR body (round 1)", pr_body),
+        ("model of round 2", folder / "outputs" / "model.npz"),
+    ]
+    lines = [
+        render_table(progress.stages),
+        "",
+        f"round 1: improved (no champion yet): {_metrics_line(g1)}; "
+        f"model version {g1.get('model_version', '')} is @{cfg.gate.alias}, PR body rendered, "
+        f"{branch1} merged into {cfg.pr.base}",
+        f"round 2: not improved: {_metrics_line(g2)}; no promotion, no PR, {branch2} not merged "
+        f"({cfg.pr.base} keeps round 1's dataset)",
+        "",
+        "artifacts:",
+        *(f"  {name:26} {path}" for name, path in artifacts),
+        "",
+        f"see the runs: mlflow ui --backend-store-uri {cfg.tracking_uri}",
+        f"demo finished in {elapsed:.1f}s",
+    ]
+    summary = "\n".join(
+        [
+            render_markdown(progress.stages, title="traingate demo"),
+            "| artifact | path |\n|---|---|\n"
+            + "\n".join(f"| {name} | `{path}` |" for name, path in artifacts)
+            + "\n",
+        ]
+    )
+    return StepResult(
+        outputs={"improved": second["improved"], "run_id": second["run_id"], "pr_url": first["pr_url"]},
+        summary=summary,
+        message="\n".join(lines),
+        data={
+            "workdir": str(folder),
+            "rounds": [
+                {"improved": first["improved"], "run_id": first["run_id"], "gate": g1, "branch": branch1},
+                {"improved": second["improved"], "run_id": second["run_id"], "gate": g2, "branch": branch2},
+            ],
+            "stages": [s.__dict__ for s in progress.stages],
+            "seconds": round(elapsed, 2),
+        },
+        warnings=progress.warnings,
+    )
+
+
+__all__ = ["EXAMPLE_FILES", "demo_step", "example_dir", "isolated_env"]

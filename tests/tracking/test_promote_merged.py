@@ -1,0 +1,209 @@
+"""Promotion on merge promotes what was merged: the version recorded in the merged PR's body,
+never "whatever @challenger is now". Real MLflow registry (sqlite), GitHub as `FakeGitHub`.
+
+Issue #12 case 4: three gated runs (on-merge) leave @challenger at version 3; a person merges
+PR #1; the old `traingate promote` made version 3 champion.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.github.conftest import FakeGitHub
+from tests.tracking.helpers import Project, make_run, open_adapter
+from traingate import report as reports
+from traingate.config import Config
+from traingate.errors import GateError
+from traingate.github.automerge import automerge_step
+from traingate.github.pr import create_step
+from traingate.tracking.gate import gate_step
+from traingate.tracking.promote import (
+    LABEL_PROMOTED,
+    LABEL_SUPERSEDED,
+    TAG_MERGED_PR,
+    promote_step,
+    reconcile_step,
+)
+
+MODEL = "tg-model"
+
+
+def _gated_prs(project: Project, fake: FakeGitHub, factory: Any, dices: list[float], **gate: Any) -> Config:
+    """One gated run per dice value, each with its PR opened by `pr create` (as the pipeline does)."""
+    cfg = project.config(gate={"promote": "on-merge", **gate})
+    tr = open_adapter(cfg)
+    for i, dice in enumerate(dices, 1):
+        branch = f"data/push-{i}"
+        fake.branches[branch] = f"{i:x}" * 40
+        gate_step(cfg, run_id=make_run(tr, cfg, {"dice": dice, "iou": dice - 0.1}), tracking=tr)
+        create_step(cfg, "t", "o/r", branch, None, None, None, None, forge_factory=factory, env={})
+    return cfg
+
+
+def _reconcile(cfg: Config, factory: Any, **kwargs: Any) -> Any:
+    return reconcile_step(
+        cfg, "t", "o/r", tracking=open_adapter(cfg), forge_factory=factory, env={}, **kwargs
+    )
+
+
+def test_merging_pr_1_promotes_version_1_not_the_latest_challenger(
+    project: Project, fake_github: FakeGitHub, forge_factory: Any
+) -> None:
+    cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82, 0.84])
+    tr = open_adapter(cfg)
+    assert tr.get_aliases(MODEL) == {"challenger": "3"}
+    marker = reports.parse_promotion_marker(fake_github.pulls[1]["body"])
+    assert marker is not None and marker["version"] == "1" and marker["model"] == MODEL
+    assert marker["run_id"] == tr.get_version(MODEL, "1").run_id
+
+    fake_github.merge(1)  # a person (or GitHub's auto-merge) merged it: no workflow ran
+    result = _reconcile(cfg, forge_factory)
+
+    assert tr.get_aliases(MODEL)["champion"] == "1"
+    assert tr.get_aliases(MODEL)["challenger"] == "3"  # still waiting for its own PR
+    assert result.outputs["promoted"] == "1" and result.outputs["pending"] == "0"
+    assert result.outputs["model_version"] == "1"
+    version = tr.get_version(MODEL, "1")
+    assert version.tags[TAG_MERGED_PR] == "1"
+    assert version.tags["traingate.promoted_from_pr"] == "1"
+    assert version.tags["traingate.promotion"] == "promoted"
+    assert LABEL_PROMOTED in fake_github.labels[1]
+
+    # Idempotent: the next sweep finds nothing to do and moves nothing.
+    again = _reconcile(cfg, forge_factory)
+    assert again.outputs["promoted"] == "" and tr.get_aliases(MODEL)["champion"] == "1"
+
+
+def test_the_old_behaviour_promoted_the_current_challenger(
+    project: Project, fake_github: FakeGitHub, forge_factory: Any
+) -> None:
+    # What promote-on-merge.yml ran: plain `traingate promote`. Kept for `--version`/by hand,
+    # but the templates no longer call it after a merge.
+    cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82, 0.84])
+    fake_github.merge(1)
+    promote_step(cfg, tracking=open_adapter(cfg))
+    assert open_adapter(cfg).get_aliases(MODEL)["champion"] == "3"
+
+
+def test_an_older_merge_never_demotes_a_newer_champion(
+    project: Project, fake_github: FakeGitHub, forge_factory: Any
+) -> None:
+    cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82, 0.84])
+    tr = open_adapter(cfg)
+    fake_github.merge(1, merged_at="2024-05-01T10:00:00Z")  # merged by a person...
+    fake_github.merge(3, merged_at="2024-05-01T10:05:00Z")
+    # ...the auto-merge job of run 3 promotes its own PR first,
+    assert _reconcile(cfg, forge_factory, pr_number=3).outputs["promoted"] == "3"
+    # then the scheduled sweep finds PR #1, merged before PR #3: it is recorded, not promoted.
+    result = _reconcile(cfg, forge_factory)
+    assert tr.get_aliases(MODEL)["champion"] == "3"
+    assert result.outputs["promoted"] == "" and result.outputs["pending"] == "0"
+    assert tr.get_version(MODEL, "1").tags["traingate.promotion"] == "superseded"
+    assert LABEL_SUPERSEDED in fake_github.labels[1]
+    assert "merged before" in result.message
+
+
+def test_a_sweep_promotes_in_merge_order(
+    project: Project, fake_github: FakeGitHub, forge_factory: Any
+) -> None:
+    cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82, 0.84])
+    tr = open_adapter(cfg)
+    fake_github.merge(3, merged_at="2024-05-01T10:00:00Z")
+    fake_github.merge(2, merged_at="2024-05-01T10:05:00Z")
+    result = _reconcile(cfg, forge_factory)
+    # Both were merged; the last merge is the decision that stands, and the first is kept behind it.
+    assert result.outputs["promoted"] == "3 2"
+    assert tr.get_aliases(MODEL)["champion"] == "2"
+    assert tr.get_aliases(MODEL)["previous-champion"] == "3"
+    assert "gated against none" in " ".join(result.warnings)
+
+
+def test_automerge_that_merged_directly_then_promotes_that_pr(
+    project: Project, fake_github: FakeGitHub, forge_factory: Any
+) -> None:
+    cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82])
+    fake_github.pulls[1]["mergeable_state"] = "clean"  # nothing to wait for: merged directly
+    merged = automerge_step(cfg, "t", "o/r", 1, None, None, forge_factory=forge_factory, env={})
+    assert merged.outputs["merge_state"] == "merged"
+    _reconcile(cfg, forge_factory, pr_number=1)
+    assert open_adapter(cfg).get_aliases(MODEL) == {"champion": "1", "challenger": "2"}
+
+
+def test_on_gate_prs_are_never_promoted_again(
+    project: Project, fake_github: FakeGitHub, forge_factory: Any
+) -> None:
+    cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82], promote="on-gate")
+    tr = open_adapter(cfg)
+    assert tr.get_aliases(MODEL)["champion"] == "2"
+    fake_github.merge(1)  # merging the older PR must not bring version 1 back
+    result = _reconcile(cfg, forge_factory)
+    assert tr.get_aliases(MODEL)["champion"] == "2"
+    assert result.outputs["promoted"] == "" and result.outputs["pending"] == "0"
+
+
+def test_a_marker_that_does_not_match_the_registry_is_refused(
+    project: Project, fake_github: FakeGitHub, forge_factory: Any
+) -> None:
+    cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82, 0.84])
+    body = fake_github.pulls[1]["body"]
+    fake_github.pulls[1]["body"] = body.replace('"version": "1"', '"version": "2"')
+    fake_github.merge(1)
+    fake_github.merge(3)
+    with pytest.raises(GateError, match=r"PR #1 names version 2 .* run") as err:
+        _reconcile(cfg, forge_factory)
+    # Loud (exit 1, every sweep until someone looks), but PR #3, merged after it, is not held back.
+    assert "promoted in this sweep: PR 3" in err.value.message
+    assert "traingate-promoted" in (err.value.hint or "")
+    assert err.value.outputs == {"promoted": "3"}
+    assert open_adapter(cfg).get_aliases(MODEL)["champion"] == "3"
+    assert LABEL_PROMOTED not in fake_github.labels.get(1, [])
+
+
+def test_mlflow_on_the_instance_defers_to_the_workflow_that_borrows_it(
+    project: Project, fake_github: FakeGitHub, forge_factory: Any
+) -> None:
+    cfg = _gated_prs(project, fake_github, forge_factory, [0.80])
+    cfg.infra.mlflow_url = "http://{public_ip}:5000"  # the server lives on the (stopped) instance
+    fake_github.merge(1)
+    result = reconcile_step(cfg, "t", "o/r", forge_factory=forge_factory, env={})
+    assert result.outputs["pending"] == "1" and result.outputs["promoted"] == ""
+    assert "--tracking-uri" in result.message
+    assert open_adapter(cfg).get_aliases(MODEL) == {"challenger": "1"}
+    # The workflow that started the instance passes its MLflow URL: now it promotes.
+    done = reconcile_step(cfg, "t", "o/r", forge_factory=forge_factory, env={}, tracking_uri=cfg.tracking_uri)
+    assert done.outputs["promoted"] == "1"
+
+
+def test_reconcile_of_a_pr_that_is_not_merged_says_so(
+    project: Project, fake_github: FakeGitHub, forge_factory: Any
+) -> None:
+    cfg = _gated_prs(project, fake_github, forge_factory, [0.80])
+    with pytest.raises(GateError, match="pull request #1 is not merged"):
+        _reconcile(cfg, forge_factory, pr_number=1)
+
+
+def test_pr_body_marker_round_trips_and_resists_a_closing_comment() -> None:
+    gate = {"model": "m-->x", "model_version": "7", "candidate_run_id": "r" * 32, "promote_mode": "on-merge"}
+    body = reports.render_pr_body(data_report=None, gate_report=gate)
+    assert body.count("-->") == body.count("<!--")
+    assert reports.parse_promotion_marker(body) == {
+        "model": "m-->x",
+        "version": "7",
+        "run_id": "r" * 32,
+        "promote": "on-merge",
+    }
+    assert reports.parse_promotion_marker("no marker here") is None
+    assert reports.parse_promotion_marker("<!-- traingate: {not json} -->") is None
+
+
+def test_cli_promote_reconcile(project: Project, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from traingate.cli import cli
+
+    result = CliRunner().invoke(cli, ["promote", "--reconcile", "--version", "3"])
+    assert result.exit_code == 2
+    assert "--reconcile" in result.output and "--version" in result.output
