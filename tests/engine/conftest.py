@@ -42,6 +42,7 @@ from tests.engine.act import (
     actions_folder,
     export_source,
     extras_sets,
+    for_act,
     internal_refs,
     run_act,
     template_ref,
@@ -133,7 +134,7 @@ class World:
         target = self.work / ".github" / "workflows"
         target.mkdir(parents=True, exist_ok=True)
         for template in TEMPLATES.glob("*.yml"):
-            shutil.copy2(template, target / template.name)
+            (target / template.name).write_text(for_act(template.read_text()))
         git(self.work, "add", "-A")
         git(self.work, "commit", "-q", "-m", "configure traingate and add its workflows")
         git(self.work, "push", "-q", "origin", "main")
@@ -236,10 +237,13 @@ class World:
     def pr_merged(self, number: int, branch: str, labels: list[str]) -> ActRun:
         """`pull_request: closed` for a merged PR: GitHub's refs/pull/N/merge is the merge commit."""
         git(self.work, "checkout", "-q", "main")
+        git(self.work, "fetch", "-q", str(self.bare), f"+refs/heads/{branch}:refs/remotes/origin/{branch}")
         git(self.work, "merge", "-q", "--no-ff", "-m", f"Merge pull request #{number}", f"origin/{branch}")
         git(self.work, "push", "-q", "origin", "main")
         merged = self.branch_sha("main")
         git(self.bare, "update-ref", f"refs/pull/{number}/merge", merged)
+        if number in self.github.fake.pulls:
+            self.github.fake.merge(number)  # GitHub's side of the merge (auto-merge or a person)
         event = {
             "action": "closed",
             "number": number,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.engine.act import REPO, extras_sets, internal_refs, template_ref
+from tests.engine.act import REPO, extras_sets, for_act, internal_refs, template_ref
 
 
 def test_the_ref_is_read_from_the_template(tmp_path: Path) -> None:
@@ -27,3 +27,12 @@ def test_every_extras_set_a_job_installs_is_warmed() -> None:
         text = action.read_text()
         line = next(x for x in text.splitlines() if "TRAINGATE_EXTRAS:" in x)
         assert line.split(":", 1)[1].strip() in found, action
+
+
+def test_only_the_queue_key_is_dropped_for_act() -> None:
+    """act 0.2.89's schema lacks concurrency.queue; everything else reaches act unchanged."""
+    text = (REPO / ".github" / "workflows" / "training-pipeline.yml").read_text()
+    adapted = for_act(text)
+    assert "\n  queue: max" in text and "\n  queue: max" not in adapted
+    removed = [line for line in text.splitlines() if line not in adapted.splitlines()]
+    assert [line.split(":")[0].strip() for line in removed] == ["queue"]
