@@ -250,6 +250,7 @@ class Step:
 class Job:
     name: str
     result: str = ""
+    job_id: str = ""  # the YAML key (act's `jobID`); `leaf` is the job's `name:` or that key
     steps: dict[str, Step] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)  # every output a step of it set
     first: float = 0.0
@@ -286,9 +287,10 @@ class ActRun:
         return {job.leaf: job.result for job in self.jobs.values() if job.result}
 
     def job(self, name: str) -> Job:
-        """A job that ran (the reusable workflow's own job; the caller's `uses:` job only nests)."""
+        """A job that ran, by its `name:` or its YAML key (the reusable workflow's own job; the
+        caller's `uses:` job only nests it)."""
         for job in self.jobs.values():
-            if job.leaf == name and job.result:
+            if name in (job.leaf, job.job_id) and job.result:
                 return job
         raise AssertionError(f"no job {name!r} ran; results: {self.results}\n{self.tail()}")
 
@@ -331,6 +333,7 @@ def _parse(raw: str) -> dict[str, Job]:
         if not name:
             continue
         job = jobs.setdefault(name, Job(name))
+        job.job_id = job.job_id or str(entry.get("jobID") or "")
         stamp = _stamp(entry.get("time"))
         if stamp:
             job.first = job.first or stamp

@@ -168,7 +168,7 @@ def test_reap_schedule_stops_an_instance_whose_holders_expired(world: World) -> 
     run = world.schedule("reap-instances.yml")
     why = explain(run, world)
     assert run.returncode == 0, why
-    assert run.results == {"reap": "success"}, why
+    assert set(run.results.values()) == {"success"} and run.job("reap").result == "success", why
     assert world.instance_id in run.job("reap").outputs["reaped"], why
     assert world.instance_state() in ("stopping", "stopped") and world.lease_holders() == {}
 
@@ -190,7 +190,8 @@ def test_promotion_on_merge_promotes_the_merged_pr(world: World) -> None:
     run = world.pr_merged(number, branch, labels=gh.labels[number])
     why = explain(run, world)
     assert run.returncode == 0, why
-    assert run.results == dict.fromkeys(("start-infra", "promote", "stop-infra"), "success"), why
+    assert len(run.results) == 3 and set(run.results.values()) == {"success"}, why
+    assert run.job("promote").result == "success", why  # by YAML key: its `name:` may change
     assert world.aliases().get("champion") == version, why
     assert "traingate-promoted" in gh.labels[number], why
     assert world.instance_state() == "stopped" and world.lease_holders() == {}
