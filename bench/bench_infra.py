@@ -12,6 +12,12 @@ so the figures are in simulated seconds and the script finishes quickly.
 3. Cancelled run: minutes the instance keeps running after the job died, with the self-stop
    watchdog (ttl) vs without it (nothing stops it within the 7-day horizon; with a scheduled
    hourly `infra reap`: lease ttl + up to one hour).
+4. Per backend (shared `ec2`, `launch` on-demand, spot, spot-preferred after a refused spot
+   request): infra API calls per run (start + stop, EC2 + SSM; training's own calls excluded) and
+   simulated billed minutes beyond training, on the happy path (30 min of training, then stop)
+   and on a cancelled run (the job dies 10 min in; only the watchdog ends it). Billing is counted
+   from the start request to stopped/terminated on the fake clock (moto's transitions are
+   instant, SSM comes online 90 s after the instance runs).
 
 Usage: .venv/bin/python bench/bench_infra.py [--quick]
 """
@@ -180,6 +186,76 @@ def watchdog_minutes(
         ssm.close()
 
 
+def backend_run(
+    base: Path, image: str, kind: str, *, cancelled: bool, refuse_spot: bool = False, train_min: int = 30
+) -> dict[str, float]:
+    """One run through `infra start` -> training -> `infra stop` (or a cancelled job)."""
+    import boto3
+    from tests.fixtures.ssm_fake import FakeClock, LaunchedSsm
+
+    import traingate.infra.stage as stage
+    from traingate.config import parse_config
+    from traingate.infra.ec2 import Boto3Ec2
+
+    client = boto3.client("ec2", region_name="us-east-1")
+    if refuse_spot:
+
+        def refuse(params: dict, **_: object) -> None:
+            from botocore.exceptions import ClientError
+
+            if "InstanceMarketOptions" in params:
+                err = {"Code": "InsufficientInstanceCapacity", "Message": "no spot capacity"}
+                raise ClientError({"Error": err}, "RunInstances")
+
+        client.meta.events.register("before-parameter-build.ec2.RunInstances", refuse)
+    clock = FakeClock()
+    plain = Boto3Ec2(client)
+    ec2 = CountingEc2(plain)
+    ssm = LaunchedSsm(base / "disks", ec2=plain, clock=clock, online_after=90)
+    ttl = 60
+    if kind == "ec2":
+        cfg = _cfg(base, _instance(client, image), 5.0, ttl)
+    else:
+        market = kind.split(":", 1)[1]
+        cfg = parse_config(
+            {
+                "infra": {
+                    "backend": "launch",
+                    "launch": {"image_id": image, "instance_type": "g4dn.xlarge", "market": market},
+                    "ready": ["running", "ssm"],
+                    "poll_cap_seconds": 5.0,
+                    "ttl_minutes": ttl,
+                }
+            },
+            base_dir=base,
+        )
+    svc = stage.Services(cfg, ec2=ec2, ssm=ssm)  # type: ignore[arg-type]
+    quiet = {"sleep": clock.sleep, "clock": clock, "log": lambda _: None, "services": svc}
+    began = clock()
+    try:
+        started = stage.start_step(cfg, "bench-run", **quiet)  # type: ignore[arg-type]
+        iid = started.outputs["instance_id"]
+        trained = 10 if cancelled else train_min
+        clock.advance(trained * 60)
+        if not cancelled:
+            stage.stop_step(cfg, "bench-run", **quiet)  # type: ignore[arg-type]
+        else:
+            while plain.describe(iid).state == "running" and clock() - began < 7 * 24 * 3600:
+                clock.advance(60)
+                ssm.tick(iid)
+        billed = (clock() - began) / 60
+        final = plain.describe(iid).state
+    finally:
+        ssm.close()
+    return {
+        "calls": ec2.calls + sum(ssm.calls.values()),
+        "beyond": billed - trained,
+        "final": final,  # type: ignore[dict-item]
+        "market": started.outputs["market"],  # type: ignore[dict-item]
+        "warned": bool(started.warnings),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer cases")
@@ -236,6 +312,25 @@ def main() -> int:
                 print(
                     f"ttl {ttl:>3} min: watchdog {with_wd:.0f} min | no watchdog {shown} min | "
                     f"hourly reap only <= {reaper} min | ratio watchdog/none {with_wd / max(without, 1):.4f}"
+                )
+
+            print("\n## 4. Per backend: API calls per run and billed minutes beyond training")
+            print(
+                f"{'backend':>34} | {'calls/run':>9} | {'beyond, happy':>13} | "
+                f"{'beyond, cancelled':>17} | end state"
+            )
+            for label, kind, refuse in (
+                ("ec2 (shared, from stopped)", "ec2", False),
+                ("launch on-demand", "launch:on-demand", False),
+                ("launch spot", "launch:spot", False),
+                ("launch spot-preferred, spot refused", "launch:spot-preferred", True),
+            ):
+                happy = backend_run(base, image, kind, cancelled=False, refuse_spot=refuse)
+                cut = backend_run(base, image, kind, cancelled=True, refuse_spot=refuse)
+                note = f" ({happy['market']}, warned)" if happy["warned"] else ""
+                print(
+                    f"{label:>34} | {happy['calls']:>9.0f} | {happy['beyond']:>9.1f} min | "
+                    f"{cut['beyond']:>13.1f} min | {happy['final']} / {cut['final']}{note}"
                 )
     finally:
         server.stop()  # type: ignore[attr-defined]

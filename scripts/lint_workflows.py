@@ -1,8 +1,10 @@
 """Lint every YAML file we ship: workflows, composite actions, the copy-in templates, and the
 usage snippets in README.md and docs/*.md.
 
-actionlint (workflows), zizmor --offline with this repository's policy (zero findings) and
-check-jsonschema against GitHub's workflow/action schemas. Exits non-zero on any finding.
+actionlint (workflows), zizmor --offline with this repository's policy (zero findings),
+zizmor --persona pedantic without any config (only the findings justified in PEDANTIC_JUSTIFIED)
+and check-jsonschema against GitHub's workflow/action/dependabot schemas. Exits non-zero on any
+finding.
 
 Snippets: every fenced ```yaml block that contains `uses:` is linted like a shipped workflow.
 A complete workflow (`on:` + `jobs:`) is linted as is; a list of steps is wrapped in a minimal
@@ -12,6 +14,7 @@ inside `run:`. Usage: .venv/bin/python scripts/lint_workflows.py [--only-snippet
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -100,9 +103,59 @@ def lint(workflows: list[Path], actions: list[Path], cwd: Path = ROOT) -> int:
     return failures
 
 
+# `zizmor --persona pedantic` with no configuration at all (what an outside auditor runs) may
+# report only these, each justified in docs/workflows.md ("Pedantic zizmor"): (audit, the
+# flagged text). Our own references are pinned to a release tag on purpose: a commit cannot name
+# its own SHA, and release.yml rewrites them to the exact release (`@vX.Y.Z`) on the release commit.
+PEDANTIC_JUSTIFIED: dict[str, re.Pattern[str]] = {
+    "unpinned-uses": re.compile(r"traingate/traingate(/[\w./-]+)?@v\d+(\.\d+\.\d+)?"),
+}
+
+
+def pedantic_findings(files: list[Path], cwd: Path = ROOT) -> list[tuple[str, str, str]]:
+    """(audit, file, flagged text) for every pedantic zizmor finding, without our config."""
+    cmd = [str(BIN / "zizmor"), "--offline", "--no-progress", "--persona", "pedantic", "--no-config"]
+    cmd += ["--format", "json", *map(str, files)]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode not in (0, *range(10, 15)):  # 10-14: findings of some severity
+        raise RuntimeError(f"zizmor failed (exit {proc.returncode}): {proc.stderr.strip()}")
+    found = []
+    for finding in json.loads(proc.stdout or "[]"):
+        primary = next(
+            (loc for loc in finding["locations"] if loc["symbolic"]["kind"] == "Primary"),
+            finding["locations"][0],
+        )
+        path = primary["symbolic"]["key"].get("Local", {}).get("verbatim_path", "?")
+        found.append((finding["ident"], path, primary["concrete"]["feature"].strip()))
+    return found
+
+
+def unjustified(findings: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    return [
+        f for f in findings if not (f[0] in PEDANTIC_JUSTIFIED and PEDANTIC_JUSTIFIED[f[0]].fullmatch(f[2]))
+    ]
+
+
+def pedantic(files: list[Path]) -> int:
+    """1 when zizmor, pedantic and without our config, reports anything not justified."""
+    print(f"+ zizmor --persona pedantic --no-config ({len(files)} files)", flush=True)
+    found = pedantic_findings(files)
+    left = unjustified(found)
+    for ident, path, text in left:
+        print(f"{path}: {ident}: {text!r} is neither fixed nor justified", flush=True)
+    print(f"{len(found)} pedantic finding(s), {len(found) - len(left)} justified", flush=True)
+    return 1 if left else 0
+
+
 def main(argv: list[str]) -> int:
     workflows, actions = ([], []) if "--only-snippets" in argv else _files()
     failures = lint(workflows, actions)
+    dependabot = ROOT / ".github" / "dependabot.yml"
+    if workflows and dependabot.exists():
+        schema = [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.dependabot"]
+        failures += _run([*schema, str(dependabot)]) != 0
+    if workflows or actions:
+        failures += pedantic(workflows + actions + ([dependabot] if dependabot.exists() else []))
     # Internal `uses: traingate/traingate/...@ref` must all name one release (set_release_ref.py).
     failures += _run([sys.executable, str(ROOT / "scripts" / "set_release_ref.py"), "--check"]) != 0
     with tempfile.TemporaryDirectory(prefix="traingate-snippets-") as tmp:

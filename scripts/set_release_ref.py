@@ -5,11 +5,15 @@ call the pipeline by its full name, because inside a caller's run `./actions/...
 the caller's repository. Those references must name the same release the caller picked, so a
 release rewrites them all on the release commit before tagging it:
 
-    .venv/bin/python scripts/set_release_ref.py v1.2.0   # on the release commit, then tag v1.2.0
-    .venv/bin/python scripts/set_release_ref.py main     # back on main afterwards
-    .venv/bin/python scripts/set_release_ref.py --check  # CI: one ref everywhere (prints it)
+    .venv/bin/python scripts/set_release_ref.py --check            # CI: one ref (prints it)
+    .venv/bin/python scripts/set_release_ref.py --release v1.2.0   # release.yml, on the tag
+    .venv/bin/python scripts/set_release_ref.py v2                 # main, after a major release
 
-Accepted refs: `main`, a version tag `vX`, `vX.Y`, `vX.Y.Z`, or a 40-hex commit SHA.
+`main` carries the major tag (`@v1`): whatever a caller pins, the nested references never
+follow the moving `main` branch. `--release vX.Y.Z` checks the tag is pyproject.toml's version
+and rewrites the references to it; `.github/workflows/release.yml` runs it on the release commit
+(docs/workflows.md, "Releasing"). Accepted refs: `main`, a version tag `vX`, `vX.Y`, `vX.Y.Z`, or a
+40-hex commit SHA.
 """
 
 from __future__ import annotations
@@ -56,7 +60,39 @@ def set_ref(ref: str, root: Path = ROOT) -> list[Path]:
     return changed
 
 
+RELEASE_TAG = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
+
+
+def project_version(root: Path = ROOT) -> str:
+    import tomllib
+
+    return str(tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"])
+
+
+def prepare_release(tag: str, root: Path = ROOT) -> list[Path]:
+    """Rewrite every internal reference to the release tag, after checking the tag is the version
+    pyproject.toml declares (the wheel `uv build` makes is named after that version)."""
+    if not RELEASE_TAG.match(tag):
+        raise ValueError(f"{tag!r} is not a release tag vX.Y.Z (the major tag vX is moved, not pushed)")
+    version = project_version(root)
+    if tag != f"v{version}":
+        raise ValueError(
+            f"tag {tag} does not match pyproject.toml version {version}: set version = "
+            f'"{tag[1:]}" in pyproject.toml, commit, and tag that commit'
+        )
+    return set_ref(tag, root)
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--release":
+        try:
+            changed = prepare_release(argv[1], ROOT)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        for path in changed:
+            print(f"updated {path.relative_to(ROOT)}")
+        return 0
     if argv == ["--check"]:
         refs = current_refs(ROOT)
         if len(refs) != 1:

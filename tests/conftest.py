@@ -12,6 +12,7 @@ def _clean_actions_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest
     """Tests never inherit the real runner's Actions environment or tokens."""
     for name in (
         "GITHUB_ACTIONS",
+        "CI",
         "GITHUB_OUTPUT",
         "GITHUB_STEP_SUMMARY",
         "GITHUB_TOKEN",

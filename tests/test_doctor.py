@@ -88,7 +88,9 @@ def test_defaults_pass_with_no_config_and_no_credentials(tmp_path: Path) -> None
     assert checks["AWS credentials"].status == "skip"
     assert checks["GitHub token"].status == "warn"
     assert "rendered to" in checks["GitHub token"].detail
-    assert checks["tracking"].status == "ok"
+    # The embedded SQLite store is fine here, and said to be no store for GitHub Actions.
+    assert checks["tracking"].status == "warn"
+    assert "not for GitHub Actions" in checks["tracking"].detail
     assert checks["DVC remote"].status == "ok"
     assert checks["git repository"].status == "ok"
     assert "GitHub token" in result.message and "fix: export GITHUB_TOKEN" in result.message
@@ -252,7 +254,7 @@ def test_not_a_git_repository_warns(tmp_path: Path) -> None:
 
 
 def _cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "AWS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "AWS_")) and k != "CI"}
     env.update(env_extra or {})
     return subprocess.run(
         [sys.executable, "-m", "traingate", *args],
@@ -320,3 +322,29 @@ def test_sqlite_tracking_under_a_file_fails(tmp_path: Path) -> None:
     check = _by_name(run_checks(cfg, env={}))["tracking"]
     assert check.status == "FAIL"
     assert "is a file" in check.detail
+
+
+@pytest.mark.parametrize("ci_env", [{"GITHUB_ACTIONS": "true"}, {"CI": "true"}])
+def test_local_tracking_store_fails_in_ci(tmp_path: Path, ci_env: dict[str, str]) -> None:
+    """Issue #12: in CI the embedded SQLite file dies with the job; doctor used to say "ok"."""
+    cfg = _cfg(tmp_path)
+    check = _by_name(run_checks(cfg, env=ci_env))["tracking"]
+    assert check.status == "FAIL"
+    assert "an SQLite file, on this machine only" in check.detail
+    assert "outlives the job" in check.fix
+    with pytest.raises(DoctorError, match="tracking"):
+        doctor_step(cfg, env={**ci_env, **PATH_WITH_PYTHON})
+
+
+@pytest.mark.parametrize("uri", ["file:///tmp/mlruns", "mlruns"])
+def test_local_file_store_fails_in_ci_and_warns_locally(tmp_path: Path, uri: str) -> None:
+    cfg = _cfg(tmp_path, {"tracking": {"uri": uri}})
+    assert _by_name(run_checks(cfg, env={"CI": "1"}))["tracking"].status == "FAIL"
+    local = _by_name(run_checks(cfg, env={}))["tracking"]
+    assert local.status == "warn" and "file store" in local.detail
+
+
+def test_server_tracking_is_fine_in_ci(tmp_path: Path, http_server) -> None:
+    url, _handler = http_server
+    cfg = _cfg(tmp_path, {"tracking": {"uri": url}})
+    assert _by_name(run_checks(cfg, env={"GITHUB_ACTIONS": "true"}))["tracking"].status == "ok"

@@ -90,6 +90,7 @@ def test_training_failure_still_stops_infra_and_opens_no_pr(project) -> None:
 def test_gate_without_a_gated_metric_fails_closed(project) -> None:
     cfg = project
     cfg.train.artifacts = []
+    cfg.gate.eval_set = ""  # the one-line command below measures on no holdout set
     cfg.train.command = _py(
         "import json, pathlib; p = pathlib.Path('outputs'); p.mkdir(exist_ok=True);"
         "(p / 'metrics.json').write_text(json.dumps({'dice': 0.99}))"
@@ -345,3 +346,55 @@ def test_run_with_a_token_opens_the_pr_and_posts_the_gate_status(project) -> Non
         assert len(fake.pulls) == 1
         assert len(fake.statuses) == 1
     assert "ghs_pipeline" not in result.message + result.summary
+
+
+def _git_in(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_run_on_a_data_branch_that_changes_train_py_trains_nothing(bare_project) -> None:
+    """Issue #11 case 3: a data branch that also edits train.py must not be merged or trained."""
+    cfg = bare_project
+    workdir = cfg.base_dir
+    _git_in(workdir, "checkout", "-q", "-b", "data/20240501-101500")
+    _generate(workdir, cfg.path(cfg.data.incoming), 4, seed=1, prefix="meter", degrade=False)
+    train = workdir / "train.py"
+    train.write_text(train.read_text() + "\n# and a little something else\n")
+    _git_in(workdir, "commit", "-q", "-am", "data: new pairs (and train.py)")
+    head = _git_in(workdir, "rev-parse", "HEAD")
+    with pytest.raises(TraingateError) as info:
+        run_step(cfg, env={})
+    err = info.value
+    assert err.exit_code == 1 and getattr(err, "code", "") == "untrusted_change"
+    assert "stage 'trust' failed" in err.message and "train.py (modified)" in err.message
+    assert "validate" not in err.message.split("stage 'trust' failed")[1].split("\n", 1)[1]
+    assert "infra start" not in err.message
+    assert _git_in(workdir, "rev-parse", "HEAD") == head  # nothing merged or committed
+    assert not (cfg.data_root.parent / "training.dvc").exists()
+    assert not (cfg.workspace_dir / "mlflow.db").exists()
+    assert not cfg.path(cfg.pr.render_to).exists()
+
+
+def test_run_on_a_data_only_branch_merges_and_trains(project) -> None:
+    """The data branch of a `traingate run` (or the demo's rounds) passes the check."""
+    cfg = project
+    workdir = cfg.base_dir
+    _git_in(workdir, "checkout", "-q", "-b", "data/20240501-101500")
+    _generate(workdir, cfg.path(cfg.data.incoming), 12, seed=1, prefix="meter", degrade=False)
+    cfg.train.command = shlex.join([sys.executable, "train.py", "--epochs", "1"])
+    result = run_step(cfg, env={})
+    assert result.outputs["improved"] is True
+    assert [s["status"] for s in result.data["stages"]][:2] == ["ok", "ok"]
+
+
+def test_run_without_new_data_on_a_branch_that_changes_code_trains_nothing(bare_project) -> None:
+    """No merge to refuse it: the pipeline's own check stops a code-only branch before training."""
+    cfg = bare_project
+    workdir = cfg.base_dir
+    _git_in(workdir, "checkout", "-q", "-b", "data/retrain")
+    (workdir / "traingate.yml").write_text((workdir / "traingate.yml").read_text() + "\n# tweak\n")
+    _git_in(workdir, "commit", "-q", "-am", "loosen the gate")
+    with pytest.raises(TraingateError) as info:
+        run_step(cfg, env={})
+    assert "traingate.yml (modified)" in info.value.message
+    assert "infra start" not in info.value.message and not _lease_holders(cfg)

@@ -14,6 +14,10 @@ Writes (the traingate metrics-file contract):
   outputs/metrics.json   {"dice": ..., "iou": ..., "loss": ..., "pixel_accuracy": ...}
   outputs/metrics.jsonl  one object per epoch with "step"
   outputs/model.npz      weights and feature normalisation
+  outputs/params.json    the hyperparameters and data sizes (logged as MLflow parameters)
+  outputs/model/         an MLflow pyfunc model (when mlflow is importable here), so the
+                         registered champion loads with mlflow.pyfunc.load_model and its
+                         predict() turns an (N, H, W, 3) float batch in [0, 1] into (N, H, W) masks
 
 Exits non-zero with a message on stderr when the data is missing or unreadable.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -196,6 +201,47 @@ def train(
     return model, metrics
 
 
+def save_mlflow_model(model: Model, folder: Path) -> bool:
+    """Save `model` as an MLflow pyfunc model in `folder`; False when mlflow is not installed
+    (the numpy files are still written, but the registered version will not be loadable)."""
+    try:
+        import mlflow
+        import mlflow.pyfunc
+    except ImportError:
+        print(f"mlflow is not importable here: {folder} (an MLflow model) was not written", flush=True)
+        return False
+
+    class MeterSegmenter(mlflow.pyfunc.PythonModel):
+        """predict: (N, H, W, 3) or (H, W, 3) RGB floats in [0, 1] -> boolean masks (N, H, W)."""
+
+        def __init__(self, trained: Model) -> None:
+            self.trained = trained
+
+        def predict(self, context, model_input, params=None):
+            batch = np.asarray(model_input, dtype=np.float32)
+            if batch.ndim == 3:
+                batch = batch[None]
+            if batch.ndim != 4 or batch.shape[-1] != 3:
+                raise ValueError(f"expected an (N, H, W, 3) batch of RGB images, got shape {batch.shape}")
+            return np.stack([self.trained.predict(features(image)) for image in batch])
+
+    # save_model refuses an existing folder; an old model must never pass for this run's.
+    shutil.rmtree(folder, ignore_errors=True)
+    import warnings
+
+    with warnings.catch_warnings():
+        # "add type hints to predict": the batch is an array, checked in predict itself.
+        warnings.simplefilter("ignore", UserWarning)
+        mlflow.pyfunc.save_model(
+            str(folder),
+            python_model=MeterSegmenter(model),
+            # Explicit requirements: inferring them would load the model in a subprocess.
+            pip_requirements=[f"numpy=={np.__version__}", f"mlflow-skinny=={mlflow.__version__}"],
+        )
+    print(f"saved the MLflow pyfunc model {folder}", flush=True)
+    return True
+
+
 HOLDOUT_SEED = 999
 HOLDOUT_PAIRS = 24
 
@@ -286,6 +332,17 @@ def main(argv: list[str] | None = None) -> int:
         radii=np.array(RADII),
         contrast_radii=np.array(CONTRAST_RADII),
     )
+    params = {
+        "epochs": args.epochs,
+        "hidden": args.hidden,
+        "lr": args.lr,
+        "seed": args.seed,
+        "pixels_per_image": args.pixels_per_image,
+        "train_pairs": len(train_idx),
+        "eval_pairs": len(eval_images),
+    }
+    (args.out / "params.json").write_text(json.dumps(params, indent=2) + "\n", encoding="utf-8")
+    save_mlflow_model(model, args.out / "model")
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     print(
         f"done in {time.perf_counter() - started:.1f}s: dice={metrics['dice']:.4f} iou={metrics['iou']:.4f}",

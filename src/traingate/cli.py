@@ -357,6 +357,13 @@ def _with_tracking_uri(cfg: Config, tracking_uri: str | None) -> Config:
     help="Run the quality gate right after training.",
 )
 @_tracking_uri_option
+@click.option(
+    "--data-from",
+    metavar="COMMIT",
+    envvar="TRAINGATE_DATA_FROM",
+    help="Train the checked-out code on the dataset of COMMIT (a data branch's merge commit): only "
+    "its DVC pointer is taken, after checking that COMMIT changes data only (untrusted_change).",
+)
 @pass_opts
 def train_cmd(
     opts: Options,
@@ -365,19 +372,29 @@ def train_cmd(
     force_pull: bool,
     with_gate: bool,
     tracking_uri: str | None,
+    data_from: str | None,
 ) -> None:
     """Run the training command, check its exit code and metrics, log everything to MLflow."""
 
     def action(cfg: Config) -> StepResult:
         from traingate.train.runner import train_step
 
-        return train_step(
+        adopted = None
+        if data_from:
+            from traingate.data.trust import adopt_data_pointers
+
+            adopted = adopt_data_pointers(cfg, data_from)
+        result = train_step(
             _with_tracking_uri(cfg, tracking_uri),
             attach=attach,
             pull=not no_pull,
             with_gate=with_gate,
             force_pull=force_pull,
         )
+        if adopted is not None:
+            result.summary = adopted.summary() + result.summary
+            result.warnings = [*adopted.warnings, *result.warnings]
+        return result
 
     run_step(opts, action)
 
@@ -636,6 +653,11 @@ def demo_cmd(opts: Options, workdir: str | None, pairs: int) -> None:
 @click.option("--instance-id", help="The shared EC2 instance id.")
 @click.option("--role-arn", help="IAM role for OIDC (AWS_ROLE_ARN repository variable).")
 @click.option("--region", help="AWS region.")
+@click.option(
+    "--tracking-uri",
+    help="MLflow server that outlives the job, e.g. https://mlflow.example.com (default: a local "
+    "SQLite file, fine for `traingate run`, refused by the gate in GitHub Actions).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 @pass_opts
 def init_cmd(
@@ -646,6 +668,7 @@ def init_cmd(
     instance_id: str | None,
     role_arn: str | None,
     region: str | None,
+    tracking_uri: str | None,
     force: bool,
 ) -> None:
     """Write the workflow templates and a starter traingate.yml into a repository."""
@@ -662,6 +685,7 @@ def init_cmd(
             region=region,
             force=force,
             interactive=sys.stdin.isatty() and not opts.as_json,
+            tracking_uri=tracking_uri,
         )
 
     run_step(opts, action, needs_config=False)

@@ -36,6 +36,13 @@ class StoreKind(StrEnum):
 class InfraBackend(StrEnum):
     local = "local"
     ec2 = "ec2"
+    launch = "launch"
+
+
+class LaunchMarket(StrEnum):
+    on_demand = "on-demand"
+    spot = "spot"
+    spot_preferred = "spot-preferred"
 
 
 class TrainWhere(StrEnum):
@@ -93,6 +100,9 @@ class DataConfig(_Strict):
     # Where new data arrives (a folder in the data/** branch); merged into `root`.
     incoming: str = "data/new"
     on_conflict: OnConflict = OnConflict.fail
+    # Globs (relative to this file's folder) a data branch may change besides data.incoming and
+    # the dataset pointers; anything else is `untrusted_change`. traingate.yml itself never is.
+    allowed_paths: list[str] = Field(default_factory=list)
     # Validation cache (content-hash keyed). Empty: the user's cache dir.
     cache_dir: str = ""
     workers: int = Field(0, ge=0, description="0 = one per core")
@@ -133,6 +143,34 @@ class InstanceSelector(_Strict):
 ReadyCheck = Annotated[str, Field(min_length=1)]
 
 
+class LaunchConfig(_Strict):
+    # A launch template id (lt-...) or name; the keys below override what it sets.
+    template: str = ""
+    # AMI of the training environment (required without a template).
+    image_id: str = ""
+    # e.g. g5.xlarge (required without a template).
+    instance_type: str = ""
+    subnet_id: str = ""
+    security_group_ids: list[str] = Field(default_factory=list)
+    # Instance profile name or ARN (SSM, S3 access).
+    instance_profile: str = ""
+    # on-demand | spot (capacity/price errors fail the step) | spot-preferred (falls back loudly).
+    market: LaunchMarket = LaunchMarket.on_demand
+    # Spot ceiling in USD/hour, e.g. "0.50". Empty: the on-demand price (AWS's default).
+    max_price: str = ""
+
+    @field_validator("max_price")
+    @classmethod
+    def _price(cls, v: str) -> str:
+        if v.strip():
+            try:
+                if float(v) <= 0:
+                    raise ValueError
+            except ValueError:
+                raise ValueError(f"max_price must be a positive number of USD per hour, got {v!r}") from None
+        return v.strip()
+
+
 class InfraConfig(_Strict):
     backend: InfraBackend = InfraBackend.local
     region: str = "us-east-1"
@@ -153,6 +191,8 @@ class InfraConfig(_Strict):
     hourly_cost_usd: float = Field(0.0, ge=0)
     # For `backend: local`: the lease file lives here (relative to the config folder).
     local_dir: str = ".traingate/infra"
+    # For `backend: launch`: a fresh instance per run (docs/infra.md).
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
 
     @field_validator("ready")
     @classmethod
@@ -182,10 +222,27 @@ class TrainConfig(_Strict):
     setup: str = ""
     # Pull DVC-tracked data before training (runner) / on the instance.
     pull_data: bool = True
+    params: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="parameters logged on the run (and given to the command as JSON in $TRAINGATE_PARAMS)",
+    )
+    params_file: str = Field(
+        "outputs/params.json",
+        description="JSON object of parameters the training wrote; logged on the run when present",
+    )
+    model_dir: str = Field(
+        "outputs/model",
+        description="MLflow model folder the training saved (holds an MLmodel file); logged and "
+        "registered as an MLflow model, so models:/<gate.model>@<gate.alias> loads",
+    )
 
 
 class TrackingConfig(_Strict):
-    uri: str = "sqlite:///.traingate/mlflow.db"
+    uri: str = Field(
+        "sqlite:///.traingate/mlflow.db",
+        description="MLflow tracking and registry URI; in GitHub Actions it must outlive the job "
+        "(http(s)://, databricks): gate, train --gate and run refuse a local sqlite/file store there",
+    )
     experiment: str = ""
     # Bounded retries: a dead server must fail in well under a minute, never MLflow's 100+ s.
     max_retries: int = Field(3, ge=0, le=10)
@@ -214,6 +271,16 @@ class GateConfig(_Strict):
     promote: PromoteMode = PromoteMode.on_gate
     challenger_alias: str = "challenger"
     previous_alias: str = "previous-champion"
+    eval_set: str = Field(
+        "",
+        description="file or folder (relative to train.workdir) the metrics are measured on; its "
+        "content fingerprint tags every run, and only runs with the same fingerprint are compared",
+    )
+    rescore: str = Field(
+        "",
+        description="command that scores the champion's model on the current eval_set when the "
+        "champion was measured on another one (contract: docs/gate.md); empty: such a gate fails",
+    )
 
     @field_validator("metrics")
     @classmethod
@@ -433,6 +500,8 @@ __all__ = [
     "GateMetric",
     "InfraBackend",
     "InfraConfig",
+    "LaunchConfig",
+    "LaunchMarket",
     "MergeMethod",
     "OnConflict",
     "PrConfig",

@@ -130,8 +130,8 @@ def check_train_command(cfg: Config, env: Mapping[str, str]) -> Check:
 
 def _aws_needed(cfg: Config) -> list[str]:
     reasons = []
-    if cfg.infra.backend.value == "ec2":
-        reasons.append("infra.backend: ec2")
+    if cfg.infra.backend.value in ("ec2", "launch"):
+        reasons.append(f"infra.backend: {cfg.infra.backend.value}")
     if cfg.store.kind.value == "dvc" and cfg.store_remote.startswith("s3://"):
         reasons.append("store.remote on S3")
     if cfg.infra.lease_table:
@@ -214,7 +214,28 @@ def check_github(cfg: Config, env: Mapping[str, str]) -> Check:
     )
 
 
-def check_tracking(cfg: Config, timeout: float, http_get: HttpGet) -> Check:
+def check_tracking(
+    cfg: Config, timeout: float, http_get: HttpGet, env: Mapping[str, str] | None = None
+) -> Check:
+    """The store answers; and, for a verdict, it outlives the job (issue #12: a runner's SQLite
+    file is empty in every job, so every candidate "beat" no champion and was promoted)."""
+    check = _check_tracking_reachable(cfg, timeout, http_get)
+    from traingate.tracking.durable import in_ci, local_store_kind
+
+    kind = local_store_kind(cfg.tracking.uri)
+    if kind is None or check.failed:
+        return check
+    detail = f"{check.detail}: {kind}, on this machine only"
+    fix = (
+        "set tracking.uri to an MLflow server that outlives the job (http(s)://... or databricks); "
+        "`traingate gate`, `train --gate` and `run` refuse a local store in GitHub Actions"
+    )
+    if in_ci(dict(os.environ) if env is None else env):
+        return Check("tracking", FAIL, detail + "; a CI machine loses it with the job", fix)
+    return Check("tracking", WARN, detail + "; fine for local runs, not for GitHub Actions", fix)
+
+
+def _check_tracking_reachable(cfg: Config, timeout: float, http_get: HttpGet) -> Check:
     uri = cfg.tracking_uri
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///") :])
@@ -422,6 +443,17 @@ def check_git(cfg: Config, env: Mapping[str, str] | None = None) -> Check:
 def check_infra(cfg: Config) -> Check:
     if cfg.infra.backend.value == "local":
         return Check("infra", OK, f"local backend; lease file under {cfg.path(cfg.infra.local_dir)}")
+    if cfg.infra.backend.value == "launch":
+        spec = cfg.infra.launch
+        if not spec.template and not (spec.image_id and spec.instance_type):
+            return Check(
+                "infra",
+                FAIL,
+                "infra.backend is launch but infra.launch has no template (nor image_id and instance_type)",
+                "set infra.launch.template, or infra.launch.image_id and infra.launch.instance_type",
+            )
+        what = spec.template or f"{spec.image_id} {spec.instance_type}"
+        return Check("infra", OK, f"launch {what} ({spec.market.value}) in {cfg.infra.region}")
     selector = cfg.infra.instance
     if not selector.id and not selector.tags:
         return Check(
@@ -477,7 +509,7 @@ def run_checks(
         check_infra(cfg),
         check_aws_credentials(cfg, env),
         check_github(cfg, env),
-        check_tracking(cfg, limit, http_get),
+        check_tracking(cfg, limit, http_get, env),
         check_store(cfg, limit, env),
     ]
 

@@ -96,3 +96,10 @@ class GitError(TraingateError):
 
 class GitHubError(TraingateError):
     title = "GitHub error"
+
+
+class UntrustedChangeError(TraingateError):
+    """A data branch changes something a data push may not change (code, traingate.yml, ...)."""
+
+    title = "untrusted change"
+    code = "untrusted_change"

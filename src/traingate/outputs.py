@@ -22,7 +22,16 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
         "data_version",
         "commit_sha",
     ),
-    "infra start": ("instance_id", "public_ip", "private_ip", "state", "mlflow_url", "holder"),
+    "infra start": (
+        "instance_id",
+        "public_ip",
+        "private_ip",
+        "state",
+        "mlflow_url",
+        "holder",
+        "market",
+        "hourly_usd",
+    ),
     "infra stop": ("instance_id", "state", "stopped", "remaining_holders"),
     "infra status": ("state", "holders"),
     "infra reap": ("reaped",),
@@ -48,6 +57,8 @@ BOOLEAN: tuple[str, ...] = ("true", "false")
 VALUES: dict[str, dict[str, tuple[str, ...]]] = {
     "data validate": {"validation_passed": BOOLEAN},
     "data merge": {"validation_passed": BOOLEAN},
+    # on-demand after a spot-preferred fallback too; local: infra.backend local (no instance).
+    "infra start": {"market": ("on-demand", "spot", "local")},
     "infra stop": {"stopped": BOOLEAN},
     "gate": {"improved": BOOLEAN},
     # rendered: no token/repository (or --render-only); skipped: head is the base branch.

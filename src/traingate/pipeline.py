@@ -169,6 +169,7 @@ def _chain(
             hint=f"pass the folder holding {cfg.data.images}/ and {cfg.data.masks}/, or omit it "
             f"to use data.incoming ({cfg.data.incoming})",
         )
+    _check_data_only(cfg, src, progress)
     data_report: Path | None = None
     # The merge's own test for new data: a lone .gitkeep in incoming/ is not a batch to merge.
     if _has_files(src, cfg.data.ignore):
@@ -246,6 +247,20 @@ def _chain(
     return outcome
 
 
+def _check_data_only(cfg: Config, source: Path, progress: Progress) -> None:
+    """A data branch changes data only: on any branch but pr.base, refuse before anything is
+    merged or trained (the workflow's train job runs the base's code instead, see trust.py)."""
+    from traingate.data.trust import check_branch
+
+    try:
+        report = check_branch(cfg, source=source)
+    except TraingateError as err:
+        progress.add("trust", "failed", _first_line(err.message))
+        progress.failed = progress.failed or f"{progress.label} trust".strip()
+        raise
+    progress.warnings.extend(report.warnings)
+
+
 def _preflight_github(token: str | None, repo: str | None) -> None:
     """Half a GitHub setup is a mistake to report before an hour of training, not after."""
     from traingate.errors import CredentialsError
@@ -275,6 +290,9 @@ def run_step(
     from traingate.result import StepResult
 
     env = os.environ if env is None else env
+    from traingate.tracking.durable import require_lasting_registry
+
+    require_lasting_registry(cfg, command="run", env=env)
     progress = Progress()
     outcome = run_pipeline(
         cfg,

@@ -67,6 +67,8 @@ def make_project(tmp_path: Path, name: str = "proj", extra: dict | None = None) 
     git(root, "add", ".")
     git(root, "commit", "-q", "-m", "init")
     git(root, "push", "-q", "origin", "data/upload")
+    # The base the data branch was cut from (pr.base): the merge compares the branch with it.
+    git(root, "push", "-q", "origin", "HEAD:refs/heads/main")
     return Project(root, bare, remote)
 
 

@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,8 +227,10 @@ class E2E:
         degrade: bool = False,
         prefix: str = "new",
         corrupt: bool = False,
+        also: Mapping[str, str] | None = None,
     ) -> str:
-        """A data push: a branch off main with new pairs under data/new. Returns the branch."""
+        """A data push: a branch off main with new pairs under data/new (and, with `also`, other
+        files written in the same commit: path -> text). Returns the branch."""
         git(self.work, "checkout", "-q", "main")
         git(self.work, "checkout", "-q", "-b", branch)
         args = ["generate.py", "data/new", "--pairs", str(pairs), "--seed", str(seed), "--prefix", prefix]
@@ -237,6 +239,10 @@ class E2E:
             images = sorted((self.work / "data" / "new" / "images").iterdir())
             images[0].write_bytes(images[0].read_bytes()[:200])  # truncated upload
             (self.work / "data" / "new" / "masks" / f"{images[1].stem}.png").unlink()  # missing mask
+        for rel, text in (also or {}).items():
+            (self.work / rel).parent.mkdir(parents=True, exist_ok=True)
+            (self.work / rel).write_text(text)
+            git(self.work, "add", rel)
         git(self.work, "add", "data/new")
         git(self.work, "commit", "-q", "-m", f"new training data ({pairs} pairs)")
         git(self.work, "push", "-q", "origin", branch)
@@ -468,6 +474,10 @@ def e2e(
         monkeypatch.setitem(fn.__kwdefaults__, "sleep", clock.sleep)
         monkeypatch.setitem(fn.__kwdefaults__, "clock", clock)
     monkeypatch.setitem(stage.status_step.__kwdefaults__, "clock", clock)
+    # The lease/watchdog renewal while `train` runs on the runner (#14) runs on the same clock.
+    from traingate.infra.keepalive import KeepAlive
+
+    monkeypatch.setitem(KeepAlive.__init__.__kwdefaults__, "clock", clock)
     # PyGithub's polite throttling (1 s between writes) and the retry back-off are real sleeps.
     monkeypatch.setitem(PyGithubForge.__init__.__kwdefaults__, "seconds_between_requests", 0)
     monkeypatch.setitem(PyGithubForge.__init__.__kwdefaults__, "seconds_between_writes", 0)
@@ -503,6 +513,7 @@ def e2e(
         ):
             rsps.add_passthru(re.compile(r"https?://(127\.0\.0\.1|localhost)(:\d+)?"))
             fake = FakeGitHub(rsps)
+            fake.git_dir = bare  # the compare API (the PR's diff) answers from the real branches
 
             def sync_forge() -> None:
                 refs = git(bare, "for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads")

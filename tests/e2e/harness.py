@@ -40,6 +40,7 @@ import yaml
 
 from tests.workflows.expr import Context, evaluate, evaluate_if, interpolate, strip_wrapper, to_string
 from tests.workflows.jobgraph import WorkflowRun, load_workflow
+from traingate import gha
 from traingate.outputs import OUTPUTS, check_values
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,6 +133,7 @@ class World:
     root: Path  # per-run scratch (runner folders)
     env: dict[str, str]  # base runner environment (AWS endpoint, PATH, HOME, ...)
     repository: str = "o/r"
+    default_branch: str = "main"
     token: str = "ghs_e2eFakeToken000000000000000000000000"
     sync_forge: Callable[[], None] | None = None  # refresh the GitHub fake's view of the branches
 
@@ -219,10 +221,11 @@ class PipelineRun:
             "run_id": run_id,
             "run_attempt": str(attempt),
             "event_name": "push",
-            "event": {"repository": {"default_branch": "main"}},
             "token": world.token,
             "server_url": "https://github.com",
             "workspace": "",
+            # The push event's payload: the train job checks out the default branch (the base).
+            "event": {"repository": {"full_name": world.repository, "default_branch": world.default_branch}},
         }
         self.graph = WorkflowRun.from_doc(
             self.doc, inputs, {"github": self.github, "secrets": self.secrets, "vars": {}}
@@ -539,6 +542,13 @@ class PipelineRun:
             if TRAINGATE_EXE not in run and not root_call:
                 if "uv pip install" in run or "uv venv" in run:
                     continue  # installing traingate: already installed in this interpreter
+                if sub.get("id") == "traingate-source":  # locates pyproject.toml for the uv cache key
+                    out = temp / f"locate-{index}.txt"
+                    out.write_text("")
+                    env = {**os.environ, "GITHUB_ACTION_PATH": str(path.parent), "GITHUB_OUTPUT": str(out)}
+                    subprocess.run(["bash", "-e", "-c", run], env=env, check=True, cwd=temp)
+                    steps_ctx[sub["id"]] = {"outputs": gha.read_outputs(out), "outcome": "success"}
+                    continue
                 raise HarnessError(f"{path}: run step {sub.get('name')!r} is neither install nor traingate")
             if "${{" in run:
                 raise HarnessError(f"{path}: an expression inside `run:` (template injection)")

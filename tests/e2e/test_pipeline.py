@@ -93,7 +93,9 @@ def test_happy_path(e2e: E2E) -> None:
     assert e2e.run_status(train["run_id"]) == "FINISHED"
     assert e2e.aliases() == {"champion": train["model_version"]}
     tags = e2e.client().get_run(train["run_id"]).data.tags
-    assert tags["traingate.git_commit"] == pushed  # GITHUB_SHA: the pushed commit
+    # The checked-out HEAD: main's commit, whose code trained; the data is traingate.data_version.
+    assert tags["traingate.git_commit"] == git(e2e.world.bare, "rev-parse", "refs/heads/main")
+    assert tags["traingate.data_version"] == merge["data_version"]
     assert "Training finished" in run.job("train").summary
 
     # create-pr + auto-merge: PR with the metric table, gate status on its head, auto-merge on.
@@ -447,6 +449,8 @@ def test_artifact_access_denied_required_fails_train(e2e: E2E) -> None:
 
 # ---------------------------------------------------------------------- 9 branch moved
 def test_data_branch_moved_during_the_run_is_rebased_and_pushed(e2e: E2E) -> None:
+    # NOTES.md is not data: the base must allow it, or the train job and the PR refuse it (13).
+    e2e.configure(data__allowed_paths=["NOTES.md"])
     branch = e2e.push_data()
     moved: dict[str, str] = {}
 
@@ -469,6 +473,85 @@ def test_data_branch_moved_during_the_run_is_rebased_and_pushed(e2e: E2E) -> Non
     files = e2e.branch_files(branch)
     assert "NOTES.md" in files and "data/training.dvc" in files
     assert run.job("create-pr").outputs["head_sha"] == commit
+
+
+# ----------------------------------------------------- 13 a data branch changes data only
+EVIL_TRAIN = (
+    "import json, pathlib\n"
+    "out = pathlib.Path('outputs'); out.mkdir(exist_ok=True)\n"
+    "(out / 'model.npz').write_bytes(b'x')\n"
+    "(out / 'metrics.json').write_text(json.dumps({'dice': 0.999, 'iou': 0.999}))\n"
+)
+
+
+def assert_untrusted(step: Any, *paths: str) -> None:
+    text = step.stdout + step.stderr
+    assert step.exit_code == 1 and "untrusted_change" in text, text
+    for path in paths:
+        assert path in text, (path, text)
+
+
+def test_data_branch_that_also_changes_code_and_config_is_refused_at_the_merge(e2e: E2E) -> None:
+    """Issue #11 case 3: a `data/**` push that edits train.py and traingate.yml is not merged,
+    trained, gated or proposed, and nothing of it reaches main."""
+    loosened = (e2e.work / "traingate.yml").read_text().replace("require: all", "require: any")
+    branch = e2e.push_data(also={"train.py": EVIL_TRAIN, "traingate.yml": loosened + "\n# loosened\n"})
+    pushed = e2e.branch_sha(branch)
+    objects_before = e2e.s3_keys()
+    run = e2e.pipeline(branch).run()
+    assert run.results["merge-and-validate"] == "failure", given_up(run)
+    assert {run.results[j] for j in ("start-infra", "train", "stop-infra")} == {"skipped"}, given_up(run)
+    assert_untrusted(run.job("merge-and-validate").step(), "train.py (modified)", "traingate.yml (modified)")
+    assert any(
+        a.startswith("::error file=train.py,title=untrusted change::")
+        for a in run.job("merge-and-validate").annotations
+    )
+    assert e2e.branch_sha(branch) == pushed and e2e.s3_keys() == objects_before  # nothing merged
+    assert e2e.instance_state() == "stopped" and e2e.experiment_runs() == [] and e2e.aliases() == {}
+    assert_no_pr(e2e, run)
+    assert "traingate.yml" not in git(e2e.world.bare, "diff", "--name-only", f"{pushed}~1", "main")
+
+
+def test_code_pushed_after_the_merge_is_never_trained_or_proposed(e2e: E2E) -> None:
+    """Someone pushes train.py to the data branch once the merge is done: the train job still
+    runs main's code on the merged pointer, and the PR (whose diff now holds train.py) is refused."""
+    branch = e2e.push_data()
+
+    def push_code(run: PipelineRun, key: str, step: Any) -> None:
+        other = e2e.world.root / "intruder"
+        git(e2e.world.root, "clone", "-q", "-b", branch, str(e2e.world.bare), str(other))
+        (other / "train.py").write_text(EVIL_TRAIN)
+        git(other, "commit", "-q", "-am", "a better model, promise")
+        git(other, "push", "-q", "origin", branch)
+
+    run = e2e.pipeline(branch, hooks={"after:merge-and-validate": push_code}).run()
+    merge = run.job("merge-and-validate").outputs
+    train = run.job("train")
+    assert train.result == "success", given_up(run)
+    # main's train.py (a real model), not the pushed one that reports 0.999.
+    assert json.loads(train.outputs["metrics"])["dice"] < 0.99
+    assert train.outputs["data_version"] == merge["data_version"]
+    assert (train.workspace / "train.py").read_text() == (e2e.work / "train.py").read_text()
+    assert "Code and traingate.yml from `main`" in train.summary
+    assert run.results["create-pr"] == "failure" and run.results["auto-merge"] == "skipped", given_up(run)
+    assert_untrusted(run.job("create-pr").step(), "train.py (modified)")
+    assert e2e.github.pulls == {} and e2e.github.statuses == []
+    assert_instance_given_back(e2e, run)
+
+
+def test_retrain_of_a_branch_that_changes_code_is_refused_by_the_train_job(e2e: E2E) -> None:
+    """`merge: false`: no merge to refuse it; the train job checks the commit before training."""
+    git(e2e.work, "checkout", "-q", "-b", "data/retrain", "main")
+    (e2e.work / "train.py").write_text(EVIL_TRAIN)
+    git(e2e.work, "commit", "-q", "-am", "retrain with this")
+    git(e2e.work, "push", "-q", "origin", "data/retrain")
+    git(e2e.work, "checkout", "-q", "main")
+    run = e2e.pipeline("data/retrain", inputs={"merge": False}).run()
+    assert run.results["train"] == "failure", given_up(run)
+    assert_untrusted(run.job("train").step(), "train.py (modified)")
+    assert e2e.experiment_runs() == [] and e2e.aliases() == {}
+    assert_instance_given_back(e2e, run)
+    assert_no_pr(e2e, run)
 
 
 # ------------------------------------------------------------ 5 runner dies mid-train

@@ -118,6 +118,17 @@ def test_train_writes_the_metrics_contract(trained: dict[str, dict]) -> None:
     model = np.load(run["work"] / "outputs" / "model.npz")
     assert {"w1", "b1", "w2", "b2", "mean", "std"} <= set(model.files)
     assert "created the holdout set holdout" in run["stdout"]
+    assert (run["work"] / "outputs" / "model" / "MLmodel").is_file()  # an MLflow pyfunc model
+    params = json.loads((run["work"] / "outputs" / "params.json").read_text())
+    assert params == {
+        "epochs": 4,
+        "hidden": 16,
+        "lr": 0.01,
+        "seed": 0,
+        "pixels_per_image": 3000,
+        "train_pairs": 24,
+        "eval_pairs": 24,
+    }
 
 
 def test_clean_data_clearly_beats_degraded_data(trained: dict[str, dict]) -> None:
@@ -149,11 +160,93 @@ def test_train_with_a_missing_mask_exits_nonzero(tmp_path: Path) -> None:
     assert "meter-0002.jpg has no mask" in proc.stderr
 
 
+def _example_project(work: Path) -> object:
+    """The example in `work` with 24 clean pairs, trained by this interpreter (which has mlflow)."""
+    import shutil
+
+    import yaml
+
+    for name in ("train.py", "generate.py"):
+        shutil.copy2(EXAMPLE / name, work / name)
+    _gen(work / "data" / "training", "--pairs", "24", "--seed", "1")
+    raw = yaml.safe_load((EXAMPLE / "traingate.yml").read_text())
+    raw["train"].update({"command": f"{sys.executable} train.py --epochs 3", "pull_data": False})
+    raw["tracking"].update({"retry_budget_seconds": 5, "health_timeout_seconds": 5})
+    return parse_config(raw, base_dir=work)
+
+
+@pytest.mark.slow
+def test_champion_loads_with_pyfunc_and_predicts_masks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #12.3: `mlflow.pyfunc.load_model("models:/water-meter-segmentation@champion")`
+    failed (the version pointed at a raw folder). Now it loads and segments an (N, H, W, 3) batch."""
+    from traingate.tracking.gate import gate_step
+    from traingate.train.runner import train_step
+
+    cfg = _example_project(tmp_path)
+    trained = train_step(cfg, log=lambda _line: None)
+    assert not any("not loadable" in w for w in trained.warnings), trained.warnings
+    gated = gate_step(cfg, run_id=trained.outputs["run_id"])
+    assert gated.outputs["model_version"] == "1" and not gated.warnings
+
+    import mlflow
+    import mlflow.pyfunc
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cfg.tracking_uri)
+    client = mlflow.MlflowClient(cfg.tracking_uri)
+    params = client.get_run(trained.outputs["run_id"]).data.params
+    assert params["epochs"] == "3" and params["hidden"] == "16" and params["train_pairs"] == "24"
+
+    model = mlflow.pyfunc.load_model("models:/water-meter-segmentation@champion")
+    names = sorted(p.stem for p in (tmp_path / "holdout" / "images").iterdir())[:3]
+    batch = np.stack(
+        [
+            np.asarray(
+                Image.open(tmp_path / "holdout" / "images" / f"{n}.jpg").convert("RGB"), dtype=np.float32
+            )
+            / 255.0
+            for n in names
+        ]
+    )
+    assert batch.shape == (3, 128, 128, 3)
+    masks = np.asarray(model.predict(batch))
+    assert masks.shape == (3, 128, 128) and masks.dtype == bool
+    truth = np.stack(
+        [np.asarray(Image.open(tmp_path / "holdout" / "masks" / f"{n}.png")) > 127 for n in names]
+    )
+    dice = 2 * (masks & truth).sum() / (masks.sum() + truth.sum())
+    assert dice > 0.8
+
+
+def test_without_mlflow_the_example_trains_and_says_so(tmp_path: Path) -> None:
+    blocker = tmp_path / "no-mlflow"
+    (blocker / "mlflow").mkdir(parents=True)
+    (blocker / "mlflow" / "__init__.py").write_text("raise ImportError('mlflow is not installed')\n")
+    _gen(tmp_path / "data" / "training", "--pairs", "10", "--seed", "1")
+    import os
+
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE / "train.py"), "--epochs", "1", "--holdout", "none"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(blocker)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "mlflow is not importable" in proc.stdout
+    assert (tmp_path / "outputs" / "model.npz").is_file()
+    assert not (tmp_path / "outputs" / "model").exists()
+    assert json.loads((tmp_path / "outputs" / "params.json").read_text())["epochs"] == 1
+
+
 def test_example_config_is_valid() -> None:
     cfg = load_config(EXAMPLE / "traingate.yml")
     assert cfg.project == "water-meters"
     assert [m.name for m in cfg.gate.metrics] == ["dice", "iou"]
     assert cfg.train.artifacts == ["outputs/model.npz"]
+    assert cfg.gate.eval_set == "holdout"  # the fixed holdout train.py measures on
     assert parse_config({"data": {"size": [128, 128]}}).data.size == (128, 128)
 
 

@@ -108,6 +108,12 @@ class FakeGitHub:
         self.actions_may_create_prs = True
         self.auto_merge_allowed = True
         self.graphql_forbidden = False
+        # The compare API (`base...head`): per head branch a list of (GitHub status, filename[,
+        # previous filename of a rename]);
+        # else computed from `git_dir` (a bare repository, as in the e2e harness); else the one
+        # pointer file a data branch changes.
+        self.changed: dict[str, list[tuple[str, ...]]] = {}
+        self.git_dir: Path | None = None
         self._next_number = 1
         self._next_comment = 100
         # GitHub's merge clock: each merge happens a minute after the previous one.
@@ -125,6 +131,7 @@ class FakeGitHub:
             (responses.POST, r"/commits/\w+/comments$", self._comment),
             (responses.PATCH, r"/comments/\d+$", self._edit_comment),
             (responses.GET, r"/git/ref/heads/.+$", self._get_ref),
+            (responses.GET, r"/compare/[^?]+(\?.*)?$", self._compare),
             (responses.DELETE, r"/git/refs/heads/.+$", self._delete),
         ):
             rsps.add_callback(method, re.compile(repo + path), callback)
@@ -438,6 +445,59 @@ class FakeGitHub:
             )
 
         return self._wrap(request, run)
+
+    def _compare(self, request: Any) -> Any:
+        def run(_r: Any) -> Any:
+            basehead = unquote(urlparse(request.url).path.split("/compare/", 1)[1])
+            base, _, head = basehead.partition("...")
+            if base not in self.branches or head not in self.branches:
+                return _json(404, {"message": "Not Found", "status": "404"})
+            if head in self.changed:
+                changes = self.changed[head]
+            elif self.git_dir is not None:
+                changes = self._git_changes(base, head)
+            else:
+                changes = [("modified", "data/training.dvc")]
+            files = [
+                {
+                    "sha": "0" * 40,
+                    "filename": change[1],
+                    "status": change[0],
+                    "additions": 1,
+                    "deletions": 0,
+                    "changes": 1,
+                    **({"previous_filename": change[2]} if len(change) > 2 else {}),
+                }
+                for change in changes
+            ][:300]  # GitHub lists at most 300 files of a comparison
+            url = f"{self.api}{self.prefix}/repos/{self.repo}/compare/{basehead}".replace(":443", "")
+            return _json(
+                200,
+                {
+                    "url": url,
+                    "status": "ahead",
+                    "ahead_by": 1,
+                    "behind_by": 0,
+                    "total_commits": 1,
+                    "commits": [],
+                    "files": files,
+                },
+            )
+
+        return self._wrap(request, run)
+
+    def _git_changes(self, base: str, head: str) -> list[tuple[str, str]]:
+        import subprocess
+
+        def git(*args: str) -> str:
+            return subprocess.run(
+                ["git", *args], cwd=self.git_dir, check=True, capture_output=True, text=True
+            ).stdout
+
+        merge_base = git("merge-base", f"refs/heads/{base}", f"refs/heads/{head}").strip()
+        out = git("diff", "--name-status", "--no-renames", merge_base, f"refs/heads/{head}")
+        words = {"A": "added", "D": "removed", "M": "modified", "T": "changed"}
+        return [(words.get(line[0], "modified"), line.split("\t", 1)[1]) for line in out.splitlines() if line]
 
     def _delete(self, request: Any) -> Any:
         def run(_r: Any) -> Any:

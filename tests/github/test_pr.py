@@ -62,7 +62,8 @@ def test_creates_pr_posts_status_and_labels(
     assert "dice 0.9134 (+0.0263)" in status["description"]
     assert fake_github.labels[1] == ["traingate"]
     assert read_state(cfg.workspace_dir)["pr_number"] == 1
-    assert [m for m, _ in fake_github.log] == ["GET", "POST", "POST", "POST"]  # list, create, status, labels
+    # compare (the PR's diff holds data only), list, create, status, labels
+    assert [m for m, _ in fake_github.log] == ["GET", "GET", "POST", "POST", "POST"]
 
 
 def test_body_has_counts_checks_metric_table_links_and_mermaid(
@@ -105,8 +106,8 @@ def test_existing_open_pr_is_updated_not_duplicated(
     assert "| dice | max | 0.9134" in fake_github.pulls[1]["body"]
     # Labels are added, never replaced: a person's label stays.
     assert fake_github.labels[1] == ["needs-review", "traingate"]
-    # One look-up, one PATCH, the status, the labels: nothing more per run.
-    assert [m for m, _ in fake_github.log] == ["GET", "PATCH", "POST", "POST"]
+    # The diff check, one look-up, one PATCH, the status, the labels: nothing more per run.
+    assert [m for m, _ in fake_github.log] == ["GET", "GET", "PATCH", "POST", "POST"]
     # A second run is also an update, still one PR.
     again = _create(cfg, forge_factory)
     assert again.outputs["operation"] == "updated" and len(fake_github.pulls) == 1
@@ -275,7 +276,8 @@ def test_github_enterprise_via_github_api_url(workspace: Any, monkeypatch: pytes
 
         result = _create(cfg, factory)
     assert result.outputs["operation"] == "created"
-    assert fake.statuses and fake.log[0][1] == "/api/v3/repos/o/r/pulls"
+    assert fake.statuses and fake.log[1][1] == "/api/v3/repos/o/r/pulls"
+    assert fake.log[0][1].startswith("/api/v3/repos/o/r/compare/main...")
 
 
 def test_body_cut_with_a_note_when_even_the_gate_table_is_too_long(
@@ -310,6 +312,58 @@ def test_label_failure_is_a_warning_not_a_lost_pr(
     result = _create(cfg, forge_factory)
     assert result.outputs["operation"] == "created" and fake_github.statuses
     assert any("could not label pull request #1" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize(
+    ("changed", "named"),
+    [
+        ([("modified", "data/training.dvc"), ("modified", "train.py")], "train.py (modified)"),
+        ([("modified", "traingate.yml")], "traingate.yml (modified)"),
+        ([("added", ".github/workflows/x.yml")], ".github/workflows/x.yml (added)"),
+        ([("renamed", "data/new/x.py", "train.py")], "train.py (deleted)"),  # a delete + an add
+    ],
+)
+def test_refuses_a_pr_whose_diff_changes_more_than_data(
+    fake_github: FakeGitHub, forge_factory: Any, workspace: Any, changed: list, named: str
+) -> None:
+    """Issue #11 case 3: the PR an auto-merge would land carries data pointers only."""
+    from traingate.errors import UntrustedChangeError
+
+    cfg, _ = workspace
+    fake_github.changed[HEAD] = changed
+    with pytest.raises(UntrustedChangeError) as info:
+        _create(cfg, forge_factory)
+    err = info.value
+    assert err.exit_code == 1 and err.code == "untrusted_change"
+    assert named in err.message and "main" in err.message
+    assert fake_github.pulls == {} and fake_github.statuses == []
+    assert [p for _, p in fake_github.log] == [fake_github.log[0][1]]  # only the compare
+
+
+def test_a_pr_with_only_pointers_incoming_and_allowed_paths_is_opened(
+    fake_github: FakeGitHub, forge_factory: Any, workspace: Any
+) -> None:
+    cfg, _ = workspace
+    cfg.data.allowed_paths = ["data/notes/**"]
+    fake_github.changed[HEAD] = [
+        ("modified", "data/training.dvc"),
+        ("modified", "data/.gitignore"),
+        ("added", ".dvc/config"),
+        ("added", "data/notes/2024/batch.md"),
+    ]
+    assert _create(cfg, forge_factory).outputs["operation"] == "created"
+
+
+def test_a_diff_longer_than_github_lists_is_refused(
+    fake_github: FakeGitHub, forge_factory: Any, workspace: Any
+) -> None:
+    from traingate.errors import UntrustedChangeError
+
+    cfg, _ = workspace
+    fake_github.changed[HEAD] = [("added", f"data/new/images/{i}.jpg") for i in range(301)]
+    with pytest.raises(UntrustedChangeError, match="more files than GitHub lists"):
+        _create(cfg, forge_factory)
+    assert fake_github.pulls == {}
 
 
 # ------------------------------------------------- manual retraining on the base branch (#12 case 5)

@@ -134,3 +134,20 @@ def test_comment_validation_failure_never_raises(
         cfg, path, env=dict(env, GITHUB_TOKEN="t"), forge_factory=forge_factory
     )
     assert posted.startswith("commit comment created") and len(fake_github.comments) == 1
+
+
+def test_comment_validation_failure_without_pygithub_is_a_warning_line(
+    workspace: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #15: without the `github` extra the import error replaced the validation errors."""
+    import sys
+
+    from traingate.github.status import comment_validation_failure
+
+    cfg, reports = workspace
+    path = reports / "failed.json"
+    path.write_text(json.dumps(FAILED_REPORT))
+    monkeypatch.setitem(sys.modules, "github", None)  # `import github` raises ImportError
+    env = {"GITHUB_REPOSITORY": "o/r", "GITHUB_SHA": SHA, "GITHUB_TOKEN": "t"}
+    line = comment_validation_failure(cfg, path, env=env)
+    assert line.startswith("could not post") and "traingate[github]" in line

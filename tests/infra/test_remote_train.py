@@ -45,6 +45,10 @@ if mode == "wait":  # until the test says so (a long run, in real seconds kept s
 (out / "metrics.json").write_text(json.dumps({"dice": 0.9, "iou": 0.8}))
 if mode != "noart":
     (out / "model.npz").write_bytes(b"weights")
+if mode == "mlmodel":
+    (out / "model").mkdir(exist_ok=True)
+    (out / "model" / "MLmodel").write_text("flavors: {}\\n")
+    (out / "params.json").write_text(json.dumps({"lr": 0.1}))
 print("done", flush=True)
 """
 
@@ -142,6 +146,18 @@ def test_success_ships_the_commit_streams_and_brings_outputs_back(
     code = ssm.remote_root(running) / "runs" / outcome.run_ref / "code"
     assert sorted(p.relative_to(code).as_posix() for p in code.rglob("*.py")) == ["lib/util.py", "train.py"]
     assert (code.parent / "exit_code").read_text().strip() == "0"
+
+
+def test_model_dir_and_params_file_come_back_when_they_exist(
+    project: Any, executor: Callable[..., RemoteExecutor]
+) -> None:
+    """Issue #12.3: the runner logs train.model_dir and train.params_file, so they must come back."""
+    job = job_for(project, env={"MODE": "mlmodel"}, optional_outputs=["outputs/params.json", "outputs/model"])
+    outcome = executor().run(job, lambda _line: None)
+    assert (outcome.outputs_dir / "outputs" / "model" / "MLmodel").read_text() == "flavors: {}\n"
+    assert (outcome.outputs_dir / "outputs" / "params.json").is_file()
+    without = executor().run(job_for(project, optional_outputs=["outputs/model"]), lambda _line: None)
+    assert without.exit_code == 0 and not (without.outputs_dir / "outputs" / "model").exists()
 
 
 def test_uncommitted_script_change_is_not_shipped(

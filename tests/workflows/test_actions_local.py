@@ -35,8 +35,13 @@ def runner_temp(tmp_path: Path) -> Path:
 
 
 def run_action(
-    stage: str | None, inputs: dict[str, str], runner_temp: Path, workspace: Path
+    stage: str | None,
+    inputs: dict[str, str],
+    runner_temp: Path,
+    workspace: Path,
+    runner_env: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], str]:
+    """Run the action's `traingate` step; `runner_env` adds what the runner sets (GITHUB_*)."""
     act = action(stage)
     values: dict[str, Any] = {n: str(s.get("default", "")) for n, s in act["inputs"].items()}
     values = {n: ("" if "${{" in v else v) for n, v in values.items()}  # github.token: none here
@@ -48,6 +53,7 @@ def run_action(
     out = runner_temp / f"output-{stage}"
     out.write_text("")
     env.update({"RUNNER_TEMP": str(runner_temp), "GITHUB_OUTPUT": str(out), "PATH": os.environ["PATH"]})
+    env.update(runner_env or {})
     cwd = workspace / interpolate(step.get("working-directory", "."), ctx)
     proc = subprocess.run(
         ["bash", "-e", "-c", step["run"]], cwd=cwd, env=env, capture_output=True, text=True, timeout=300

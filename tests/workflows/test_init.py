@@ -107,9 +107,52 @@ def test_interactive_prompts_for_missing_values(tmp_path: Path) -> None:
         return answers.get(question, default)
 
     init_step(tmp_path, project="p", interactive=True, prompt=prompt)
-    assert asked == ["S3 remote for the dataset", "Shared EC2 instance id", "IAM role for OIDC", "AWS region"]
+    assert asked == [
+        "S3 remote for the dataset",
+        "Shared EC2 instance id",
+        "IAM role for OIDC",
+        "AWS region",
+        "MLflow tracking server URL (GitHub Actions needs one that outlives the job)",
+    ]
     cfg = load_config(tmp_path / "traingate.yml")
     assert cfg.infra.backend == "ec2" and cfg.infra.region == "us-east-1"
+    assert cfg.tracking.uri == "sqlite:///.traingate/mlflow.db"  # no answer: the local default
+
+
+def test_interactive_asks_for_the_tracking_server(tmp_path: Path) -> None:
+    def prompt(question: str, default: str) -> str:
+        return "https://mlflow.example.com" if question.startswith("MLflow tracking server") else default
+
+    init_step(tmp_path, project="p", interactive=True, prompt=prompt)
+    assert load_config(tmp_path / "traingate.yml").tracking.uri == "https://mlflow.example.com"
+
+
+def test_tracking_uri_flag_is_written(tmp_path: Path) -> None:
+    """Issue #12: Actions needs a registry that outlives the job; init takes it as a flag."""
+    result = init_step(tmp_path, tracking_uri="https://mlflow.example.com:5000", **AWS)
+    assert load_config(tmp_path / "traingate.yml").tracking.uri == "https://mlflow.example.com:5000"
+    assert "MLflow server" not in result.message
+
+
+def test_without_a_tracking_uri_the_config_says_actions_needs_a_server(tmp_path: Path) -> None:
+    result = init_step(tmp_path, **AWS)
+    text = (tmp_path / "traingate.yml").read_text()
+    assert load_config(tmp_path / "traingate.yml").tracking.uri == "sqlite:///.traingate/mlflow.db"
+    assert "GitHub Actions needs an MLflow server that outlives the job" in text
+    assert "--tracking-uri" in result.message
+
+
+def test_bad_tracking_uri_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="--tracking-uri"):
+        init_step(tmp_path, tracking_uri="mlflow server please")
+
+
+def test_cli_tracking_uri_flag(tmp_path: Path) -> None:
+    target = tmp_path / "repo"
+    args = ["init", str(target), "--project", "p", "--tracking-uri", "http://10.0.0.5:5000"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert load_config(target / "traingate.yml").tracking.uri == "http://10.0.0.5:5000"
 
 
 def test_promote_on_merge_template_is_opt_in(tmp_path: Path) -> None:

@@ -96,6 +96,33 @@ def test_linters_are_installed() -> None:
         assert (lint_workflows.BIN / tool).exists() or shutil.which(tool), tool
 
 
+def test_pedantic_zizmor_without_config_reports_only_justified_findings() -> None:
+    """Issue #15: an auditor's `zizmor --persona pedantic` (no config of ours) found 12 unpinned
+    and 11 self-repository references; what remains must be on the justified list."""
+    workflows, actions = lint_workflows._files()
+    found = lint_workflows.pedantic_findings([*workflows, *actions, ROOT / ".github" / "dependabot.yml"])
+    assert lint_workflows.unjustified(found) == []
+    assert {ident for ident, _, _ in found} == set(lint_workflows.PEDANTIC_JUSTIFIED)  # none stale
+    assert all(text.startswith("traingate/traingate") for _, _, text in found)
+
+
+def test_pedantic_check_rejects_what_is_not_justified(tmp_path: Path) -> None:
+    target = tmp_path / ".github" / "workflows" / "w.yml"
+    target.parent.mkdir(parents=True)
+    target.write_text(
+        lint_workflows._STEPS_WRAPPER
+        + "      - uses: traingate/traingate/actions/train@v1\n"
+        + "      - uses: traingate/traingate/actions/train@main\n"
+        + "      - uses: ./actions/train\n"
+    )
+    left = lint_workflows.unjustified(lint_workflows.pedantic_findings([target], cwd=tmp_path))
+    assert {(ident, text) for ident, _, text in left} >= {
+        ("unpinned-uses", "traingate/traingate/actions/train@main"),  # a branch is never justified
+        ("self-repository", "./actions/train"),
+    }
+    assert all("@v1" not in text for _, _, text in left)
+
+
 @pytest.mark.parametrize(("queue", "findings"), [("max", 0), ("single", 0), ("all", 2)])
 def test_linters_know_the_concurrency_queue_key(tmp_path: Path, queue: str, findings: int) -> None:
     # `queue: max` keeps every pending run of a group (#12 case 6). The pinned actionlint and the

@@ -30,7 +30,7 @@ STAGE_ACTIONS = {
     "pr create": "create-pr",
     "pr automerge": "auto-merge",
 }
-_TOKEN = re.compile(r"`([a-z_]+)`")
+_TOKEN = re.compile(r"`([a-z_][a-z_-]*)`")  # `on-demand` (infra start's market) has a hyphen
 
 
 def _declared(description: str) -> set[str]:

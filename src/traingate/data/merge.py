@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from traingate.data.images import IMAGE_EXTENSIONS
 from traingate.data.store import NewObject, Store, find_repo_root, open_store
+from traingate.data.trust import check_branch
 from traingate.data.validate import (
     Issue,
     Validation,
@@ -401,6 +402,8 @@ def merge_step(
     report_path = reports_dir(cfg.workspace_dir) / "data-report.json"
     warnings: list[str] = []
     do_push = push and cfg.store.git_push and commit
+    # A data branch changes data only: refuse before anything is validated, stored or committed.
+    check_branch(cfg, source=src, outputs={"validation_passed": False})
 
     if not _has_files(src, cfg.data.ignore):
         finished = _finish_interrupted(cfg, git, src, repo_root, commit, do_push, message, sleep, report_path)

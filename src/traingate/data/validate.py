@@ -8,7 +8,6 @@ the step summary caps the list, the JSON report keeps all of it.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import stat
 import statistics
@@ -307,6 +306,8 @@ def _work(
 def _pool_context() -> Any:
     # fork shares the already imported PIL/numpy and the known-hash set without pickling; where
     # fork is unavailable (macOS/Windows defaults), spawn still works, just slower to start.
+    import multiprocessing  # only a pool needs it: a re-run over a few new files never pays for it
+
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 

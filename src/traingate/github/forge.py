@@ -99,6 +99,19 @@ class CommentInfo:
     author: str = ""
 
 
+@dataclass(frozen=True)
+class ChangedFile:
+    """One path a comparison changes, with git's status letter (A, M, D, T)."""
+
+    status: str
+    path: str
+
+
+# GitHub lists at most this many files of a comparison; a longer list cannot be checked whole.
+COMPARE_FILES_LIMIT = 300
+_GITHUB_STATUS = {"added": "A", "removed": "D", "modified": "M", "changed": "T", "copied": "A"}
+
+
 class Forge(Protocol):
     """What traingate needs from a code host; every method raises GitHubError on failure."""
 
@@ -119,6 +132,7 @@ class Forge(Protocol):
     def list_commit_comments(self, sha: str) -> list[CommentInfo]: ...
     def create_commit_comment(self, sha: str, body: str) -> CommentInfo: ...
     def update_commit_comment(self, comment_id: int, body: str) -> CommentInfo: ...
+    def changed_files(self, base: str, head: str) -> tuple[list[ChangedFile], bool]: ...
 
 
 # (token, repo) -> Forge: what the stages take so tests can hand in a forge of their own.
@@ -485,6 +499,22 @@ class PyGithubForge:
             return CommentInfo(id=comment_id, url=c.html_url, body=body)
 
         return self._call(f"update commit comment {comment_id}", run)
+
+    def changed_files(self, base: str, head: str) -> tuple[list[ChangedFile], bool]:
+        """What `head` changed since it left `base` (GitHub's three-dot compare: the PR's diff),
+        and whether the list is complete (GitHub stops listing at 300 files)."""
+
+        def run() -> tuple[list[ChangedFile], bool]:
+            files = self._repo.compare(base, head).files
+            out: list[ChangedFile] = []
+            for f in files:
+                if f.status == "renamed":
+                    out += [ChangedFile("D", f.previous_filename or f.filename), ChangedFile("A", f.filename)]
+                elif f.status != "unchanged":
+                    out.append(ChangedFile(_GITHUB_STATUS.get(f.status, "M"), f.filename))
+            return out, len(files) < COMPARE_FILES_LIMIT
+
+        return self._call(f"compare {base}...{head}", run)
 
 
 def _utc(moment: Any) -> str:

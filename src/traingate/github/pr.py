@@ -154,6 +154,7 @@ def create_step(
 
     assert token and repo_name  # send is true: both were checked before any report was read
     forge = (forge_factory or make_forge)(token, repo_name)
+    _refuse_untrusted_diff(cfg, forge, head_ref, base_ref)
     pull, operation = _open_or_update(forge, head_ref, base_ref, title, body)
     outputs: dict[str, Any] = {
         "pr_number": pull.number,
@@ -195,6 +196,24 @@ def create_step(
         warnings=warnings,
         data={"title": title},
     )
+
+
+def _refuse_untrusted_diff(cfg: Config, forge: Forge, head: str, base: str) -> None:
+    """A PR that an auto-merge may land changes data only: its diff on GitHub (head since it left
+    base) may touch data.incoming, the dataset pointers and data.allowed_paths, nothing else."""
+    from traingate.data.trust import Change, check_paths
+    from traingate.errors import UntrustedChangeError
+
+    files, complete = forge.changed_files(base, head)
+    what = f"the pull request {head} → {base}"
+    check_paths(cfg, [Change(f.status, f.path) for f in files], what=what, base=base)
+    if not complete:
+        raise UntrustedChangeError(
+            f"untrusted_change: {what} changes more files than GitHub lists ({len(files)} shown): "
+            "the rest cannot be checked",
+            hint="a data branch carries only the dataset pointer after its merge; push code changes to "
+            f"{base} through a reviewed pull request",
+        )
 
 
 def _on_the_base_branch(

@@ -138,4 +138,9 @@ def comment_validation_failure(
         return f"could not post the validation comment: {err.message}" + (
             f" ({err.hint})" if err.hint else ""
         )
+    except ImportError as err:  # PyGithub missing: the validation errors must still be shown
+        return (
+            f"could not post the validation comment: {err} "
+            "(install traingate[github]; actions/merge-and-validate installs it)"
+        )
     return result.message

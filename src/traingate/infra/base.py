@@ -37,6 +37,8 @@ class Instance:
     instance_type: str = ""
     launch_time: datetime | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # `spot` for a spot instance, `` for on-demand (EC2's InstanceLifecycle).
+    lifecycle: str = ""
 
     @property
     def name(self) -> str:
@@ -60,6 +62,15 @@ class CommandInvocation:
 
 class CapacityError(InfraError):
     """InsufficientInstanceCapacity: AWS has no capacity for this type in this zone right now."""
+
+
+class MarketUnavailableError(InfraError):
+    """A spot launch refused for capacity or price (InsufficientInstanceCapacity,
+    SpotMaxPriceTooLow, ...); `code` is the AWS error code."""
+
+    def __init__(self, message: str, *, code: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
 
 
 class AccessDeniedError(InfraError):
@@ -97,6 +108,36 @@ class Ec2(Protocol):
     def set_tags(self, instance_id: str, tags: dict[str, str]) -> None: ...
 
     def delete_tags(self, instance_id: str, keys: list[str]) -> None: ...
+
+
+@dataclass
+class LaunchRequest:
+    """What RunInstances gets for `infra.backend: launch` (one instance, always)."""
+
+    tags: dict[str, str]
+    template: str = ""
+    image_id: str = ""
+    instance_type: str = ""
+    subnet_id: str = ""
+    security_group_ids: list[str] = field(default_factory=list)
+    instance_profile: str = ""
+    spot: bool = False
+    max_price: str = ""
+
+
+class Ec2Launcher(Ec2, Protocol):
+    """The calls a per-run instance needs besides the shared instance's."""
+
+    def launch(self, request: LaunchRequest) -> Instance:
+        """RunInstances with shutdown behaviour `terminate` and the tags on the instance from its
+        first moment. Raises MarketUnavailableError when a spot request is refused."""
+        ...
+
+    def terminate(self, instance_id: str) -> None: ...
+
+    def spot_price(self, instance_type: str) -> float | None:
+        """The lowest current spot price (USD/hour, Linux) across zones, None when unknown."""
+        ...
 
 
 class Ssm(Protocol):

@@ -18,9 +18,24 @@ from traingate.infra.base import (
     Ec2,
     IncorrectStateError,
     Instance,
+    LaunchRequest,
     Log,
+    MarketUnavailableError,
     Sleep,
     backoff_delays,
+)
+
+#: RunInstances error codes that mean "no spot for you right now" (capacity or price), as opposed
+#: to a configuration or permission error that on-demand would hit as well.
+SPOT_UNAVAILABLE = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientCapacity",
+        "SpotMaxPriceTooLow",
+        "MaxSpotInstanceCountExceeded",
+        "UnfulfillableCapacity",
+        "InsufficientHostCapacity",
+    }
 )
 
 
@@ -46,6 +61,7 @@ class Boto3Ec2:
             instance_type=raw.get("InstanceType", ""),
             launch_time=raw.get("LaunchTime"),
             tags={t["Key"]: t["Value"] for t in raw.get("Tags", []) or []},
+            lifecycle=raw.get("InstanceLifecycle", "") or "",
         )
 
     def find(self, instance_id: str, tags: dict[str, str]) -> list[Instance]:
@@ -139,6 +155,80 @@ class Boto3Ec2:
                 Tags=[{"Key": k} for k in keys],
             )
 
+    # ------------------------------------------------------------------ per-run instances
+    def launch(self, request: LaunchRequest) -> Instance:
+        from botocore.exceptions import ClientError
+
+        tags = [{"Key": k, "Value": v} for k, v in request.tags.items()]
+        kwargs: dict[str, Any] = {
+            "MinCount": 1,
+            "MaxCount": 1,
+            # The watchdog halts the OS: for a per-run instance that must end the billing.
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}],
+        }
+        if request.template:
+            key = "LaunchTemplateId" if request.template.startswith("lt-") else "LaunchTemplateName"
+            kwargs["LaunchTemplate"] = {key: request.template}
+        if request.image_id:
+            kwargs["ImageId"] = request.image_id
+        if request.instance_type:
+            kwargs["InstanceType"] = request.instance_type
+        if request.subnet_id:
+            kwargs["SubnetId"] = request.subnet_id
+        if request.security_group_ids:
+            kwargs["SecurityGroupIds"] = list(request.security_group_ids)
+        if request.instance_profile:
+            key = "Arn" if request.instance_profile.startswith("arn:") else "Name"
+            kwargs["IamInstanceProfile"] = {key: request.instance_profile}
+        if request.spot:
+            options: dict[str, Any] = {
+                # One-time and terminate on interruption: a per-run instance is never resumed.
+                "SpotInstanceType": "one-time",
+                "InstanceInterruptionBehavior": "terminate",
+            }
+            if request.max_price:
+                options["MaxPrice"] = request.max_price
+            kwargs["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": options}
+        what = request.instance_type or request.template or "instance"
+        try:
+            out = self.client.run_instances(**kwargs)
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            if request.spot and code in SPOT_UNAVAILABLE:
+                message = err.response.get("Error", {}).get("Message", "")
+                raise MarketUnavailableError(
+                    f"spot launch of {what} refused: {code}: {message}", code=code
+                ) from err
+            raise translate_client_error(err, action="ec2:RunInstances", resource=what) from err
+        except Exception as err:
+            raise translate_client_error(err, action="ec2:RunInstances", resource=what) from err
+        return self._instance(out["Instances"][0])
+
+    def terminate(self, instance_id: str) -> None:
+        self._call(
+            "ec2:TerminateInstances", instance_id, self.client.terminate_instances, InstanceIds=[instance_id]
+        )
+
+    def spot_price(self, instance_type: str) -> float | None:
+        from datetime import UTC, datetime
+
+        page = self._call(
+            "ec2:DescribeSpotPriceHistory",
+            instance_type,
+            self.client.describe_spot_price_history,
+            InstanceTypes=[instance_type],
+            ProductDescriptions=["Linux/UNIX"],
+            StartTime=datetime.now(UTC),
+        )
+        prices = []
+        for item in page.get("SpotPriceHistory", []):
+            try:
+                prices.append(float(item["SpotPrice"]))
+            except (KeyError, ValueError):
+                continue
+        return min(prices) if prices else None
+
 
 def find_instance(ec2: Ec2, instance_id: str, tags: dict[str, str]) -> Instance:
     """Exactly one instance, or an error that lists what matched."""
@@ -229,6 +319,40 @@ def ensure_running(
                 f"instance {instance_id} still {inst.state} after {timeout:.0f} s",
                 hint="look at the instance in the EC2 console; "
                 "raise infra.ready_timeout_minutes if it is slow",
+            )
+        sleep(delay())
+
+
+def terminate_and_wait(
+    ec2: Any,
+    instance_id: str,
+    *,
+    wait: bool,
+    timeout: float,
+    sleep: Sleep,
+    clock: Clock,
+    log: Log,
+    poll_cap: float = 5.0,
+) -> Instance:
+    """Terminate a per-run instance. Already gone is success (idempotent)."""
+    start = clock()
+    delay = backoff_delays(0.5, poll_cap)
+    requested = False
+    while True:
+        inst = ec2.describe(instance_id)
+        if inst.state == "terminated" or (inst.state == "shutting-down" and not wait):
+            return inst  # type: ignore[no-any-return]
+        if not requested and inst.state != "shutting-down":
+            ec2.terminate(instance_id)
+            requested = True
+            log(f"terminate requested for {instance_id}")
+            if not wait:
+                return ec2.describe(instance_id)  # type: ignore[no-any-return]
+        if clock() - start > timeout:
+            raise InfraError(
+                f"instance {instance_id} did not terminate: still {inst.state} after {timeout:.0f} s",
+                hint="terminate it in the EC2 console now (it costs money while running) and check "
+                "ec2:TerminateInstances in the role's policy",
             )
         sleep(delay())
 

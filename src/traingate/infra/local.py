@@ -1,15 +1,16 @@
 """`infra.backend: local` (the default, used by `traingate demo`): no instance, same lease path.
 
 The lease file gives two processes on one machine the holder/expiry semantics of the EC2
-backend, so the pipeline's start -> train -> stop code is exercised identically.
+backend, and the stage drives it through the same `Backend` protocol, so the pipeline's
+start -> train -> stop code (and reap, status) is exercised identically.
 """
 
 from __future__ import annotations
 
 from traingate.config import Config
-from traingate.infra.base import Clock, Log, Sleep, backoff_delays
-from traingate.infra.lease import FileLease, StopInProgress
-from traingate.result import StepResult
+from traingate.infra.backend import Acquired, Machine, Readiness
+from traingate.infra.base import Clock, Ssm
+from traingate.infra.lease import FileLease
 
 LOCAL_ID = "local"
 LOCAL_IP = "127.0.0.1"
@@ -19,60 +20,52 @@ def lease_for(cfg: Config) -> FileLease:
     return FileLease(cfg.path(cfg.infra.local_dir))
 
 
-def start(cfg: Config, holder: str, *, sleep: Sleep, clock: Clock, log: Log) -> StepResult:
-    lease = lease_for(cfg)
-    delay = backoff_delays(0.1, 1.0)
-    deadline = clock() + cfg.infra.stop_timeout_minutes * 60
-    while True:
-        try:
-            state = lease.acquire(holder, cfg.infra.ttl_minutes * 60, clock())
-            break
-        except StopInProgress as err:
-            if clock() > deadline:
-                raise
-            log(f"{err.message}; waiting")
-            sleep(delay())
-    mlflow_url = cfg.infra.mlflow_url.replace("{public_ip}", LOCAL_IP).replace("{private_ip}", LOCAL_IP)
-    others = sorted(h for h in state.live(clock()) if h != holder)
-    return StepResult(
-        outputs={
-            "instance_id": LOCAL_ID,
-            "public_ip": LOCAL_IP,
-            "private_ip": LOCAL_IP,
-            "state": "running",
-            "mlflow_url": mlflow_url,
-            "holder": holder,
-        },
-        message=f"local infra: lease taken by {holder}"
-        + (f" (shared with {', '.join(others)})" if others else ""),
-        summary=f"### Infra (local)\n\nLease taken by `{holder}`.\n",
-    )
+class LocalBackend:
+    """A pretend instance whose state lives in the lease file (`running` while held)."""
 
+    persistent = True
+    reap_states: tuple[str, ...] = ("running",)
+    owns_unleased = False
+    acquire_backoff = (0.1, 1.0)
 
-def stop(cfg: Config, holders: list[str], *, force: bool, clock: Clock) -> StepResult:
-    lease = lease_for(cfg)
-    now = clock()
-    for other in holders[1:]:
-        lease.release(other, now, claim_stop=False)
-    rel = lease.release(holders[0], now, claim_stop=not force)
-    if force:
-        lease.claim_stop(holders[0], now, force=True)
-    elif rel.remaining or not rel.may_stop:
-        remaining = rel.remaining or sorted(lease.read().live(now))
-        return StepResult(
-            outputs={
-                "instance_id": LOCAL_ID,
-                "state": "running",
-                "stopped": False,
-                "remaining_holders": remaining,
-            },
-            message=f"local infra left running: still held by {', '.join(remaining)}",
+    def __init__(self, cfg: Config, *, clock: Clock) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.file = lease_for(cfg)
+
+    def _machine(self) -> Machine:
+        # No lease file: nothing was ever started here (and reading must not create one).
+        state = self.file.machine_state() if self.file.path.exists() else "stopped"
+        return Machine(
+            id=LOCAL_ID,
+            state=state,
+            public_ip=LOCAL_IP,
+            private_ip=LOCAL_IP,
+            instance_type="local",
+            started_at=self.file.started_at() if state == "running" else None,
+            market="local",
+            hourly_usd=self.cfg.infra.hourly_cost_usd or None,
         )
-    try:
-        lease.set_machine_state("stopped")
-    finally:
-        lease.clear_stop(holders[0])
-    return StepResult(
-        outputs={"instance_id": LOCAL_ID, "state": "stopped", "stopped": True, "remaining_holders": []},
-        message="local infra stopped (no holder left)",
-    )
+
+    def acquire(self, holder: str, ttl_seconds: float, now: float) -> Acquired:
+        return Acquired(self._machine())
+
+    def lease(self, machine: Machine) -> FileLease:
+        return self.file
+
+    def ready(self, machine: Machine) -> Readiness:
+        # Taking the file lease marked the pretend instance running: nothing to wait for.
+        return Readiness(self._machine(), 0.0, 0, "none (local)")
+
+    def run_channel(self, machine: Machine) -> Ssm | None:
+        return None
+
+    def release(self, machine: Machine, *, wait: bool) -> Machine:
+        self.file.set_machine_state("stopped")
+        return self._machine()
+
+    def locate(self, holder: str) -> list[Machine]:
+        return [self._machine()]
+
+    def reap_candidates(self) -> list[Machine]:
+        return [self._machine()]

@@ -5,6 +5,9 @@ work), bring the instance to `running` from any state, wait until really ready, 
 self-stop watchdog. stop: release; stop only when no live holder remains; idempotent; loud when
 a running instance does not stop. On a failed start our lease is released (and the instance
 stopped if no one else holds it), so a failed job does not leave it running for days.
+
+Written once against `backend.Backend`: the backend (local, the shared ec2 instance, a launched
+instance per run) is chosen from `infra.backend` by `backend_for`; nothing here branches on it.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from traingate.config import Config, InfraBackend
+from traingate.config import Config
 from traingate.errors import InfraError
-from traingate.infra.base import Clock, Ec2, Instance, Log, Sleep, Ssm, SsmUnreachableError, backoff_delays
-from traingate.infra.lease import DynamoLease, FileLease, Lease, StopInProgress, TagLease
+from traingate.infra.backend import Backend, Machine, Services, backend_for
+from traingate.infra.base import GONE, Clock, Log, Sleep, backoff_delays
+from traingate.infra.lease import Lease, LeaseState, StopInProgress
+from traingate.infra.shared import arm_watchdog
 from traingate.result import StepResult
 from traingate.state import read_state, update_state
 
@@ -65,55 +70,38 @@ def _same_run(holder: str, held: list[str]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------- wiring
-class Services:
-    """What the ec2 backend talks to; built from traingate.infra.aws (overridable in tests)."""
-
-    def __init__(self, cfg: Config, ec2: Ec2 | None = None, ssm: Ssm | None = None) -> None:
-        from traingate.infra import aws
-
-        self.cfg = cfg
-        self.ec2 = ec2 or aws.ec2_api(cfg.infra.region)
-        self._ssm = ssm
-
-    @property
-    def ssm(self) -> Ssm:
-        if self._ssm is None:
-            from traingate.infra import aws
-
-            self._ssm = aws.ssm_api(self.cfg.infra.region)
-        return self._ssm
-
-    def lease(self, instance_id: str) -> Lease:
-        if self.cfg.infra.lease_table:
-            from traingate.infra import aws
-
-            return DynamoLease(
-                aws.boto_client("dynamodb", self.cfg.infra.region), self.cfg.infra.lease_table, instance_id
-            )
-        return TagLease(self.ec2, instance_id)
+def _backend(cfg: Config, services: Services | None, *, sleep: Sleep, clock: Clock, log: Log) -> Backend:
+    return backend_for(cfg, services=services, sleep=sleep, clock=clock, log=log)
 
 
-def _find(cfg: Config, ec2: Ec2) -> Instance:
-    from traingate.infra.ec2 import find_instance
-
-    return find_instance(ec2, cfg.infra.instance.id, dict(cfg.infra.instance.tags))
-
-
-def _mlflow_url(cfg: Config, inst: Instance) -> str:
+def _mlflow_url(cfg: Config, machine: Machine) -> str:
     from traingate.infra.readiness import render_url
 
-    return render_url(cfg.infra.mlflow_url, inst) if cfg.infra.mlflow_url else ""
+    return render_url(cfg.infra.mlflow_url, machine) if cfg.infra.mlflow_url else ""  # type: ignore[arg-type]
+
+
+def _usd(value: float | None) -> str:
+    from traingate.infra.pricing import plain_usd
+
+    return "" if value is None else plain_usd(value)
 
 
 def _acquire(
-    lease: Lease, holder: str, ttl: float, *, timeout: float, sleep: Sleep, clock: Clock, log: Log
-) -> None:
-    delay = backoff_delays(0.5, 5.0)
+    lease: Lease,
+    holder: str,
+    ttl: float,
+    *,
+    timeout: float,
+    backoff: tuple[float, float],
+    sleep: Sleep,
+    clock: Clock,
+    log: Log,
+) -> LeaseState:
+    delay = backoff_delays(*backoff)
     deadline = clock() + timeout
     while True:
         try:
-            lease.acquire(holder, ttl, clock())
-            return
+            return lease.acquire(holder, ttl, clock())
         except StopInProgress as err:
             if clock() > deadline:
                 raise InfraError(
@@ -135,42 +123,37 @@ def start_step(
     services: Services | None = None,
 ) -> StepResult:
     who = resolve_holder(holder, cfg)
-    if cfg.infra.backend is InfraBackend.local:
-        from traingate.infra import local
-
-        result = local.start(cfg, who, sleep=sleep, clock=clock, log=log)
-        update_state(cfg.workspace_dir, infra_holder=who, instance_id=local.LOCAL_ID)
-        return result
-
-    svc = services or Services(cfg)
-    inst = _find(cfg, svc.ec2)
-    if inst.state in ("shutting-down", "terminated"):
-        raise InfraError(
-            f"instance {inst.id} is {inst.state}: it cannot be started",
-            hint="the shared instance must be stopped, never terminated; point infra.instance at a "
-            "new instance built from the training AMI",
-        )
-    warnings: list[str] = []
-    behavior = svc.ec2.shutdown_behavior(inst.id)
-    if behavior != "stop":
-        # The watchdog halts the OS; with `terminate` that would destroy the shared instance.
-        svc.ec2.set_shutdown_behavior(inst.id, "stop")
-        warnings.append(f"instance {inst.id} had shutdown behaviour {behavior!r}; set it to 'stop'")
-        log(warnings[-1])
-
-    lease = svc.lease(inst.id)
+    backend = _backend(cfg, services, sleep=sleep, clock=clock, log=log)
     ttl = cfg.infra.ttl_minutes * 60
-    _acquire(lease, who, ttl, timeout=cfg.infra.stop_timeout_minutes * 60, sleep=sleep, clock=clock, log=log)
-    update_state(cfg.workspace_dir, infra_holder=who, instance_id=inst.id)
+    got = backend.acquire(who, ttl, clock())
+    machine = got.machine
+    warnings = list(got.warnings)
+    lease = backend.lease(machine)
     try:
-        ready, watchdog = _bring_up(cfg, svc, inst.id, sleep=sleep, clock=clock, log=log)
+        _acquire(
+            lease,
+            who,
+            ttl,
+            timeout=cfg.infra.stop_timeout_minutes * 60,
+            backoff=backend.acquire_backoff,
+            sleep=sleep,
+            clock=clock,
+            log=log,
+        )
+    except BaseException:
+        if not backend.persistent:  # a machine launched for this run is never left behind
+            _give_back(backend, lease, machine, who, clock=clock)
+        raise
+    update_state(cfg.workspace_dir, infra_holder=who, instance_id=machine.id)
+    try:
+        ready = backend.ready(machine)
     except BaseException as err:
-        note = _give_back(svc, lease, inst.id, who, cfg, sleep=sleep, clock=clock, log=log)
+        note = _give_back(backend, lease, machine, who, clock=clock)
         if isinstance(err, InfraError) and note:
             err.hint = (err.hint + "; " if err.hint else "") + note
         raise
-    warnings.extend(watchdog)
-    final = ready.instance
+    warnings.extend(ready.warnings)
+    final = ready.machine
     outputs = {
         "instance_id": final.id,
         "public_ip": final.public_ip,
@@ -178,134 +161,42 @@ def start_step(
         "state": final.state,
         "mlflow_url": _mlflow_url(cfg, final),
         "holder": who,
+        "market": final.market,
+        "hourly_usd": _usd(final.hourly_usd),
     }
     live = lease.read().live(clock())
     others = sorted(h for h in live if h != who)
+    ends = "stops" if backend.persistent else "terminates"
     summary = (
         "### Infra: instance ready\n\n| | |\n|---|---|\n"
         f"| instance | `{final.id}` ({final.instance_type or '?'}) |\n| state | {final.state} |\n"
-        f"| ready checks | {', '.join(cfg.infra.ready)} ({ready.waited_seconds:.0f} s) |\n"
+        + "".join(row + "\n" for row in got.summary_rows)
+        + f"| ready checks | {ready.checks} ({ready.waited_seconds:.0f} s) |\n"
         f"| holder | `{who}` |\n| other holders | {', '.join(others) or 'none'} |\n"
-        f"| watchdog | stops the instance {cfg.infra.ttl_minutes} min after the last renewal |\n"
+        f"| watchdog | {ends} the instance {cfg.infra.ttl_minutes} min after the last renewal |\n"
     )
     return StepResult(
         outputs=outputs,
         summary=summary,
-        message=f"instance {final.id} ready after {ready.waited_seconds:.0f} s (holder {who})",
+        message=f"instance {final.id} ready after {ready.waited_seconds:.0f} s (holder {who})"
+        + (f" (shared with {', '.join(others)})" if others else ""),
         warnings=warnings,
         data={"holders": sorted(live), "waited_seconds": ready.waited_seconds, "polls": ready.polls},
     )
 
 
-def _bring_up(
-    cfg: Config, svc: Services, instance_id: str, *, sleep: Sleep, clock: Clock, log: Log
-) -> tuple[Any, list[str]]:
-    from traingate.infra.ec2 import ensure_running
-    from traingate.infra.readiness import wait_ready
-
-    timeout = cfg.infra.ready_timeout_minutes * 60
-    began = clock()
-    ensure_running(
-        svc.ec2,
-        instance_id,
-        timeout=timeout,
-        capacity_budget=cfg.infra.start_retry_budget_minutes * 60,
-        sleep=sleep,
-        clock=clock,
-        log=log,
-        poll_cap=cfg.infra.poll_cap_seconds,
-    )
-    ready = wait_ready(
-        svc.ec2,
-        svc.ssm if "ssm" in cfg.infra.ready else _NoSsm(),
-        instance_id,
-        list(cfg.infra.ready),
-        timeout=max(1.0, timeout - (clock() - began)),
-        poll_cap=cfg.infra.poll_cap_seconds,
-        sleep=sleep,
-        clock=clock,
-        log=log,
-    )
-    warnings = arm_watchdog(
-        cfg, svc.ssm, instance_id, required="ssm" in cfg.infra.ready, sleep=sleep, clock=clock, log=log
-    )
-    return ready, warnings
-
-
-class _NoSsm:
-    """Readiness without the `ssm` check never touches SSM."""
-
-    def ping_status(self, instance_id: str) -> str:  # pragma: no cover - never called
-        raise AssertionError("ssm not in infra.ready")
-
-    def send(
-        self, instance_id: str, script: str, *, timeout_seconds: int, comment: str = ""
-    ) -> str:  # pragma: no cover
-        raise AssertionError("ssm not in infra.ready")
-
-    def invocation(self, command_id: str, instance_id: str) -> Any:  # pragma: no cover
-        raise AssertionError("ssm not in infra.ready")
-
-
-def arm_watchdog(
-    cfg: Config, ssm: Ssm, instance_id: str, *, required: bool, sleep: Sleep, clock: Clock, log: Log
-) -> list[str]:
-    """(Re)arm the self-stop. When SSM is part of readiness a failure is an error; otherwise the
-    instance may have no agent and we say loudly that nothing will stop it but `infra stop`/`reap`."""
-    from traingate.infra.ssm import check_command, run_command, watchdog_script
-
-    try:
-        if not required and ssm.ping_status(instance_id) != "Online":
-            raise SsmUnreachableError(f"SSM agent of {instance_id} is not online")
-        inv = run_command(
-            ssm,
-            instance_id,
-            watchdog_script(cfg.infra.ttl_minutes),
-            timeout_seconds=60,
-            sleep=sleep,
-            clock=clock,
-            comment="traingate watchdog",
-        )
-        check_command(inv, "arming the self-stop watchdog", instance_id)
-    except InfraError as err:
-        if required:
-            raise
-        msg = (
-            f"self-stop watchdog NOT armed on {instance_id} ({err.message}); only `traingate infra stop` "
-            "or `infra reap` will stop it — add `ssm` to infra.ready"
-        )
-        log(msg)
-        return [msg]
-    log(
-        f"self-stop watchdog armed: {instance_id} stops itself "
-        f"{cfg.infra.ttl_minutes} min after the last renewal"
-    )
-    return []
-
-
-def _give_back(
-    svc: Services,
-    lease: Lease,
-    instance_id: str,
-    holder: str,
-    cfg: Config,
-    *,
-    sleep: Sleep,
-    clock: Clock,
-    log: Log,
-) -> str:
-    """Best effort after a failed start: release our lease, stop the instance if we were last."""
-    from traingate.infra.ec2 import stop_and_wait
-
+def _give_back(backend: Backend, lease: Lease, machine: Machine, holder: str, *, clock: Clock) -> str:
+    """Best effort after a failed start: release our lease, stop (or terminate) the machine if we
+    were last."""
     try:
         rel = lease.release(holder, clock())
         if not rel.may_stop:
             return f"lease released; instance left running for {', '.join(rel.remaining) or 'another run'}"
         try:
-            stop_and_wait(svc.ec2, instance_id, wait=False, timeout=60, sleep=sleep, clock=clock, log=log)
+            backend.release(machine, wait=False)
         finally:
             lease.clear_stop(holder)
-        return "lease released and the instance stopped again"
+        return "lease released and the instance " + ("stopped again" if backend.persistent else "terminated")
     except Exception as err:
         return f"could not give the instance back ({err}); run `traingate infra stop`"
 
@@ -324,17 +215,31 @@ def stop_step(
 ) -> StepResult:
     who = resolve_holder(holder, cfg, for_stop=True)
     wait = wait and cfg.infra.stop_wait
-    if cfg.infra.backend is InfraBackend.local:
-        from traingate.infra import local
+    backend = _backend(cfg, services, sleep=sleep, clock=clock, log=log)
+    machines = backend.locate(who)
+    if not machines:
+        msg = f"no instance of {who} is running: nothing to stop"
+        return StepResult(
+            outputs={"instance_id": "", "state": "terminated", "stopped": True, "remaining_holders": []},
+            message=msg,
+            summary=f"### Infra: {msg}\n",
+        )
+    results = [_stop_one(backend, m, who, wait=wait, force=force, clock=clock, log=log) for m in machines]
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    return StepResult(
+        outputs=first.outputs,
+        message="\n".join(r.message for r in results),
+        summary="".join(r.summary for r in results),
+        warnings=[w for r in results for w in r.warnings],
+    )
 
-        held = list(local.lease_for(cfg).read().holders)
-        return local.stop(cfg, _same_run(who, held), force=force, clock=clock)
 
-    from traingate.infra.ec2 import stop_and_wait
-
-    svc = services or Services(cfg)
-    inst = _find(cfg, svc.ec2)
-    lease = svc.lease(inst.id)
+def _stop_one(
+    backend: Backend, machine: Machine, who: str, *, wait: bool, force: bool, clock: Clock, log: Log
+) -> StepResult:
+    lease = backend.lease(machine)
     now = clock()
     ours = _same_run(who, list(lease.read().holders))
     for other in ours[1:]:
@@ -342,15 +247,15 @@ def stop_step(
     rel = lease.release(who, now, claim_stop=not force)
     if force:
         if rel.remaining:
-            log(f"--force: stopping {inst.id} although {', '.join(rel.remaining)} still hold it")
+            log(f"--force: stopping {machine.id} although {', '.join(rel.remaining)} still hold it")
         lease.claim_stop(who, now, force=True)
     elif not rel.may_stop:
         remaining = rel.remaining or sorted(lease.read().live(now))
-        msg = f"instance {inst.id} left {inst.state}: still held by {', '.join(remaining)}"
+        msg = f"instance {machine.id} left {machine.state}: still held by {', '.join(remaining)}"
         return StepResult(
             outputs={
-                "instance_id": inst.id,
-                "state": inst.state,
+                "instance_id": machine.id,
+                "state": machine.state,
                 "stopped": False,
                 "remaining_holders": remaining,
             },
@@ -358,25 +263,18 @@ def stop_step(
             summary=f"### Infra: instance kept running\n\n{msg}. The last holder's `infra stop` stops it.\n",
         )
     try:
-        final = stop_and_wait(
-            svc.ec2,
-            inst.id,
-            wait=wait,
-            timeout=cfg.infra.stop_timeout_minutes * 60,
-            sleep=sleep,
-            clock=clock,
-            log=log,
-            poll_cap=cfg.infra.poll_cap_seconds,
-        )
+        final = backend.release(machine, wait=wait)
     finally:
         lease.clear_stop(who)
     warnings = []
-    if final.state in ("shutting-down", "terminated"):
-        warnings.append(f"instance {inst.id} is {final.state}: point infra.instance at a new instance")
-    stopped = final.state in ("stopped", "stopping", "shutting-down", "terminated")
-    msg = f"instance {inst.id} {final.state}" + ("" if inst.state != "stopped" else " (was already stopped)")
+    if backend.persistent and final.state in GONE:
+        warnings.append(f"instance {machine.id} is {final.state}: point infra.instance at a new instance")
+    stopped = final.state in ("stopped", "stopping", *GONE)
+    was = " (was already stopped)" if machine.state == "stopped" and backend.persistent else ""
+    msg = f"instance {machine.id} {final.state}{was}"
+    outputs = {"instance_id": machine.id, "state": final.state, "stopped": stopped, "remaining_holders": []}
     return StepResult(
-        outputs={"instance_id": inst.id, "state": final.state, "stopped": stopped, "remaining_holders": []},
+        outputs=outputs,
         message=msg,
         summary=f"### Infra: {msg}\n\nReleased by `{who}`; no other holder remained.\n",
         warnings=warnings,
@@ -399,20 +297,14 @@ def _cost(cfg: Config, uptime_seconds: float | None) -> tuple[str, str]:
 
 def status_step(cfg: Config, *, clock: Clock = time.time, services: Services | None = None) -> StepResult:
     now = clock()
-    if cfg.infra.backend is InfraBackend.local:
-        from traingate.infra import local
-
-        file_lease: FileLease = local.lease_for(cfg)
-        lease_state = file_lease.read()
-        state = file_lease.machine_state()
-        started = file_lease.started_at() if state == "running" else None
-        instance_id, started_at = local.LOCAL_ID, started
-    else:
-        svc = services or Services(cfg)
-        inst = _find(cfg, svc.ec2)
-        lease_state = svc.lease(inst.id).read()
-        state, instance_id = inst.state, inst.id
-        started_at = inst.launch_time.timestamp() if inst.launch_time and state == "running" else None
+    backend = _backend(cfg, services, sleep=time.sleep, clock=clock, log=_stderr)
+    machines = backend.locate(resolve_holder(None, cfg, for_stop=True)) or backend.reap_candidates()
+    if machines:
+        machine = machines[0]
+        lease_state = backend.lease(machine).read()
+        state, instance_id, started_at = machine.state, machine.id, machine.started_at
+    else:  # `launch` with no instance: nothing runs, nothing bills
+        lease_state, state, instance_id, started_at = LeaseState(), "none", "-", None
     uptime = (now - started_at) if started_at is not None else None
     cost_value, cost_text = _cost(cfg, uptime)
     live = lease_state.live(now)
@@ -467,33 +359,12 @@ def reap_step(
     reaped: list[str] = []
     notes: list[str] = []
     claimer = f"reaper@{socket.gethostname()}"
-    if cfg.infra.backend is InfraBackend.local:
-        from traingate.infra import local
-
-        file_lease = local.lease_for(cfg)
-        st = file_lease.read()
-        running = file_lease.machine_state() == "running"
-        if running and st.holders and not st.live(now):
-            if not dry_run and file_lease.claim_stop(claimer, now):
-                file_lease.forget_expired(now)
-                file_lease.set_machine_state("stopped")
-                file_lease.clear_stop(claimer)
-            reaped.append(local.LOCAL_ID)
-        elif not running and st.expired(now) and not dry_run:
-            notes.append(f"local: forgot expired holders {', '.join(file_lease.forget_expired(now))}")
-        return _reap_result(reaped, notes, dry_run)
-
-    from traingate.infra.ec2 import stop_and_wait
-
-    svc = services or Services(cfg)
-    if cfg.infra.instance.tags and not cfg.infra.instance.id:
-        candidates = [i for i in svc.ec2.find("", dict(cfg.infra.instance.tags)) if i.state != "terminated"]
-    else:
-        candidates = [_find(cfg, svc.ec2)]
-    for inst in candidates:
-        lease = svc.lease(inst.id)
+    backend = _backend(cfg, services, sleep=sleep, clock=clock, log=log)
+    halted = "stopped" if backend.persistent else "terminated"
+    for machine in backend.reap_candidates():
+        lease = backend.lease(machine)
         st = lease.read()
-        if inst.state not in ("running", "pending"):
+        if machine.state not in backend.reap_states:
             # Already stopped (e.g. by its watchdog after a cancelled run): nothing to stop, but
             # the expired holders would otherwise stay in the lease record forever.
             gone = sorted(st.expired(now))
@@ -501,41 +372,33 @@ def reap_step(
                 _forget(lease, st, now)
             if gone:
                 verb = "would forget" if dry_run else "forgot"
-                notes.append(f"{inst.id}: {inst.state}; {verb} expired holders {', '.join(gone)}")
+                notes.append(f"{machine.id}: {machine.state}; {verb} expired holders {', '.join(gone)}")
             continue
         if st.live(now):
             notes.append(
-                f"{inst.id}: held by {', '.join(sorted(st.live(now)))} "
+                f"{machine.id}: held by {', '.join(sorted(st.live(now)))} "
                 f"until {_fmt_time(max(st.live(now).values()))}"
             )
             continue
-        if not st.holders:
-            notes.append(f"{inst.id}: running without any lease (not started by traingate?); left alone")
+        if not st.holders and not backend.owns_unleased:
+            notes.append(f"{machine.id}: running without any lease (not started by traingate?); left alone")
             continue
         expired = ", ".join(f"{h} (expired {_fmt_time(e)})" for h, e in sorted(st.expired(now).items()))
+        expired = expired or "its run released it"
         if dry_run:
-            notes.append(f"{inst.id}: would stop; {expired}")
-            reaped.append(inst.id)
+            notes.append(f"{machine.id}: would be {halted}; {expired}")
+            reaped.append(machine.id)
             continue
         if not lease.claim_stop(claimer, now):
-            notes.append(f"{inst.id}: a holder arrived while reaping; left running")
+            notes.append(f"{machine.id}: a holder arrived while reaping; left running")
             continue
         try:
-            stop_and_wait(
-                svc.ec2,
-                inst.id,
-                wait=cfg.infra.stop_wait,
-                timeout=cfg.infra.stop_timeout_minutes * 60,
-                sleep=sleep,
-                clock=clock,
-                log=log,
-                poll_cap=cfg.infra.poll_cap_seconds,
-            )
+            backend.release(machine, wait=cfg.infra.stop_wait)
             _forget(lease, st, now)
         finally:
             lease.clear_stop(claimer)
-        notes.append(f"{inst.id}: stopped; {expired}")
-        reaped.append(inst.id)
+        notes.append(f"{machine.id}: {halted}; {expired}")
+        reaped.append(machine.id)
     return _reap_result(reaped, notes, dry_run)
 
 
@@ -554,3 +417,15 @@ def _reap_result(reaped: list[str], notes: list[str], dry_run: bool) -> StepResu
         message="\n".join([head, *notes]),
         summary=f"### Infra reap\n\n{head}\n\n" + "".join(f"- {n}\n" for n in notes),
     )
+
+
+__all__ = [
+    "Services",
+    "arm_watchdog",
+    "reap_step",
+    "resolve_holder",
+    "run_prefix",
+    "start_step",
+    "status_step",
+    "stop_step",
+]

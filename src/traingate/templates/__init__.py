@@ -55,7 +55,14 @@ _FIELDS = {
         "arn:aws:iam::123456789012:role/traingate-github",
     ),
     "region": _Field("region", "AWS region", r"^[a-z]{2}(-[a-z]+)+-\d+$", "eu-west-1"),
+    "tracking_uri": _Field(
+        "tracking_uri",
+        "MLflow tracking server URL (GitHub Actions needs one that outlives the job)",
+        r"^([A-Za-z][A-Za-z0-9+.-]*:[^\s\"']+|databricks(-uc)?)$",
+        "https://mlflow.example.com",
+    ),
 }
+LOCAL_TRACKING_URI = "sqlite:///.traingate/mlflow.db"
 
 
 def _flag(name: str) -> str:
@@ -102,9 +109,17 @@ def _yaml_scalar(value: str) -> str:
     return json.dumps(value)
 
 
-def render_config(project: str, bucket: str | None, instance_id: str | None, region: str | None) -> str:
+def render_config(
+    project: str,
+    bucket: str | None,
+    instance_id: str | None,
+    region: str | None,
+    tracking_uri: str | None = None,
+) -> str:
     """The starter traingate.yml. Without a bucket and an instance it uses the local backends
-    (it runs on one machine at once); with them, DVC on S3 and the EC2 instance."""
+    (it runs on one machine at once); with them, DVC on S3 and the EC2 instance. Without a
+    tracking server it keeps the local SQLite store, which `traingate run` accepts and Actions
+    refuses (a runner's disk dies with the job), and says so next to the value."""
     text = (resources.files("traingate.templates") / CONFIG_NAME).read_text(encoding="utf-8")
     aws = bool(bucket and instance_id)
     values = {
@@ -113,6 +128,9 @@ def render_config(project: str, bucket: str | None, instance_id: str | None, reg
         "__REGION__": _yaml_scalar(region or "us-east-1"),
         "__BACKEND__": "ec2" if aws else "local",
         "__INSTANCE_ID__": _yaml_scalar(instance_id or ""),
+        "__TRACKING_URI__": _yaml_scalar(tracking_uri)
+        if tracking_uri
+        else _yaml_scalar(LOCAL_TRACKING_URI) + "   # local: for `traingate run` on one machine only",
     }
     for key, value in values.items():
         text = text.replace(key, value)
@@ -138,6 +156,7 @@ def init_step(
     force: bool = False,
     interactive: bool = False,
     *,
+    tracking_uri: str | None = None,
     promote_on_merge: bool = False,
     prompt: Prompt | None = None,
 ) -> StepResult:
@@ -150,6 +169,7 @@ def init_step(
         "instance_id": instance_id,
         "role_arn": role_arn,
         "region": region,
+        "tracking_uri": tracking_uri,
     }
     if interactive:
         ask = prompt or _stdin_prompt
@@ -169,7 +189,9 @@ def init_step(
             hint="move them away, or re-run with --force to replace them",
         )
 
-    config_text = render_config(name, values["bucket"], values["instance_id"], values["region"])
+    config_text = render_config(
+        name, values["bucket"], values["instance_id"], values["region"], values["tracking_uri"]
+    )
     written: list[str] = []
     for dest, template in plan:
         text = config_text if template is None else template.read_text(encoding="utf-8")
@@ -198,6 +220,12 @@ def init_step(
         lines.append(
             "traingate.yml uses the local backends: set store.remote and infra.instance.id "
             "(or re-run with --bucket and --instance-id --force) to train on AWS"
+        )
+    if not values["tracking_uri"]:
+        lines.append(
+            f"tracking.uri is {LOCAL_TRACKING_URI}, a file on this machine: GitHub Actions needs an "
+            "MLflow server that outlives the job (re-run with --tracking-uri URL --force, or edit "
+            "traingate.yml); `traingate gate` refuses a local store there"
         )
     summary = "### traingate init\n\n" + "\n".join(f"- `{w}`" for w in written) + "\n"
     return StepResult(

@@ -16,6 +16,10 @@ from traingate.errors import TrackingError
 # Set by `train` on a run whose model files did not reach the artifact store
 # (train.artifacts_policy: best-effort); the gate then decides but cannot register the model.
 TAG_ARTIFACTS = "traingate.artifacts"
+# Set by `train` when it logged `train.model_dir` as an MLflow model: the gate registers that
+# logged model (its id and artifact location), so the version loads with mlflow.pyfunc.
+TAG_MODEL_ID = "traingate.model_id"
+TAG_MODEL_SOURCE = "traingate.model_source"
 
 
 class TrackingNotFound(TrackingError):
@@ -44,6 +48,7 @@ class RunRecord:
     artifact_uri: str
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,12 @@ class Tracking(Protocol):
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None: ...
 
+    def log_params(self, run_id: str, params: dict[str, str]) -> None: ...
+
+    def log_model(self, run_id: str, experiment_id: str, local_dir: Path, name: str) -> tuple[str, str]:
+        """Log an MLflow model folder as a logged model of the run: (model id, artifact location)."""
+        ...
+
     def log_artifact(self, run_id: str, local_path: Path, artifact_path: str) -> None: ...
 
     def list_artifacts(self, run_id: str, path: str) -> list[str]: ...
@@ -95,7 +106,9 @@ class Tracking(Protocol):
 
     def ensure_registered_model(self, model: str) -> None: ...
 
-    def create_version(self, model: str, source: str, run_id: str, tags: dict[str, str]) -> VersionRecord: ...
+    def create_version(
+        self, model: str, source: str, run_id: str, tags: dict[str, str], model_id: str | None = None
+    ) -> VersionRecord: ...
 
     def search_versions(self, model: str, tag_key: str, tag_value: str) -> list[VersionRecord]: ...
 

@@ -25,7 +25,13 @@ from traingate.errors import GateError, TrackingError, TraingateError
 from traingate.report import render_gate_markdown
 from traingate.result import StepResult
 from traingate.state import atomic_write_json, read_state, reports_dir, update_state
-from traingate.tracking.base import TAG_ARTIFACTS, RunRecord, Tracking, TrackingNotFound
+from traingate.tracking.base import (
+    TAG_ARTIFACTS,
+    TAG_MODEL_SOURCE,
+    RunRecord,
+    Tracking,
+    TrackingNotFound,
+)
 
 if TYPE_CHECKING:
     from traingate.config import Config, GateMetric
@@ -215,6 +221,9 @@ def gate_step(
             hint="pass --run-id (the `run_id` output of the train step)",
         )
     candidate_id = str(candidate_id)
+    from traingate.tracking.durable import require_lasting_registry
+
+    require_lasting_registry(cfg, command="gate")
     if tracking is None:
         from traingate.tracking.mlflow_client import open_tracking
 
@@ -228,6 +237,11 @@ def gate_step(
             "nothing to compare",
             hint="gate a new training run",
         )
+    from traingate.tracking.evalset import TAG_EVAL_SET, comparable_baseline
+
+    # Scores on different evaluation sets are not compared (issue #12): same fingerprint, or the
+    # champion re-scored on the candidate's set with gate.rescore, or GateError.
+    baseline_run, rescored = comparable_baseline(cfg, candidate, baseline_version, baseline_run)
     decision = evaluate(cfg.gate.metrics, str(cfg.gate.require), candidate, baseline_run)
 
     warnings: list[str] = []
@@ -256,6 +270,13 @@ def gate_step(
         )
         model_version = promotion.version
         promoted_alias = promotion.alias
+        if not candidate.tags.get(TAG_MODEL_SOURCE):
+            warnings.append(
+                f"version {model_version} of {cfg.gate.model!r} is the raw files of train.artifacts, not "
+                f"an MLflow model: mlflow.pyfunc.load_model('models:/{cfg.gate.model}@{promoted_alias}') "
+                "cannot be loaded; save an MLflow model (an MLmodel file) into train.model_dir "
+                f"({cfg.train.model_dir}) in the training script (docs/gate.md)"
+            )
 
     try:
         tracking.set_tags(
@@ -287,6 +308,8 @@ def gate_step(
         "run_url": run_url,
         "metrics": metrics_out,
         "warnings": warnings,
+        "eval_set": candidate.tags.get(TAG_EVAL_SET) or None,
+        "rescored": rescored.report() if rescored else None,
     }
     report_path = reports_dir(workspace) / "gate-report.json"
     atomic_write_json(report_path, report)
@@ -302,6 +325,11 @@ def gate_step(
         summary += (
             f"\nRegistered version {model_version} as `@{promoted_alias}`; `traingate promote` after "
             f"the merge makes it `@{cfg.gate.alias}`.\n"
+        )
+    if rescored:
+        summary += (
+            f"\nThe champion (version {rescored.version}) was measured on another eval set; it was "
+            f"re-scored on `{rescored.eval_set[:12]}` with `{rescored.command}` before the comparison.\n"
         )
     for text in warnings:
         summary += f"\n> ⚠️ {text}\n"

@@ -318,6 +318,48 @@ class MlflowTracking:
 
             self._call("set run tags", send)
 
+    def log_params(self, run_id: str, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        # MLflow accepts at most 100 parameters per batch.
+        for start in range(0, len(items), 100):
+            chunk = items[start : start + 100]
+
+            def send(chunk: list[Any] = chunk) -> None:
+                self._client.log_batch(run_id, params=chunk, synchronous=True)
+
+            self._call(f"log parameters {start + 1}-{start + len(chunk)} of {len(items)}", send)
+
+    def log_model(self, run_id: str, experiment_id: str, local_dir: Path, name: str) -> tuple[str, str]:
+        from mlflow.entities import LoggedModelOutput
+
+        logged = self._call(
+            f"create a logged model for run {run_id}",
+            lambda: self._client.create_logged_model(experiment_id, name=name, source_run_id=run_id),
+        )
+        model_id = str(logged.model_id)
+        try:
+            self._call(
+                f"upload the model {local_dir} to logged model {model_id}",
+                lambda: self._client.log_model_artifacts(model_id, str(local_dir)),
+            )
+            self._call(
+                f"finalize logged model {model_id}",
+                lambda: self._client.finalize_logged_model(model_id, "READY"),
+            )
+        except TraingateError:
+            try:  # a half-uploaded model must not look usable
+                self._client.finalize_logged_model(model_id, "FAILED")
+            except Exception as err:
+                log.warning("could not mark logged model %s FAILED: %s", model_id, _short(err, 160))
+            raise
+        self._call(
+            f"link logged model {model_id} to run {run_id}",
+            lambda: self._client.log_outputs(run_id, [LoggedModelOutput(model_id, 0)]),
+        )
+        return model_id, str(logged.artifact_location)
+
     def log_artifact(self, run_id: str, local_path: Path, artifact_path: str) -> None:
         self._call(
             f"upload {local_path} to {artifact_path}/",
@@ -377,11 +419,13 @@ class MlflowTracking:
 
         self._call(f"create registered model {model!r}", create)
 
-    def create_version(self, model: str, source: str, run_id: str, tags: dict[str, str]) -> VersionRecord:
+    def create_version(
+        self, model: str, source: str, run_id: str, tags: dict[str, str], model_id: str | None = None
+    ) -> VersionRecord:
         mv = self._call(
             f"register a version of {model!r} from run {run_id}",
             lambda: self._client.create_model_version(
-                model, source=source, run_id=run_id, tags=tags, await_creation_for=0
+                model, source=source, run_id=run_id, tags=tags, await_creation_for=0, model_id=model_id
             ),
         )
         return _version_record(mv)
@@ -438,6 +482,7 @@ def _run_record(run: Any) -> RunRecord:
         artifact_uri=str(run.info.artifact_uri or ""),
         metrics={str(k): float(v) for k, v in (run.data.metrics or {}).items()},
         tags={str(k): str(v) for k, v in (run.data.tags or {}).items()},
+        params={str(k): str(v) for k, v in (run.data.params or {}).items()},
     )
 
 

@@ -35,7 +35,14 @@ from typing import TYPE_CHECKING
 
 from traingate.errors import GateError, TrackingError, TraingateError, UsageError
 from traingate.result import StepResult
-from traingate.tracking.base import RunRecord, Tracking, TrackingNotFound, VersionRecord
+from traingate.tracking.base import (
+    TAG_MODEL_ID,
+    TAG_MODEL_SOURCE,
+    RunRecord,
+    Tracking,
+    TrackingNotFound,
+    VersionRecord,
+)
 
 if TYPE_CHECKING:
     from traingate.config import Config
@@ -91,19 +98,10 @@ def register_and_promote(
     model = cfg.gate.model
     on_merge = cfg.gate.promote == "on-merge"
     target_alias = cfg.gate.challenger_alias if on_merge else cfg.gate.alias
-    try:
-        files = tracking.list_artifacts(candidate.run_id, "model")
-    except TrackingError as err:
-        raise GateError(
-            f"cannot list the model/ artifacts of run {candidate.run_id}: {err.message}",
-            hint="nothing was promoted; re-run the gate when the server answers",
-        ) from err
-    if not files:
-        raise GateError(
-            f"run {candidate.run_id} improved but has no model/ artifacts to register",
-            hint="list the model files in train.artifacts so `traingate train` uploads them",
-        )
-    source = candidate.artifact_uri.rstrip("/") + "/model"
+    # The MLflow model `train` logged from train.model_dir (loadable), else the raw model/ files.
+    source, model_id = candidate.tags.get(TAG_MODEL_SOURCE, ""), candidate.tags.get(TAG_MODEL_ID) or None
+    if not source:
+        source = _raw_files_source(tracking, candidate)
     claim = uuid.uuid4().hex
     tags = {
         "traingate.run_id": candidate.run_id,
@@ -113,10 +111,13 @@ def register_and_promote(
         TAG_BASELINE: baseline_version or "none",
         TAG_PROMOTION: "pending",
         TAG_CLAIM: claim,
+        "traingate.loadable": "true" if model_id else "false",
     }
     try:
         tracking.ensure_registered_model(model)
-        mine = tracking.create_version(model, source, candidate.run_id, {k: v for k, v in tags.items() if v})
+        mine = tracking.create_version(
+            model, source, candidate.run_id, {k: v for k, v in tags.items() if v}, model_id=model_id
+        )
     except TrackingError as err:
         raise GateError(
             f"could not register run {candidate.run_id} as a version of {model!r}: {err.message}",
@@ -146,6 +147,23 @@ def register_and_promote(
             hint="check the aliases in the MLflow UI; `traingate promote --rollback` restores "
             f"@{cfg.gate.previous_alias}",
         ) from err
+
+
+def _raw_files_source(tracking: Tracking, candidate: RunRecord) -> str:
+    try:
+        files = tracking.list_artifacts(candidate.run_id, "model")
+    except TrackingError as err:
+        raise GateError(
+            f"cannot list the model/ artifacts of run {candidate.run_id}: {err.message}",
+            hint="nothing was promoted; re-run the gate when the server answers",
+        ) from err
+    if not files:
+        raise GateError(
+            f"run {candidate.run_id} improved but has no model/ artifacts to register",
+            hint="save an MLflow model into train.model_dir, or list the model files in "
+            "train.artifacts, so `traingate train` uploads them",
+        )
+    return candidate.artifact_uri.rstrip("/") + "/model"
 
 
 def _check_still_first(

@@ -31,6 +31,9 @@ class TrainJob:
     # DVC pointer files (relative to workdir) the executor must pull where the command runs,
     # with that machine's own credentials: the runner never ships the dataset.
     datasets: list[str] = field(default_factory=list)
+    # Files or folders (relative to workdir) brought back when they exist, missing is fine:
+    # train.params_file and train.model_dir.
+    optional_outputs: list[str] = field(default_factory=list)
 
 
 # Exit code an executor reports when it could not make `TrainJob.datasets` available, so the

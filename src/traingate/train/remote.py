@@ -260,7 +260,7 @@ def _poll_script(ref: str, offset: int, renew_minutes: int | None) -> str:
 
 
 def _collect_script(ref: str, job: TrainJob, url: str) -> str:
-    wanted = [job.metrics_file, job.metrics_log, *job.artifacts]
+    wanted = [job.metrics_file, job.metrics_log, *job.artifacts, *job.optional_outputs]
     names = " ".join(shlex.quote(n) for n in wanted if n)
     return (
         "set -eu\n"
@@ -498,21 +498,32 @@ def make_remote_executor(
     """The executor the runner uses for `train.where: instance`; clients come from
     traingate.infra.aws (so tests and the end-to-end harness can override them)."""
     from traingate.infra import aws
+    from traingate.infra.backend import backend_for
     from traingate.infra.stage import Services, resolve_holder
     from traingate.state import update_state
 
     svc = Services(cfg)
-    from traingate.infra.ec2 import find_instance
-
-    inst = find_instance(svc.ec2, cfg.infra.instance.id, dict(cfg.infra.instance.tags))
+    holder = resolve_holder(None, cfg, for_stop=True)
+    # The backend says which machine this run trains on (the shared instance, or the one
+    # launched for this holder) and how to reach it.
+    backend = backend_for(cfg, services=svc, sleep=sleep, clock=clock, log=lambda _m: None)
+    machines = backend.locate(holder)
+    channel = backend.run_channel(machines[0]) if machines else None
+    if not machines or channel is None:
+        raise TrainError(
+            f"train.where is `instance` but infra.backend {cfg.infra.backend.value} has no instance "
+            f"for {holder}",
+            hint="run `traingate infra start` first (the start-infra job) with infra.backend ec2 or "
+            "launch, and pass its holder",
+        )
+    inst = machines[0]
     if inst.state != "running":
         raise TrainError(
             f"instance {inst.id} is {inst.state}: train.where is `instance` but it is not running",
             hint="run `traingate infra start` first (the start-infra job)",
         )
     location = s3_location(cfg)
-    holder = resolve_holder(None, cfg, for_stop=True)
-    lease = svc.lease(inst.id)
+    lease = backend.lease(inst)
 
     def renew() -> None:
         # Long runs outlive infra.ttl_minutes: keep our lease alive while we are really training.
@@ -524,7 +535,7 @@ def make_remote_executor(
         update_state(cfg.workspace_dir, remote_run=ref, remote_instance=inst.id)
 
     return RemoteExecutor(
-        ssm=svc.ssm,
+        ssm=channel,
         s3=aws.boto_client("s3", cfg.infra.region),
         instance_id=inst.id,
         location=location,

@@ -13,6 +13,7 @@ The order matters and every step fails loudly (field reports 1, 2, 5):
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -101,9 +102,11 @@ def _make_executor(cfg: Config) -> Executor:
         from traingate.train.remote import make_remote_executor
 
         return make_remote_executor(cfg)
+    from traingate.infra.keepalive import RenewingExecutor
     from traingate.train.local import LocalExecutor
 
-    return LocalExecutor()
+    # Training on the runner renews the lease and the watchdog too (the instance does it itself).
+    return RenewingExecutor(LocalExecutor(), cfg)
 
 
 def _resolve_artifacts(cfg: Config, outputs_dir: Path) -> list[Path]:
@@ -187,6 +190,11 @@ def train_step(
 
     log = log or default_log_sink()
     workspace = cfg.workspace_dir
+    if with_gate:
+        from traingate.tracking.durable import require_lasting_registry
+
+        # Before an hour of training, not after: the verdict could not be trusted.
+        require_lasting_registry(cfg, command="train --gate")
     # Forget the previous candidate first: if this run fails, `gate` must not pick up the last one.
     update_state(workspace, run_id=None, experiment_id=None)
 
@@ -231,6 +239,7 @@ def train_step(
         "MLFLOW_RUN_ID": run_id,
         "MLFLOW_EXPERIMENT_ID": experiment_id,
         "TRAINGATE_DATA_VERSION": data_version,
+        "TRAINGATE_PARAMS": json.dumps(cfg.train.params),
     }
     datasets = _instance_datasets(cfg, workdir) if not where_runner and pull and cfg.train.pull_data else []
     job = TrainJob(
@@ -245,6 +254,7 @@ def train_step(
         setup=cfg.train.setup,
         run_name=run_name,
         commit=commit,
+        optional_outputs=[cfg.train.params_file, cfg.train.model_dir],
     )
     started_wall = wall()
     try:
@@ -267,6 +277,16 @@ def train_step(
             gha.warning(text)
         raise
     metrics, outcome, batches, artifacts = result
+    from traingate.train.record import record_run_extras
+
+    try:
+        fresh_after = started_wall if where_runner and not attach else None
+        recorded = record_run_extras(cfg, tracking, run_id, experiment_id, outcome, fresh_after, warnings)
+    except BaseException:
+        _fail_run(tracking, run_id, warnings)
+        for text in warnings:
+            gha.warning(text)
+        raise
 
     tracking.end_run(run_id, "FINISHED")
     run_url = tracking.run_url(experiment_id, run_id)
@@ -288,6 +308,7 @@ def train_step(
         "artifacts": artifacts,
         "warnings": warnings,
         "metric_batches": batches,
+        **recorded,
     }
     atomic_write_json(report_path, report)
     update_state(workspace, run_id=run_id, experiment_id=experiment_id, pending_run_id=None)
