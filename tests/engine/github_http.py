@@ -66,6 +66,7 @@ class GitHubServer:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._routes = _Routes()
         self.fake = FakeGitHub(self._routes, repo=repo, api=self.url)  # type: ignore[arg-type]
+        self.fake.git_dir = bare  # the compare API (a PR's diff) answers from the real branches
         self.unrouted: list[tuple[str, str]] = []
         self.tokens: set[str] = set()
         self._lock = threading.Lock()
