@@ -217,8 +217,9 @@ def _chain(
                 note(interrupted, f"infra stop failed ({stop_err.message}): run `traingate infra stop`")
             elif failure is None:
                 raise
-            failure.message += f"\nalso, infra stop failed: {stop_err.message}"
-            failure.hint = (failure.hint or "") + "; then run `traingate infra stop` (or `infra reap`)"
+            else:
+                failure.message += f"\nalso, infra stop failed: {stop_err.message}"
+                failure.hint = (failure.hint or "") + "; then run `traingate infra stop` (or `infra reap`)"
 
     if not outcome["improved"]:
         progress.add("pr create", "skipped", "not improved: no pull request")
