@@ -153,7 +153,7 @@ def _chain(
     progress: Progress,
     forge_factory: Any = None,
 ) -> dict[str, Any]:
-    from traingate.data.merge import _has_files
+    from traingate.data.merge import holds_files
     from traingate.github.pr import create_step
     from traingate.infra.stage import start_step, stop_step
     from traingate.interrupt import note
@@ -172,7 +172,7 @@ def _chain(
     _check_data_only(cfg, src, progress)
     data_report: Path | None = None
     # The merge's own test for new data: a lone .gitkeep in incoming/ is not a batch to merge.
-    if _has_files(src, cfg.data.ignore):
+    if holds_files(src, cfg.data.ignore):
         _run_stage(progress, "validate", lambda: _validate(cfg, src))
         merged = _run_stage(progress, "merge", lambda: _merge(cfg, src, None))
         data_report = Path(str(merged.outputs["report"]))

@@ -202,7 +202,7 @@ def _commit_message(cfg: Config, plan: MergePlan, version: str, source: Path, me
     return "\n".join(lines) + "\n"
 
 
-def _has_files(folder: Path, ignore: list[str] | tuple[str, ...] = ()) -> bool:
+def holds_files(folder: Path, ignore: list[str] | tuple[str, ...] = ()) -> bool:
     """Whether `folder` brings anything to merge: a file that is neither hidden by name
     (`.gitkeep`) nor matched by `data.ignore` (left alone by design)."""
     return folder.is_dir() and any(
@@ -372,7 +372,7 @@ def merge_step(
     # A data branch changes data only: refuse before anything is validated, stored or committed.
     check_branch(cfg, source=src, outputs={"validation_passed": False})
 
-    if not _has_files(src, cfg.data.ignore):
+    if not holds_files(src, cfg.data.ignore):
         finished = _finish_interrupted(cfg, git, src, repo_root, commit, do_push, message, sleep, report_path)
         if finished is not None:
             return finished
@@ -391,7 +391,7 @@ def merge_step(
         v.errors += unexpected_files(src, images_dir, masks_dir, cfg.data.ignore)
         prepared = store.prepare()
         pointer = store.pointer()
-        if pointer is not None and not pointer.tracked and _has_files(cfg.data_root):
+        if pointer is not None and not pointer.tracked and holds_files(cfg.data_root):
             raise StoreError(
                 f"{cfg.data_root} holds files but is not tracked by DVC ({pointer.path.name} is missing)",
                 hint=f"track the existing dataset first (`dvc add {cfg.data.root} && dvc push`), or move "
