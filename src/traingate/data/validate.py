@@ -554,8 +554,8 @@ def validate_dataset(
     stats: dict[str, os.stat_result] = {}  # the scan's stat (of the target for a link): no second pass
     refused = 0
     for folder, prefix, kind in ((img_folder, images_dir, "image"), (mask_folder, masks_dir, "mask")):
-        found, problems = scan_folder(folder, root=root, max_bytes=max_bytes)
-        for abs_path, rel, st in found:
+        scanned, problems = scan_folder(folder, root=root, max_bytes=max_bytes)
+        for abs_path, rel, st in scanned:
             entries.append((abs_path, kind, f"{prefix}/{rel}"))
             stats[f"{prefix}/{rel}"] = st
         for code, rel, message, as_file in problems:
