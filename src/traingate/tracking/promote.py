@@ -496,7 +496,8 @@ def reconcile_step(
         done = f"; promoted in this sweep: PR {', '.join(sweep.promoted)}" if sweep.promoted else ""
         raise GateError(
             "; ".join(err.message for err in refused) + done,
-            hint=refused[0].hint + f"; then label the PR {LABEL_PROMOTED!r} so the sweep stops retrying it",
+            hint=(f"{refused[0].hint}; then " if refused[0].hint else "")
+            + f"label the PR {LABEL_PROMOTED!r} so the sweep stops retrying it",
             outputs={"promoted": " ".join(sweep.promoted)},
         )
     champion = (tracking.get_aliases(waiting[0][1]["model"]) or {}).get(alias, "")
