@@ -40,6 +40,17 @@ log = logging.getLogger(__name__)
 _S3_ONLY_KEYS = ("region", "endpointurl")
 
 
+def dvc_remote_url(url: str) -> str:
+    """store.remote as DVC must be given it: a `file://` URL becomes its folder, because DVC
+    takes it for a relative path and would store the data in `./file:/...` under the working
+    directory. `doctor` checks the same folder."""
+    if url.startswith("file://"):
+        from urllib.parse import unquote, urlsplit
+
+        return str(Path(unquote(urlsplit(url).path)).resolve())
+    return url
+
+
 @dataclass
 class NewObject:
     rel: str  # relative to the dataset root: images/a.jpg
@@ -202,14 +213,7 @@ class DvcStore:
         return f"DVC remote {self.remote_name!r} ({self.remote_url()})"
 
     def remote_url(self) -> str:
-        """store.remote for DVC: a `file://` URL becomes its folder, because DVC takes it for a
-        relative path and would store the data in `./file:/...` under the working directory."""
-        url = self.cfg.store_remote
-        if url.startswith("file://"):
-            from urllib.parse import unquote, urlsplit
-
-            return str(Path(unquote(urlsplit(url).path)).resolve())
-        return url
+        return dvc_remote_url(self.cfg.store_remote)
 
     def _open_repo(self) -> Any:
         if self._repo is None:
