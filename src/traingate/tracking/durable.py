@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from traingate.errors import ConfigError
+from traingate.gha import in_actions
 
 if TYPE_CHECKING:
     from traingate.config import Config
@@ -43,10 +44,6 @@ def local_store_kind(uri: str) -> str | None:
     return "a local folder (file store)"
 
 
-def in_actions(env: Mapping[str, str]) -> bool:
-    return env.get("GITHUB_ACTIONS") == "true"
-
-
 def in_ci(env: Mapping[str, str]) -> bool:
     """GitHub Actions or any CI that sets `CI` (where machines are as short-lived)."""
     return in_actions(env) or env.get("CI", "").strip().lower() in {"true", "1", "yes"}
@@ -71,4 +68,4 @@ def require_lasting_registry(cfg: Config, *, command: str, env: Mapping[str, str
     )
 
 
-__all__ = ["in_actions", "in_ci", "local_store_kind", "require_lasting_registry"]
+__all__ = ["in_ci", "local_store_kind", "require_lasting_registry"]
