@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,15 +85,6 @@ def prepare_release(tag: str, root: Path = ROOT) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == "--release":
-        try:
-            changed = prepare_release(argv[1], ROOT)
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        for path in changed:
-            print(f"updated {path.relative_to(ROOT)}")
-        return 0
     if argv == ["--check"]:
         refs = current_refs(ROOT)
         if len(refs) != 1:
@@ -100,11 +92,16 @@ def main(argv: list[str]) -> int:
             return 1
         print(next(iter(refs)))
         return 0
-    if len(argv) != 1:
+    apply: Callable[[str, Path], list[Path]]
+    if len(argv) == 2 and argv[0] == "--release":
+        ref, apply = argv[1], prepare_release
+    elif len(argv) == 1:
+        ref, apply = argv[0], set_ref
+    else:
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        changed = set_ref(argv[0], ROOT)
+        changed = apply(ref, ROOT)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

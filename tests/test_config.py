@@ -144,3 +144,11 @@ def test_config_that_is_not_a_regular_file(
     with pytest.raises(ConfigError) as exc:
         load_config()
     assert "not a regular file" in exc.value.message and exc.value.exit_code == 2
+
+
+def test_on_conflict_values_are_plain_strings() -> None:
+    """A member named `replace` shadowed str.replace on every OnConflict value."""
+    cfg = parse_config({"data": {"on_conflict": "replace"}})
+    assert cfg.data.on_conflict == "replace"
+    assert cfg.data.on_conflict.replace("re", "", 1) == "place"
+    assert parse_config({}).data.on_conflict.replace("f", "F") == "Fail"

@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -398,3 +399,24 @@ def test_run_without_new_data_on_a_branch_that_changes_code_trains_nothing(bare_
         run_step(cfg, env={})
     assert "traingate.yml (modified)" in info.value.message
     assert "infra start" not in info.value.message and not _lease_holders(cfg)
+
+
+def test_an_interrupted_run_whose_infra_stop_fails_still_raises_the_interrupt(project, monkeypatch) -> None:
+    """Ctrl-C during training and then a failing `infra stop`: the interrupt goes up, naming the
+    failed stop (it used to become AttributeError: there is no stage failure to append to)."""
+    import traingate.infra.stage as infra_stage
+    import traingate.train.runner as runner
+    from traingate.errors import InfraError
+    from traingate.interrupt import Interrupted
+
+    def interrupted(*_args, **_kwargs):
+        raise Interrupted(signal.SIGINT)
+
+    def stop_fails(*_args, **_kwargs):
+        raise InfraError("the lease table is unreachable", hint="retry")
+
+    monkeypatch.setattr(runner, "train_step", interrupted)
+    monkeypatch.setattr(infra_stage, "stop_step", stop_fails)
+    with pytest.raises(Interrupted) as info:
+        run_step(project, env={})
+    assert any("infra stop failed (the lease table is unreachable)" in s for s in info.value.stopped)

@@ -464,7 +464,6 @@ def promote_cmd(
     gha.mask(token)
 
     def action(cfg: Config) -> StepResult:
-        from traingate.errors import UsageError
         from traingate.tracking.promote import promote_step, reconcile_step
 
         if reconcile and (version or rollback):

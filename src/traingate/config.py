@@ -81,7 +81,8 @@ class MergeMethod(StrEnum):
 
 class OnConflict(StrEnum):
     fail = "fail"
-    replace = "replace"
+    # Not `replace`: a member of that name would shadow str.replace on every value.
+    replace_ = "replace"
 
 
 class DataConfig(_Strict):

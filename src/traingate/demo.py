@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING, Any
 from traingate.errors import TraingateError, UsageError
 from traingate.pipeline import (
     Progress,
-    _explained,
-    _merge,
-    _run_stage,
-    _validate,
+    explained,
+    merge_stage,
     render_markdown,
     render_table,
     run_pipeline,
+    run_stage,
+    validate_stage,
 )
 
 if TYPE_CHECKING:
@@ -253,7 +253,7 @@ def demo_step(
     started = time.perf_counter()
     folder = _fresh_workdir(workdir)
     progress = Progress(label="setup")
-    with isolated_env(), _explained(progress):
+    with isolated_env(), explained(progress):
         cfg = _setup_project(folder)
         incoming = cfg.path(cfg.data.incoming)
         warming = _warm_tracking_store(cfg)
@@ -261,8 +261,8 @@ def demo_step(
         t = time.perf_counter()
         _generate(folder, incoming, pairs, seed=1, prefix="meter", degrade=False)
         progress.add("generate", "ok", f"{pairs} clean pairs in {cfg.data.incoming}", time.perf_counter() - t)
-        _run_stage(progress, "validate", lambda: _validate(cfg, incoming))
-        _run_stage(progress, "merge", lambda: _merge(cfg, incoming, "data: initial water-meter dataset"))
+        run_stage(progress, "validate", lambda: validate_stage(cfg, incoming))
+        run_stage(progress, "merge", lambda: merge_stage(cfg, incoming, "data: initial water-meter dataset"))
 
         if warming is not None:
             warming.wait()

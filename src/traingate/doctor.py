@@ -391,10 +391,9 @@ def check_store(cfg: Config, timeout: float, env: Mapping[str, str]) -> Check:
             "set store.remote to a bucket that outlives the job (s3://bucket/prefix; "
             "store.endpoint_url for MinIO)",
         )
-    if url.startswith("file://"):  # the merge uses the folder (data/store.py, remote_url)
-        from urllib.parse import unquote, urlsplit
+    from traingate.data.store import dvc_remote_url
 
-        url = unquote(urlsplit(url).path)
+    url = dvc_remote_url(url)  # the folder the merge uses
     if "://" in url:
         return Check("DVC remote", WARN, f"cannot check remote {url!r} (not S3 or a folder)")
     return _check_folder_remote(Path(url))

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 
-def in_actions() -> bool:
-    return os.environ.get("GITHUB_ACTIONS") == "true"
+def in_actions(env: Mapping[str, str] | None = None) -> bool:
+    """Running as a GitHub Actions step (`env`: the environment to ask; default os.environ)."""
+    return (os.environ if env is None else env).get("GITHUB_ACTIONS") == "true"
 
 
 def _escape_data(value: str) -> str:

@@ -15,22 +15,24 @@ _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "ip6-lo
 _FILE_SCHEMES = frozenset({"file", "sqlite"})
 
 
-def is_runner_local(location: str) -> bool:
-    """True when `location` lives only on this machine: a path (relative or absolute), a
-    `file://` or `sqlite://` URL, or a URL whose host is the loopback interface.
-
-    An empty string is local: every empty location in traingate.yml means a default under the
-    workspace folder. A Windows drive path (`C:\\data`) parses as a one-letter scheme and is local.
+def names_local_path(location: str) -> bool:
+    """True when `location` is a path, not a service: a plain path (relative or absolute), a
+    Windows drive path (`C:\\data`, which parses as a one-letter scheme), or a `file:` or
+    `sqlite:` URL. An empty string is a path: every empty location in traingate.yml means a
+    default under the workspace folder. Whatever reads such a location reads this machine's disk.
     """
+    scheme = urlsplit(location.strip()).scheme.lower()
+    return len(scheme) <= 1 or scheme in _FILE_SCHEMES
+
+
+def is_runner_local(location: str) -> bool:
+    """True when `location` lives only on this machine: a path (`names_local_path`), anything
+    without `://`, or a URL whose host is the loopback interface."""
     text = location.strip()
-    if "://" not in text:
+    if "://" not in text or names_local_path(text):
         return True
-    parts = urlsplit(text)
-    scheme = parts.scheme.lower()
-    if len(scheme) <= 1 or scheme in _FILE_SCHEMES:
-        return True
-    host = (parts.hostname or "").lower()
+    host = (urlsplit(text).hostname or "").lower()
     return host in _LOOPBACK_HOSTS or host.startswith("127.")
 
 
-__all__ = ["is_runner_local"]
+__all__ = ["is_runner_local", "names_local_path"]

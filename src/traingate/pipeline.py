@@ -52,7 +52,7 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
-def _run_stage(progress: Progress, stage: str, fn: Callable[[], StepResult]) -> StepResult:
+def run_stage(progress: Progress, stage: str, fn: Callable[[], StepResult]) -> StepResult:
     """Run one stage; record it; on failure attach the table so far to the stage's own error."""
     started = time.perf_counter()
     try:
@@ -72,7 +72,7 @@ def _run_stage(progress: Progress, stage: str, fn: Callable[[], StepResult]) -> 
 
 
 @contextlib.contextmanager
-def _explained(progress: Progress) -> Iterator[None]:
+def explained(progress: Progress) -> Iterator[None]:
     """On failure, put the stages so far (including the `infra stop` that ran after the
     failure) into the failing stage's own error: same class, same exit code."""
     try:
@@ -137,7 +137,7 @@ def run_pipeline(
     _preflight_github(token, repo)
     progress = progress if progress is not None else Progress()
     # One run per folder (they share state.json); Ctrl-C/cancel still runs `infra stop`.
-    with interruptible(), run_lock(cfg.workspace_dir), _explained(progress):
+    with interruptible(), run_lock(cfg.workspace_dir), explained(progress):
         return _chain(
             cfg, source, token=token, repo=repo, head=head, progress=progress, forge_factory=forge_factory
         )
@@ -153,7 +153,7 @@ def _chain(
     progress: Progress,
     forge_factory: Any = None,
 ) -> dict[str, Any]:
-    from traingate.data.merge import _has_files
+    from traingate.data.merge import holds_files
     from traingate.github.pr import create_step
     from traingate.infra.stage import start_step, stop_step
     from traingate.interrupt import note
@@ -172,9 +172,9 @@ def _chain(
     _check_data_only(cfg, src, progress)
     data_report: Path | None = None
     # The merge's own test for new data: a lone .gitkeep in incoming/ is not a batch to merge.
-    if _has_files(src, cfg.data.ignore):
-        _run_stage(progress, "validate", lambda: _validate(cfg, src))
-        merged = _run_stage(progress, "merge", lambda: _merge(cfg, src, None))
+    if holds_files(src, cfg.data.ignore):
+        run_stage(progress, "validate", lambda: validate_stage(cfg, src))
+        merged = run_stage(progress, "merge", lambda: merge_stage(cfg, src, None))
         data_report = Path(str(merged.outputs["report"]))
     else:
         progress.add("validate", "skipped", f"no new data in {src}: training on the stored dataset")
@@ -183,19 +183,19 @@ def _chain(
         if isinstance(saved, str) and Path(saved).is_file():
             data_report = Path(saved)
 
-    started = _run_stage(progress, "infra start", lambda: start_step(cfg, holder=None))
+    started = run_stage(progress, "infra start", lambda: start_step(cfg, holder=None))
     holder = str(started.outputs.get("holder") or "") or None
     outcome: dict[str, Any] = {"improved": False, "run_id": "", "pr_url": ""}
     failure: TraingateError | None = None
     interrupted: KeyboardInterrupt | None = None
     try:
-        trained = _run_stage(
+        trained = run_stage(
             progress, "train", lambda: train_step(cfg, attach=None, pull=True, with_gate=False)
         )
         run_id = str(trained.outputs["run_id"])
         outcome["run_id"] = run_id
         outcome["train"] = trained.outputs
-        gated = _run_stage(progress, "gate", lambda: gate_step(cfg, run_id=run_id, promote=True))
+        gated = run_stage(progress, "gate", lambda: gate_step(cfg, run_id=run_id, promote=True))
         outcome["gate"] = gated.outputs
         outcome["improved"] = (
             gated.outputs.get("improved") is True or str(gated.outputs.get("improved")) == "true"
@@ -209,7 +209,7 @@ def _chain(
     finally:
         # Always give the instance back; a stop failure must not hide the first failure.
         try:
-            _run_stage(progress, "infra stop", lambda: stop_step(cfg, holder=holder, wait=True, force=False))
+            run_stage(progress, "infra stop", lambda: stop_step(cfg, holder=holder, wait=True, force=False))
             if interrupted is not None:
                 note(interrupted, f"released the infra lease (holder {holder or cfg.project})")
         except TraingateError as stop_err:
@@ -217,8 +217,9 @@ def _chain(
                 note(interrupted, f"infra stop failed ({stop_err.message}): run `traingate infra stop`")
             elif failure is None:
                 raise
-            failure.message += f"\nalso, infra stop failed: {stop_err.message}"
-            failure.hint = (failure.hint or "") + "; then run `traingate infra stop` (or `infra reap`)"
+            else:
+                failure.message += f"\nalso, infra stop failed: {stop_err.message}"
+                failure.hint = (failure.hint or "") + "; then run `traingate infra stop` (or `infra reap`)"
 
     if not outcome["improved"]:
         progress.add("pr create", "skipped", "not improved: no pull request")
@@ -226,7 +227,7 @@ def _chain(
     gate_report = Path(str(outcome["gate"]["report"])) if outcome["gate"].get("report") else None
     # Token and repository: both or neither (checked up front): with neither, create_step renders
     # the body only. metrics_log None: create_step reads the workspace's metrics.jsonl if present.
-    pr = _run_stage(
+    pr = run_stage(
         progress,
         "pr create",
         lambda: create_step(
@@ -313,16 +314,28 @@ def run_step(
     )
 
 
-def _validate(cfg: Config, source: Path) -> StepResult:
+def validate_stage(cfg: Config, source: Path) -> StepResult:
+    """`data validate` as a chained run (pipeline, demo) calls it: cached, no report file."""
     from traingate.data.validate import validate_step
 
     return validate_step(cfg, source, use_cache=True, report_path=None)
 
 
-def _merge(cfg: Config, source: Path, message: str | None) -> StepResult:
+def merge_stage(cfg: Config, source: Path, message: str | None) -> StepResult:
+    """`data merge` as a chained run calls it: commit and push, no PR comment (the run reports)."""
     from traingate.data.merge import merge_step
 
     return merge_step(cfg, source, on_conflict=None, push=True, commit=True, message=message, comment=False)
 
 
-__all__ = ["Progress", "StageRecord", "render_table", "run_pipeline", "run_step"]
+__all__ = [
+    "Progress",
+    "StageRecord",
+    "explained",
+    "merge_stage",
+    "render_table",
+    "run_pipeline",
+    "run_stage",
+    "run_step",
+    "validate_stage",
+]

@@ -46,6 +46,7 @@ __all__ = [
     "VALIDATION_COMMENT_MARKER",
     "actions_run_url",
     "cap_body",
+    "code_span",
     "escape_cell",
     "format_number",
     "load_json_report",
@@ -74,7 +75,7 @@ def escape_cell(value: Any) -> str:
     return text.replace("@", "@\u200b")
 
 
-def _code(value: Any) -> str:
+def code_span(value: Any) -> str:
     """A code span: markup inside it is inert, so only what would end the span or the cell goes."""
     text = "" if value is None else str(value)
     text = text.replace("\r", " ").replace("\n", " ").replace("`", "'").replace("|", "\\|")
@@ -227,14 +228,14 @@ def render_data_markdown(data_report: Mapping[str, Any], *, max_errors: int = 50
     if merge.get("data_version") or merge.get("commit"):
         parts = []
         if merge.get("data_version"):
-            parts.append(f"data version {_code(merge['data_version'])}")
+            parts.append(f"data version {code_span(merge['data_version'])}")
         if merge.get("commit"):
-            parts.append(f"commit {_code(merge['commit'])}")
+            parts.append(f"commit {code_span(merge['commit'])}")
         text = ", ".join(parts)
         lines += [text[:1].upper() + text[1:], ""]  # not .capitalize(): it lower-cases hashes
     replaced = merge.get("replaced") or []
     if replaced:
-        shown = ", ".join(_code(p) for p in replaced[:20])
+        shown = ", ".join(code_span(p) for p in replaced[:20])
         more = f" and {len(replaced) - 20} more" if len(replaced) > 20 else ""
         lines += [f"Replaced (on_conflict: replace): {shown}{more}", ""]
     checks = _checks(merge)
@@ -254,7 +255,7 @@ def render_data_markdown(data_report: Mapping[str, Any], *, max_errors: int = 50
         for item in items[:max_errors]:
             item = item if isinstance(item, Mapping) else {"message": item}
             lines.append(
-                f"| {_code(item.get('code', ''))} | {_code(item.get('path', ''))} "
+                f"| {code_span(item.get('code', ''))} | {code_span(item.get('path', ''))} "
                 f"| {escape_cell(item.get('message', ''))} |"
             )
         if len(items) > max_errors:
@@ -401,7 +402,7 @@ def render_learning_curves(
             )
         )
     if len(order) > max_curves:
-        rest = ", ".join(_code(k) for k in order[max_curves:])
+        rest = ", ".join(code_span(k) for k in order[max_curves:])
         blocks.append(f"Not charted (limit {max_curves}): {rest}")
     return "\n\n".join(blocks) + "\n"
 
@@ -523,7 +524,7 @@ def render_pr_body(
         if mlflow_url:
             links.append(f"[MLflow run]({mlflow_url})")
         elif gate_report.get("candidate_run_id"):
-            links.append(f"MLflow run {_code(gate_report['candidate_run_id'])}")
+            links.append(f"MLflow run {code_span(gate_report['candidate_run_id'])}")
         actions_url = safe_url(run_url)
         if actions_url:
             links.append(f"[Actions run]({actions_url})")

@@ -290,20 +290,20 @@ def test_outside_actions_without_a_git_identity_fails_before_anything_moves(
 def test_only_ignored_files_left_means_no_new_data(tmp_path: Path) -> None:
     """After a merge with data.ignore the incoming folder keeps those files: the next run (and
     `traingate run`'s skip of validate/merge) must not take them for a new batch."""
-    from traingate.data.merge import _has_files
+    from traingate.data.merge import holds_files
 
     incoming = tmp_path / "new"
     (incoming / ".thumbs").mkdir(parents=True)
     (incoming / "NOTES.txt").write_text("x")
     (incoming / ".thumbs" / "a0.jpg").write_bytes(b"x")
     (incoming / ".gitkeep").write_text("")
-    assert _has_files(incoming)  # not ignored: the merge reports them (unexpected_file)
-    assert not _has_files(incoming, ["NOTES.txt", ".thumbs"])
-    assert not _has_files(incoming, ["*.txt", ".thumbs/*.jpg"])
-    assert _has_files(incoming, ["*.txt", "*.jpg"])  # `*` stays within one folder level
-    assert not _has_files(incoming, ["**/*.???"])
-    assert not _has_files(incoming, ["[A-N]*.txt", ".thumbs"])
-    assert _has_files(incoming, ["[!A-N]*", ".thumbs"]) and not _has_files(incoming, ["[!a-m]*", ".thumbs"])
+    assert holds_files(incoming)  # not ignored: the merge reports them (unexpected_file)
+    assert not holds_files(incoming, ["NOTES.txt", ".thumbs"])
+    assert not holds_files(incoming, ["*.txt", ".thumbs/*.jpg"])
+    assert holds_files(incoming, ["*.txt", "*.jpg"])  # `*` stays within one folder level
+    assert not holds_files(incoming, ["**/*.???"])
+    assert not holds_files(incoming, ["[A-N]*.txt", ".thumbs"])
+    assert holds_files(incoming, ["[!A-N]*", ".thumbs"]) and not holds_files(incoming, ["[!a-m]*", ".thumbs"])
 
 
 def test_a_file_url_remote_is_that_folder(tmp_path: Path, make_pair: MakePair) -> None:

@@ -45,6 +45,7 @@ def test_runner_local_stores(uri: str) -> None:
     [
         "http://10.0.0.5:5000",
         "https://mlflow.example.com",
+        "http://127.0.0.1:5000",  # a server, deliberately unlike store.remote (locality.is_runner_local)
         "databricks",
         "databricks://profile",
         "databricks-uc",

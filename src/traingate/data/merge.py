@@ -13,9 +13,7 @@ are already stored with the same content count as merged, not as conflicts.
 
 from __future__ import annotations
 
-import functools
 import os
-import re
 import shutil
 import time
 from collections import Counter
@@ -24,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from traingate.data.globs import glob_regex
 from traingate.data.images import IMAGE_EXTENSIONS
 from traingate.data.store import NewObject, Store, find_repo_root, open_store
 from traingate.data.trust import check_branch
@@ -203,7 +202,7 @@ def _commit_message(cfg: Config, plan: MergePlan, version: str, source: Path, me
     return "\n".join(lines) + "\n"
 
 
-def _has_files(folder: Path, ignore: list[str] | tuple[str, ...] = ()) -> bool:
+def holds_files(folder: Path, ignore: list[str] | tuple[str, ...] = ()) -> bool:
     """Whether `folder` brings anything to merge: a file that is neither hidden by name
     (`.gitkeep`) nor matched by `data.ignore` (left alone by design)."""
     return folder.is_dir() and any(
@@ -217,38 +216,6 @@ def _has_files(folder: Path, ignore: list[str] | tuple[str, ...] = ()) -> bool:
 KEEP_FILES = frozenset({".gitkeep"})
 
 
-@functools.cache
-def _glob(pattern: str) -> re.Pattern[str]:
-    """A path glob as `data.allowed_paths` reads them: `*` and `?` stay within one folder level,
-    `**` spans any number of levels, `[...]` is a character class."""
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:[^/]+/)*")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif pattern[i] == "[" and "]" in pattern[i + 2 :]:
-            end = pattern.index("]", i + 2)
-            body = pattern[i + 1 : end].replace("\\", "\\\\")  # ranges (a-z) stay ranges
-            negate = body[:1] == "!"
-            body = body[1:] if negate else body
-            out.append("[" + ("^" if negate else "") + ("\\" + body if body[:1] == "^" else body) + "]")
-            i = end + 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out))
-
-
 def _ignored(rel: str, ignore: list[str] | tuple[str, ...]) -> bool:
     """`rel` (posix, relative to the incoming folder) or one of its parent folders matches a
     `data.ignore` glob: `.thumbs` covers `.thumbs/a.jpg`, `**/*.md` any Markdown file."""
@@ -256,7 +223,7 @@ def _ignored(rel: str, ignore: list[str] | tuple[str, ...]) -> bool:
         return False
     parts = rel.split("/")
     candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    return any(_glob(g.strip("/")).fullmatch(c) for c in candidates for g in ignore)
+    return any(glob_regex(g.strip("/")).fullmatch(c) for c in candidates for g in ignore)
 
 
 def _is_pair_candidate(rel: str, images_dir: str, masks_dir: str) -> bool:
@@ -405,7 +372,7 @@ def merge_step(
     # A data branch changes data only: refuse before anything is validated, stored or committed.
     check_branch(cfg, source=src, outputs={"validation_passed": False})
 
-    if not _has_files(src, cfg.data.ignore):
+    if not holds_files(src, cfg.data.ignore):
         finished = _finish_interrupted(cfg, git, src, repo_root, commit, do_push, message, sleep, report_path)
         if finished is not None:
             return finished
@@ -424,7 +391,7 @@ def merge_step(
         v.errors += unexpected_files(src, images_dir, masks_dir, cfg.data.ignore)
         prepared = store.prepare()
         pointer = store.pointer()
-        if pointer is not None and not pointer.tracked and _has_files(cfg.data_root):
+        if pointer is not None and not pointer.tracked and holds_files(cfg.data_root):
             raise StoreError(
                 f"{cfg.data_root} holds files but is not tracked by DVC ({pointer.path.name} is missing)",
                 hint=f"track the existing dataset first (`dvc add {cfg.data.root} && dvc push`), or move "

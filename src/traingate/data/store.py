@@ -40,6 +40,17 @@ log = logging.getLogger(__name__)
 _S3_ONLY_KEYS = ("region", "endpointurl")
 
 
+def dvc_remote_url(url: str) -> str:
+    """store.remote as DVC must be given it: a `file://` URL becomes its folder, because DVC
+    takes it for a relative path and would store the data in `./file:/...` under the working
+    directory. `doctor` checks the same folder."""
+    if url.startswith("file://"):
+        from urllib.parse import unquote, urlsplit
+
+        return str(Path(unquote(urlsplit(url).path)).resolve())
+    return url
+
+
 @dataclass
 class NewObject:
     rel: str  # relative to the dataset root: images/a.jpg
@@ -202,14 +213,7 @@ class DvcStore:
         return f"DVC remote {self.remote_name!r} ({self.remote_url()})"
 
     def remote_url(self) -> str:
-        """store.remote for DVC: a `file://` URL becomes its folder, because DVC takes it for a
-        relative path and would store the data in `./file:/...` under the working directory."""
-        url = self.cfg.store_remote
-        if url.startswith("file://"):
-            from urllib.parse import unquote, urlsplit
-
-            return str(Path(unquote(urlsplit(url).path)).resolve())
-        return url
+        return dvc_remote_url(self.cfg.store_remote)
 
     def _open_repo(self) -> Any:
         if self._repo is None:
@@ -488,6 +492,16 @@ def unsaved_changes(cfg: Config) -> list[str]:
         return []
     store = DvcStore(cfg)
     try:
+        return _unsaved(store, pointer)
+    finally:
+        store.close()
+
+
+def _unsaved(store: DvcStore, pointer: Pointer) -> list[str]:
+    """`unsaved_changes` with the store and pointer the caller already opened and read."""
+    if not store.data_root.is_dir():
+        return []
+    try:
         repo = store._open_repo()
         target = str(store.data_root.relative_to(store.repo_root))
         status = repo.data_status(targets=[target], granular=True)
@@ -511,12 +525,10 @@ def unsaved_changes(cfg: Config) -> list[str]:
         raise
     except Exception as err:
         raise StoreError(
-            f"cannot compare the dataset {cfg.data_root} with its pointer {pointer.path}: {err}",
+            f"cannot compare the dataset {store.cfg.data_root} with its pointer {pointer.path}: {err}",
             hint="run `dvc data status --granular` there to see the full error",
             file=str(pointer.path),
         ) from err
-    finally:
-        store.close()
     return sorted(set(unsaved))
 
 
@@ -525,25 +537,30 @@ def _on_remote(store: DvcStore, pointer: Pointer, files: dict[str, str]) -> set[
     answers "none": the files are then treated as local work (refusing is the safe side)."""
     if not files:
         return set()
-    repo = store._open_repo()
-    remote = pointer.remote or repo.config.get("core", {}).get("remote") or store.remote_name
+    remote = _pull_remote(store, pointer)
     try:
-        odb = repo.cloud.get_remote_odb(remote, "fetch")
+        odb = store._open_repo().cloud.get_remote_odb(remote, "fetch")
         return set(odb.oids_exist(sorted(set(files.values()))))
     except Exception as err:
         log.warning("could not ask DVC remote %r which files it holds: %s", remote, err)
         return set()
 
 
-def _refuse_to_overwrite(cfg: Config, unsaved: list[str], version: str) -> StoreError:
+def _pull_remote(store: DvcStore, pointer: Pointer) -> str:
+    """The remote `pull` reads: the pointer's own, else DVC's default, else traingate's."""
+    repo = store._open_repo()
+    return pointer.remote or repo.config.get("core", {}).get("remote") or store.remote_name
+
+
+def _refuse_to_overwrite(cfg: Config, unsaved: list[str], pointer: Pointer) -> StoreError:
     shown = "\n".join(f"  {rel}" for rel in unsaved[:50])
     more = f"\n  and {len(unsaved) - 50} more" if len(unsaved) > 50 else ""
     return StoreError(
-        f"the dataset {cfg.data_root} has {len(unsaved)} local change(s) that pulling {version} "
+        f"the dataset {cfg.data_root} has {len(unsaved)} local change(s) that pulling {pointer.md5} "
         f"would overwrite (they are in no DVC cache or remote):\n{shown}{more}",
         hint="keep them: merge them as new data (`traingate data merge`) or `dvc add` + commit the "
         "pointer; or discard them: train again with --force-pull (or `dvc checkout --force`)",
-        file=str(read_pointer(cfg.data_root).path),
+        file=str(pointer.path),
     )
 
 
@@ -564,16 +581,16 @@ def pull_dataset(cfg: Config, *, force: bool = False) -> str:
     pointer = read_pointer(cfg.data_root)
     if not pointer.tracked:
         return ""
-    if not force:
-        unsaved = unsaved_changes(cfg)
-        if unsaved:
-            raise _refuse_to_overwrite(cfg, unsaved, pointer.md5)
     store = DvcStore(cfg)
     try:
+        if not force:
+            unsaved = _unsaved(store, pointer)
+            if unsaved:
+                raise _refuse_to_overwrite(cfg, unsaved, pointer)
         from dvc.exceptions import DvcException
 
         repo = store._open_repo()
-        remote = pointer.remote or repo.config.get("core", {}).get("remote") or store.remote_name
+        remote = _pull_remote(store, pointer)
         try:
             # Forced: what it may overwrite was checked above (DVC's own guard only knows the
             # local cache, and would refuse files `data merge` stored on the remote).

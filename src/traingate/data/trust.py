@@ -28,10 +28,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from traingate.data.globs import glob_regex
 from traingate.errors import GitError, UntrustedChangeError
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class TrustRules:
             return True
         if path in self.added_only and change.status == "A":
             return True
-        return any(_glob_regex(g).fullmatch(path) for g in self.globs)
+        return any(glob_regex(g).fullmatch(path) for g in self.globs)
 
     def describe(self) -> str:
         parts = [f"{folder}/**" for folder in (self.incoming, *self.sources)] + list(self.pointers)
@@ -101,39 +101,6 @@ class TrustReport:
     changes: list[Change] = field(default_factory=list)
     skipped: str = ""  # why the comparison did not apply (on the base branch, not a git repository)
     warnings: list[str] = field(default_factory=list)
-
-
-@cache
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """`**` crosses folders, `*` and `?` stay within one path segment, `[...]` is a class."""
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-            continue
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            end = pattern.find("]", i + 1)
-            if end == -1:
-                out.append(re.escape(c))
-            else:
-                body = pattern[i + 1 : end]
-                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
-                i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return re.compile("".join(out))
 
 
 def _rel(path: Path, repo_root: Path) -> str:

@@ -554,8 +554,8 @@ def validate_dataset(
     stats: dict[str, os.stat_result] = {}  # the scan's stat (of the target for a link): no second pass
     refused = 0
     for folder, prefix, kind in ((img_folder, images_dir, "image"), (mask_folder, masks_dir, "mask")):
-        found, problems = scan_folder(folder, root=root, max_bytes=max_bytes)
-        for abs_path, rel, st in found:
+        scanned, problems = scan_folder(folder, root=root, max_bytes=max_bytes)
+        for abs_path, rel, st in scanned:
             entries.append((abs_path, kind, f"{prefix}/{rel}"))
             stats[f"{prefix}/{rel}"] = st
         for code, rel, message, as_file in problems:
@@ -665,7 +665,7 @@ def raise_data_errors(
 def render_summary(
     report: dict[str, Any], *, title: str, cap: int, extra_rows: Iterable[tuple[str, Any]] = ()
 ) -> str:
-    from traingate.report import _code, escape_cell
+    from traingate.report import code_span, escape_cell
 
     ok = report["status"] == "pass"
     counts = report["counts"]
@@ -695,7 +695,8 @@ def render_summary(
         for issue in issues[:cap]:
             # File names come from whoever pushed the data: escaped like every other report's.
             lines.append(
-                f"| {_code(issue['code'])} | {_code(issue['path'])} | {escape_cell(issue['message'])} |"
+                f"| {code_span(issue['code'])} | {code_span(issue['path'])} "
+                f"| {escape_cell(issue['message'])} |"
             )
         if len(issues) > cap:
             lines.append(f"| … | … | {len(issues) - cap} more in the JSON report |")

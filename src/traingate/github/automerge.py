@@ -26,8 +26,8 @@ from traingate.github.forge import (
     ForgeFactory,
     PullInfo,
     make_forge,
+    require_repo,
     require_token,
-    resolve_repo,
 )
 from traingate.result import StepResult
 from traingate.state import read_state
@@ -57,12 +57,7 @@ def automerge_step(
             summary="Auto-merge is off (`pr.auto_merge: off`); the pull request waits for a person.\n",
             message="auto-merge is off (pr.auto_merge: off); nothing to do",
         )
-    repo_name = resolve_repo(repo, env)
-    if not repo_name:
-        raise UsageError(
-            "no repository: --repo was not given and GITHUB_REPOSITORY is not set",
-            hint="run inside GitHub Actions or pass --repo owner/name",
-        )
+    repo_name = require_repo(repo, env)
     if pr_number is None:
         stored = read_state(cfg.workspace_dir).get("pr_number")
         pr_number = int(stored) if isinstance(stored, int | str) and str(stored).isdigit() else None

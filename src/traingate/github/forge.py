@@ -159,6 +159,19 @@ def api_url(env: dict[str, str] | None = None) -> str:
     return (env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
 
 
+def require_repo(repo: str | None, env: dict[str, str] | None = None, *, purpose: str = "") -> str:
+    """`resolve_repo`, or UsageError when neither --repo nor GITHUB_REPOSITORY names one;
+    `purpose` completes "no repository ..." ("to comment in")."""
+    value = resolve_repo(repo, env)
+    if not value:
+        raise UsageError(
+            f"no repository{' ' + purpose if purpose else ''}: --repo was not given and "
+            "GITHUB_REPOSITORY is not set",
+            hint="run inside GitHub Actions or pass --repo owner/name",
+        )
+    return value
+
+
 def require_token(token: str | None, repo: str) -> str:
     if not token:
         raise CredentialsError(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from traingate import report as reports
 from traingate.errors import GitHubError, TraingateError, UsageError
-from traingate.github.forge import CommentInfo, Forge, ForgeFactory, make_forge, require_token, resolve_repo
+from traingate.github.forge import CommentInfo, Forge, ForgeFactory, make_forge, require_repo, require_token
 from traingate.result import StepResult
 from traingate.state import reports_dir
 
@@ -77,12 +77,7 @@ def comment_step(
 ) -> StepResult:
     """`traingate pr comment`: post the validation errors of a failed `data merge` on the commit."""
     env = dict(os.environ) if env is None else dict(env)
-    repo_name = resolve_repo(repo, env)
-    if not repo_name:
-        raise UsageError(
-            "no repository to comment in: --repo was not given and GITHUB_REPOSITORY is not set",
-            hint="run inside GitHub Actions or pass --repo owner/name",
-        )
+    repo_name = require_repo(repo, env, purpose="to comment in")
     sha = sha or env.get("GITHUB_SHA")
     if not sha:
         raise UsageError(

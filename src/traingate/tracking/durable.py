@@ -12,41 +12,36 @@ The check reads the URI only; whether the server answers is `doctor`'s and `trai
 from __future__ import annotations
 
 import os
-import urllib.parse
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from traingate.errors import ConfigError
+from traingate.gha import in_actions
 
 if TYPE_CHECKING:
     from traingate.config import Config
 
-# Schemes whose store lives on the machine that runs traingate.
-_LOCAL_SCHEMES = frozenset({"", "file", "sqlite"})
 # URIs MLflow accepts without `://` that name a hosted store.
 _REMOTE_WORDS = frozenset({"databricks", "databricks-uc", "uc"})
 
 
 def local_store_kind(uri: str) -> str | None:
     """What kind of runner-local store `uri` names ("an SQLite file", ...), or None when the
-    store is elsewhere (http(s)://, databricks, a database server)."""
+    store is elsewhere (http(s)://, databricks, a database server).
+
+    Only a path counts (`locality.names_local_path`): a loopback `http://` server is "elsewhere"
+    here, deliberately, unlike for `store.remote` (it may be a tunnel or a self-hosted runner's
+    own lasting server; `doctor` checks that it answers)."""
+    from traingate.locality import names_local_path
+
     text = uri.strip()
     if not text:
         return "MLflow's default ./mlruns folder"
-    if text.lower().split(":", 1)[0] in _REMOTE_WORDS:
+    if text.lower().split(":", 1)[0] in _REMOTE_WORDS or not names_local_path(text):
         return None
-    scheme = urllib.parse.urlsplit(text).scheme.lower()
-    if len(scheme) == 1:  # C:\mlruns: a Windows drive letter, not a scheme
-        scheme = ""
-    if scheme not in _LOCAL_SCHEMES:
-        return None
-    if scheme == "sqlite":
+    if text.lower().startswith("sqlite:"):
         return "an SQLite file"
     return "a local folder (file store)"
-
-
-def in_actions(env: Mapping[str, str]) -> bool:
-    return env.get("GITHUB_ACTIONS") == "true"
 
 
 def in_ci(env: Mapping[str, str]) -> bool:
@@ -73,4 +68,4 @@ def require_lasting_registry(cfg: Config, *, command: str, env: Mapping[str, str
     )
 
 
-__all__ = ["in_actions", "in_ci", "local_store_kind", "require_lasting_registry"]
+__all__ = ["in_ci", "local_store_kind", "require_lasting_registry"]

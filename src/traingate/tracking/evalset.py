@@ -20,7 +20,7 @@ import os
 import re
 import shlex
 import subprocess
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,13 +92,7 @@ class Rescored:
     command: str
 
     def report(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "run_id": self.run_id,
-            "eval_set": self.eval_set,
-            "metrics": self.metrics,
-            "command": self.command,
-        }
+        return asdict(self)
 
 
 def comparable_baseline(

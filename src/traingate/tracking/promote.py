@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from traingate.errors import GateError, TrackingError, TraingateError, UsageError
+from traingate.errors import GateError, TrackingError, TraingateError
 from traingate.result import StepResult
 from traingate.tracking.base import (
     TAG_MODEL_ID,
@@ -428,15 +428,10 @@ def reconcile_step(
     `--tracking-uri` is given, the instance is stopped: report what waits and let the workflow
     that borrows the instance promote it.
     """
-    from traingate.github.forge import make_forge, require_token, resolve_repo
+    from traingate.github.forge import make_forge, require_repo, require_token
 
     env_map = dict(os.environ) if env is None else dict(env)
-    repo_name = resolve_repo(repo, env_map)
-    if not repo_name:
-        raise UsageError(
-            "no repository: --repo was not given and GITHUB_REPOSITORY is not set",
-            hint="run inside GitHub Actions or pass --repo owner/name",
-        )
+    repo_name = require_repo(repo, env_map)
     token = require_token(token, repo_name)
     forge = (forge_factory or make_forge)(token, repo_name)
     waiting = _waiting(forge, cfg, pr_number)
@@ -496,7 +491,8 @@ def reconcile_step(
         done = f"; promoted in this sweep: PR {', '.join(sweep.promoted)}" if sweep.promoted else ""
         raise GateError(
             "; ".join(err.message for err in refused) + done,
-            hint=refused[0].hint + f"; then label the PR {LABEL_PROMOTED!r} so the sweep stops retrying it",
+            hint=(f"{refused[0].hint}; then " if refused[0].hint else "")
+            + f"label the PR {LABEL_PROMOTED!r} so the sweep stops retrying it",
             outputs={"promoted": " ".join(sweep.promoted)},
         )
     champion = (tracking.get_aliases(waiting[0][1]["model"]) or {}).get(alias, "")

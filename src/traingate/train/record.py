@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from traingate.errors import TrackingError, TrainError, TraingateError
+from traingate.errors import TrackingError, TrainError
 from traingate.tracking.base import TAG_ARTIFACTS, TAG_MODEL_ID, TAG_MODEL_SOURCE
 
 if TYPE_CHECKING:
@@ -195,8 +195,6 @@ def record_run_extras(
             f"training succeeded, but recording it on run {run_id} failed: {err.message}",
             hint="re-run when the tracking server answers; the run is marked FAILED",
         ) from err
-    except TraingateError:
-        raise
     return {"eval_set": eval_set, "params": params, "model_uri": model_uri}
 
 

@@ -156,11 +156,15 @@ def _log_tail_summary(outcome: TrainOutcome) -> str:
 
 
 def _fail_run(tracking: Tracking, run_id: str, warnings: list[str]) -> None:
-    """Best effort: the original error is what the user needs; a dead server only adds a line."""
+    """Mark the run FAILED and show the warnings gathered so far (the failure's report is never
+    written). Best effort: the original error is what the user needs; a dead server only adds
+    a line."""
     try:
         tracking.end_run(run_id, "FAILED")
     except TraingateError as err:
         warnings.append(f"could not mark MLflow run {run_id} FAILED: {err.message}")
+    for text in warnings:
+        gha.warning(text)
 
 
 def _kill_run(tracking: Tracking, run_id: str, workspace: Path, err: KeyboardInterrupt) -> None:
@@ -274,8 +278,6 @@ def train_step(
         raise
     except BaseException:
         _fail_run(tracking, run_id, warnings)
-        for text in warnings:
-            gha.warning(text)
         raise
     metrics, outcome, batches, artifacts = result
     from traingate.train.record import record_run_extras
@@ -285,8 +287,6 @@ def train_step(
         recorded = record_run_extras(cfg, tracking, run_id, experiment_id, outcome, fresh_after, warnings)
     except BaseException:
         _fail_run(tracking, run_id, warnings)
-        for text in warnings:
-            gha.warning(text)
         raise
 
     tracking.end_run(run_id, "FINISHED")
