@@ -187,8 +187,54 @@ def e2e_seed(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Seed
     return Seed(bare=bare, objects=objects, moto=moto_server)
 
 
+class ServiceProbes:
+    """What a scenario asks the services after a run: the instance, the lease, the registry.
+
+    Shared by the in-process harness (`E2E`) and the act engine suite's `World`; both carry an
+    `instance_id`, an `mlflow` server and the test's `names`.
+    """
+
+    instance_id: str
+    mlflow: MlflowServer
+    names: dict[str, str]
+
+    def instance_state(self) -> str:
+        import boto3
+
+        ec2 = boto3.client("ec2", region_name="us-east-1")
+        out = ec2.describe_instances(InstanceIds=[self.instance_id])
+        return str(out["Reservations"][0]["Instances"][0]["State"]["Name"])
+
+    def lease_holders(self) -> dict[str, float]:
+        import boto3
+
+        item = (
+            boto3.client("dynamodb")
+            .get_item(
+                TableName=LEASE_TABLE, Key={"instance_id": {"S": self.instance_id}}, ConsistentRead=True
+            )
+            .get("Item")
+        )
+        if not item:
+            return {}
+        return {k: float(v["N"]) for k, v in item.get("holders", {}).get("M", {}).items()}
+
+    def client(self) -> Any:
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.mlflow.url, registry_uri=self.mlflow.url)
+
+    def aliases(self) -> dict[str, str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return dict(self.client().get_registered_model(self.names["model"]).aliases)
+        except MlflowException:
+            return {}
+
+
 @dataclass
-class E2E:
+class E2E(ServiceProbes):
     """One test's world and the probes its assertions use."""
 
     world: World
@@ -291,40 +337,6 @@ class E2E:
         }
 
     # ------------------------------------------------------------------------- probes
-    def instance_state(self) -> str:
-        import boto3
-
-        ec2 = boto3.client("ec2", region_name="us-east-1")
-        out = ec2.describe_instances(InstanceIds=[self.instance_id])
-        return str(out["Reservations"][0]["Instances"][0]["State"]["Name"])
-
-    def lease_holders(self) -> dict[str, float]:
-        import boto3
-
-        item = (
-            boto3.client("dynamodb")
-            .get_item(
-                TableName=LEASE_TABLE, Key={"instance_id": {"S": self.instance_id}}, ConsistentRead=True
-            )
-            .get("Item")
-        )
-        if not item:
-            return {}
-        return {k: float(v["N"]) for k, v in item.get("holders", {}).get("M", {}).items()}
-
-    def client(self) -> Any:
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=self.mlflow.url, registry_uri=self.mlflow.url)
-
-    def aliases(self) -> dict[str, str]:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return dict(self.client().get_registered_model(self.names["model"]).aliases)
-        except MlflowException:
-            return {}
-
     def run_status(self, run_id: str) -> str:
         return str(self.client().get_run(run_id).info.status)
 

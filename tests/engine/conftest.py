@@ -29,6 +29,7 @@ from tests.e2e.conftest import (  # the e2e seed is the engine suite's starting 
     INSTANCE_NAME,
     LEASE_TABLE,
     Seed,
+    ServiceProbes,
     e2e_seed,  # noqa: F401 - fixture
     git,
     py,
@@ -106,7 +107,7 @@ def _warm_uv_cache(eng: Engine) -> None:
 
 
 @dataclass
-class World:
+class World(ServiceProbes):
     """One test's repository, services and probes."""
 
     engine: Engine
@@ -264,39 +265,6 @@ class World:
 
     def branch_files(self, ref: str) -> list[str]:
         return git(self.bare, "ls-tree", "-r", "--name-only", ref).splitlines()
-
-    def instance_state(self) -> str:
-        import boto3
-
-        out = boto3.client("ec2", region_name="us-east-1").describe_instances(InstanceIds=[self.instance_id])
-        return str(out["Reservations"][0]["Instances"][0]["State"]["Name"])
-
-    def lease_holders(self) -> dict[str, float]:
-        import boto3
-
-        item = (
-            boto3.client("dynamodb")
-            .get_item(
-                TableName=LEASE_TABLE, Key={"instance_id": {"S": self.instance_id}}, ConsistentRead=True
-            )
-            .get("Item")
-        )
-        if not item:
-            return {}
-        return {k: float(v["N"]) for k, v in item.get("holders", {}).get("M", {}).items()}
-
-    def client(self) -> Any:
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=self.mlflow.url, registry_uri=self.mlflow.url)
-
-    def aliases(self) -> dict[str, str]:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return dict(self.client().get_registered_model(self.names["model"]).aliases)
-        except MlflowException:
-            return {}
 
     def make_champion(self, dice: float, iou: float) -> str:
         """Register a champion version directly (as an earlier round would have left it)."""
