@@ -13,6 +13,10 @@ store, tags are written with it):
 
 Promotion on merge (`traingate promote --reconcile`) promotes what was merged, read from the
 merged PR's body marker (`report.render_promotion_marker`), never "the current @challenger".
+The marker is PR body text anyone with write access can edit, so it is only a claim: the model
+must be gate.model, the run id the version's run, the run's data version the pointer at the PR's
+head, and the version one the gate registered as improved (`_check_gate_accepted`,
+`_check_merged_data`), or the PR is refused.
 Order: a merged PR becomes champion only if it was merged after the current champion became
 champion (`traingate.champion_since`), so a late sweep never demotes a newer champion with an
 older merge. Each handled version is tagged `traingate.merged_pr` (and the PR labelled), which
