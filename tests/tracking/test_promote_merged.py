@@ -220,9 +220,12 @@ def _refused_but_pr_3_promoted(cfg: Config, fake: FakeGitHub, factory: Any, matc
 def test_a_marker_naming_another_model_is_refused(
     project: Project, fake_github: FakeGitHub, forge_factory: Any
 ) -> None:
+    # Another registered model with a version 1 from the same run: the old sweep moved its alias.
     cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82, 0.84])
     other = open_adapter(cfg)
+    mine = other.get_version(MODEL, "1")
     other.ensure_registered_model("prod-model")
+    assert other.create_version("prod-model", mine.source, mine.run_id, {}).version == "1"
     _edit_marker(fake_github, 1, model="prod-model")
     _refused_but_pr_3_promoted(cfg, fake_github, forge_factory, r"PR #1 names model 'prod-model'.*tg-model")
     assert other.get_aliases("prod-model") == {}
