@@ -114,6 +114,8 @@ class FakeGitHub:
         # pointer file a data branch changes.
         self.changed: dict[str, list[tuple[str, ...]]] = {}
         self.git_dir: Path | None = None
+        # The contents API: per commit sha, path -> text (else read from `git_dir`).
+        self.files: dict[str, dict[str, str]] = {}
         self._next_number = 1
         self._next_comment = 100
         # GitHub's merge clock: each merge happens a minute after the previous one.
@@ -132,6 +134,7 @@ class FakeGitHub:
             (responses.PATCH, r"/comments/\d+$", self._edit_comment),
             (responses.GET, r"/git/ref/heads/.+$", self._get_ref),
             (responses.GET, r"/compare/[^?]+(\?.*)?$", self._compare),
+            (responses.GET, r"/contents/[^?]+(\?.*)?$", self._contents),
             (responses.DELETE, r"/git/refs/heads/.+$", self._delete),
         ):
             rsps.add_callback(method, re.compile(repo + path), callback)
@@ -164,6 +167,11 @@ class FakeGitHub:
         """A merge GitHub did itself (auto-merge) or a person did: no workflow hears of it."""
         pr = self.pulls[number]
         pr.update(state="closed", merged=True, merged_at=merged_at or self._merge_time())
+        pr.setdefault("head_sha", self.branches.get(pr["head"], "0" * 40))
+
+    def put_file(self, sha: str, path: str, text: str) -> None:
+        """What the contents API answers for `path` at commit `sha`."""
+        self.files.setdefault(sha, {})[path] = text
 
     def _merge_time(self) -> str:
         self._merge_minute += 1
@@ -195,7 +203,8 @@ class FakeGitHub:
             "auto_merge": pr["auto_merge"],
             "head": {
                 "ref": pr["head"],
-                "sha": self.branches.get(pr["head"], "0" * 40),
+                # A merged PR keeps the head it merged, even after its branch is deleted.
+                "sha": pr.get("head_sha") or self.branches.get(pr["head"], "0" * 40),
                 "label": f"o:{pr['head']}",
             },
             "base": {
@@ -345,7 +354,7 @@ class FakeGitHub:
                 return _json(409, {"message": "Head branch was modified. Review and try the merge again."})
             if pr["mergeable_state"] not in ("clean", "unstable", "has_hooks"):
                 return _json(405, {"message": "Pull Request is not mergeable"})
-            pr.update(state="closed", merged=True, merged_at=self._merge_time())
+            pr.update(state="closed", merged=True, merged_at=self._merge_time(), head_sha=head_sha)
             self.merges.append({"number": pr["number"], **data})
             return _json(
                 200, {"sha": "e" * 40, "merged": True, "message": "Pull Request successfully merged"}
@@ -481,6 +490,41 @@ class FakeGitHub:
                     "total_commits": 1,
                     "commits": [],
                     "files": files,
+                },
+            )
+
+        return self._wrap(request, run)
+
+    def _contents(self, request: Any) -> Any:
+        def run(_r: Any) -> Any:
+            import base64
+            import subprocess
+
+            url = urlparse(request.url)
+            path = unquote(url.path.split("/contents/", 1)[1])
+            ref = parse_qs(url.query).get("ref", [""])[0] or self.branches["main"]
+            ref = self.branches.get(ref, ref)
+            text = self.files.get(ref, {}).get(path)
+            if text is None and self.git_dir is not None:
+                proc = subprocess.run(
+                    ["git", "show", f"{ref}:{path}"], cwd=self.git_dir, capture_output=True, text=True
+                )
+                text = proc.stdout if proc.returncode == 0 else None
+            if text is None:
+                return _json(404, {"message": "Not Found", "status": "404"})
+            raw = text.encode()
+            api_url = f"{self.api}{self.prefix}/repos/{self.repo}/contents/{path}".replace(":443", "")
+            return _json(
+                200,
+                {
+                    "type": "file",
+                    "encoding": "base64",
+                    "size": len(raw),
+                    "name": path.rsplit("/", 1)[-1],
+                    "path": path,
+                    "content": base64.b64encode(raw).decode(),
+                    "sha": "0" * 40,
+                    "url": f"{api_url}?ref={ref}",
                 },
             )
 

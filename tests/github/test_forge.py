@@ -84,3 +84,16 @@ def test_head_branch_not_on_github(fake_github: FakeGitHub, forge_factory: Any) 
         forge_factory("t", "o/r").create_pull(head="data/never-pushed", base="main", title="t", body="b")
     assert "PullRequest head is invalid" in exc.value.message
     assert "does not exist on GitHub" in (exc.value.hint or "")
+
+
+def test_read_file_at_a_commit(fake_github: FakeGitHub, forge_factory: Any, sleeps: list[float]) -> None:
+    """The contents API at a sha (what promotion on merge reads at a merged PR's head): the text,
+    None for a path the commit does not have, and a 5xx retried like every other call."""
+    sha = "f" * 40
+    fake_github.put_file(sha, "data/training.dvc", "outs:\n- md5: x\n  path: training\n")
+    fake_github.fail("GET", r"/contents/", 502)
+    forge = forge_factory("t", "o/r")
+    assert forge.read_file("data/training.dvc", sha) == "outs:\n- md5: x\n  path: training\n"
+    assert len(sleeps) == 1
+    assert forge.read_file("data/training.dvc", "a" * 40) is None
+    assert forge.read_file("data/other.dvc", sha) is None

@@ -29,16 +29,30 @@ from traingate.tracking.promote import (
 )
 
 MODEL = "tg-model"
+POINTER = "data/training.dvc"  # <data.root>.dvc of the default data.root, from the repository root
+
+
+def _md5(i: int) -> str:
+    return f"{i:032x}.dir"
+
+
+def _pointer(md5: str) -> str:
+    """The pointer `traingate data merge` commits on a data branch."""
+    return f"outs:\n- md5: {md5}\n  size: 1024\n  nfiles: 4\n  hash: md5\n  path: training\n"
 
 
 def _gated_prs(project: Project, fake: FakeGitHub, factory: Any, dices: list[float], **gate: Any) -> Config:
-    """One gated run per dice value, each with its PR opened by `pr create` (as the pipeline does)."""
+    """One gated run per dice value, each with its PR opened by `pr create` (as the pipeline does):
+    run i trained on data version `_md5(i)`, the pointer its PR's head commits."""
     cfg = project.config(gate={"promote": "on-merge", **gate})
     tr = open_adapter(cfg)
     for i, dice in enumerate(dices, 1):
         branch = f"data/push-{i}"
         fake.branches[branch] = f"{i:x}" * 40
-        gate_step(cfg, run_id=make_run(tr, cfg, {"dice": dice, "iou": dice - 0.1}), tracking=tr)
+        fake.put_file(fake.branches[branch], POINTER, _pointer(_md5(i)))
+        run_id = make_run(tr, cfg, {"dice": dice, "iou": dice - 0.1})
+        tr.set_tags(run_id, {"traingate.data_version": _md5(i)})
+        gate_step(cfg, run_id=run_id, tracking=tr)
         create_step(cfg, "t", "o/r", branch, None, None, None, None, forge_factory=factory, env={})
     return cfg
 
@@ -160,6 +174,121 @@ def test_a_marker_that_does_not_match_the_registry_is_refused(
     assert err.value.outputs == {"promoted": "3"}
     assert open_adapter(cfg).get_aliases(MODEL)["champion"] == "3"
     assert LABEL_PROMOTED not in fake_github.labels.get(1, [])
+
+
+def _edit_marker(fake: FakeGitHub, number: int, **fields: str) -> None:
+    """What anyone who can edit the PR body (or opens a PR with a marker of their own) can do."""
+    marker = reports.parse_promotion_marker(fake.pulls[number]["body"])
+    assert marker is not None
+    old = reports.render_promotion_marker(
+        {
+            "model": marker["model"],
+            "model_version": marker["version"],
+            "candidate_run_id": marker["run_id"],
+            "promote_mode": marker["promote"],
+        }
+    )
+    assert old in fake.pulls[number]["body"]
+    new = {**marker, **fields}
+    fake.pulls[number]["body"] = fake.pulls[number]["body"].replace(
+        old,
+        reports.render_promotion_marker(
+            {
+                "model": new["model"],
+                "model_version": new["version"],
+                "candidate_run_id": new["run_id"],
+                "promote_mode": new["promote"],
+            }
+        ),
+    )
+
+
+def _refused_but_pr_3_promoted(cfg: Config, fake: FakeGitHub, factory: Any, match: str) -> GateError:
+    """PR #1 is refused loudly (exit 1, with a next step); PR #3, merged after it, is promoted."""
+    fake.merge(1)
+    fake.merge(3)
+    with pytest.raises(GateError, match=match) as err:
+        _reconcile(cfg, factory)
+    assert "promoted in this sweep: PR 3" in err.value.message
+    assert err.value.hint and "traingate promote --version" in err.value.hint
+    assert open_adapter(cfg).get_aliases(MODEL)["champion"] == "3"
+    assert LABEL_PROMOTED not in fake.labels.get(1, [])
+    assert TAG_MERGED_PR not in open_adapter(cfg).get_version(MODEL, "2").tags
+    return err.value
+
+
+def test_a_marker_naming_another_model_is_refused(
+    project: Project, fake_github: FakeGitHub, forge_factory: Any
+) -> None:
+    # Another registered model with a version 1 from the same run: the old sweep moved its alias.
+    cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82, 0.84])
+    other = open_adapter(cfg)
+    mine = other.get_version(MODEL, "1")
+    other.ensure_registered_model("prod-model")
+    assert other.create_version("prod-model", mine.source, mine.run_id, {}).version == "1"
+    _edit_marker(fake_github, 1, model="prod-model")
+    _refused_but_pr_3_promoted(cfg, fake_github, forge_factory, r"PR #1 names model 'prod-model'.*tg-model")
+    assert other.get_aliases("prod-model") == {}
+
+
+def test_a_marker_without_run_id_is_refused(
+    project: Project, fake_github: FakeGitHub, forge_factory: Any
+) -> None:
+    cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82, 0.84])
+    _edit_marker(fake_github, 1, version="2", run_id="")
+    _refused_but_pr_3_promoted(cfg, fake_github, forge_factory, r"PR #1 .*no run id")
+
+
+def test_a_marker_pointing_at_a_version_trained_on_other_data_is_refused(
+    project: Project, fake_github: FakeGitHub, forge_factory: Any
+) -> None:
+    # Version 2 and its own run id: consistent in the registry, but PR #1 merged data version 1.
+    cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82, 0.84])
+    run_2 = open_adapter(cfg).get_version(MODEL, "2").run_id
+    _edit_marker(fake_github, 1, version="2", run_id=run_2)
+    err = _refused_but_pr_3_promoted(
+        cfg, fake_github, forge_factory, r"PR #1 names version 2 .* trained on data " + _md5(2)
+    )
+    assert _md5(1) in err.message and POINTER in err.message
+
+
+def test_a_pr_whose_head_has_no_dataset_pointer_is_refused(
+    project: Project, fake_github: FakeGitHub, forge_factory: Any
+) -> None:
+    cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82, 0.84])
+    del fake_github.files[fake_github.branches["data/push-1"]][POINTER]
+    _refused_but_pr_3_promoted(cfg, fake_github, forge_factory, rf"PR #1 .*no {POINTER}")
+
+
+def test_a_version_the_gate_did_not_accept_is_refused(
+    project: Project, fake_github: FakeGitHub, forge_factory: Any
+) -> None:
+    # A run on PR #1's own data that the gate never registered (say, one it rejected), registered
+    # by hand: its run id and data version match, only the gate's word is missing.
+    cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82, 0.84])
+    tr = open_adapter(cfg)
+    rejected = make_run(tr, cfg, {"dice": 0.10, "iou": 0.05})
+    tr.set_tags(rejected, {"traingate.data_version": _md5(1)})
+    source = tr.get_run(rejected).artifact_uri.rstrip("/") + "/model"
+    hand = tr.create_version(MODEL, source, rejected, {"traingate.data_version": _md5(1)})
+    _edit_marker(fake_github, 1, version=hand.version, run_id=rejected)
+    fake_github.merge(1)
+    fake_github.merge(3)
+    with pytest.raises(GateError, match=rf"PR #1 names version {hand.version} .*gate did not accept"):
+        _reconcile(cfg, forge_factory)
+    assert tr.get_aliases(MODEL)["champion"] == "3"
+    assert "traingate.promotion" not in tr.get_version(MODEL, hand.version).tags
+
+
+def test_a_version_that_lost_to_another_gate_is_refused(
+    project: Project, fake_github: FakeGitHub, forge_factory: Any
+) -> None:
+    cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82, 0.84])
+    tr = open_adapter(cfg)
+    tr.set_version_tag(MODEL, "1", "traingate.promotion", "lost")
+    _refused_but_pr_3_promoted(
+        cfg, fake_github, forge_factory, r"PR #1 names version 1 .*gate did not accept.*promotion=lost"
+    )
 
 
 def test_mlflow_on_the_instance_defers_to_the_workflow_that_borrows_it(

@@ -133,6 +133,7 @@ class Forge(Protocol):
     def create_commit_comment(self, sha: str, body: str) -> CommentInfo: ...
     def update_commit_comment(self, comment_id: int, body: str) -> CommentInfo: ...
     def changed_files(self, base: str, head: str) -> tuple[list[ChangedFile], bool]: ...
+    def read_file(self, path: str, ref: str) -> str | None: ...
 
 
 # (token, repo) -> Forge: what the stages take so tests can hand in a forge of their own.
@@ -528,6 +529,25 @@ class PyGithubForge:
             return out, len(files) < COMPARE_FILES_LIMIT
 
         return self._call(f"compare {base}...{head}", run)
+
+    def read_file(self, path: str, ref: str) -> str | None:
+        """The text of one file at `ref` (a sha: what a merged PR's head held), None when the
+        file does not exist there. The contents API, so no checkout of the PR is needed."""
+        from github import UnknownObjectException
+
+        def run() -> str | None:
+            try:
+                found = self._repo.get_contents(path, ref=ref)
+            except UnknownObjectException:
+                return None
+            if isinstance(found, list) or found.type != "file":
+                raise GitHubError(
+                    f"{path} at {ref[:12]} in {self.repo} is not a file",
+                    hint="check data.root: its pointer <data.root>.dvc must be a file",
+                )
+            return found.decoded_content.decode("utf-8", errors="replace")
+
+        return self._call(f"read {path} at {ref[:12]}", run)
 
 
 def _utc(moment: Any) -> str:

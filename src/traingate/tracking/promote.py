@@ -13,6 +13,10 @@ store, tags are written with it):
 
 Promotion on merge (`traingate promote --reconcile`) promotes what was merged, read from the
 merged PR's body marker (`report.render_promotion_marker`), never "the current @challenger".
+The marker is PR body text anyone with write access can edit, so it is only a claim: the model
+must be gate.model, the run id the version's run, the run's data version the pointer at the PR's
+head, and the version one the gate registered as improved (`_check_gate_accepted`,
+`_check_merged_data`), or the PR is refused.
 Order: a merged PR becomes champion only if it was merged after the current champion became
 champion (`traingate.champion_since`), so a late sweep never demotes a newer champion with an
 older merge. Each handled version is tagged `traingate.merged_pr` (and the PR labelled), which
@@ -314,28 +318,133 @@ def _champion_since(version: VersionRecord) -> str:
     return version.tags.get(TAG_CHAMPION_SINCE) or _utc(version.creation_timestamp_ms / 1000)
 
 
+# What the gate leaves on a version it registered for an improved candidate (TAG_PROMOTION).
+_ACCEPTED_STATES = ("challenger", "promoted")
+
+
+def _check_gate_accepted(record: VersionRecord, pr: str, by_hand: str) -> None:
+    """Refuse a version the gate did not register as an improved candidate that won its claim:
+    one registered by hand (no `traingate.gate` tag), a candidate that did not improve, or one
+    that lost to a concurrent gate (`lost`), failed half-way (`failed`) or never finished."""
+    gate_tag = record.tags.get("traingate.gate", "")
+    state = record.tags.get(TAG_PROMOTION, "")
+    if not gate_tag.startswith("improved=true") or state not in _ACCEPTED_STATES:
+        why = f"gate tag {gate_tag!r}" if gate_tag else "no traingate.gate tag: not registered by a gate"
+        raise GateError(
+            f"{pr} names version {_version_label(record)}, which the gate did not accept ({why}; "
+            f"{TAG_PROMOTION}={state or 'none'}, not challenger or promoted); not promoted",
+            hint=f"only a version `traingate gate` registered as improved is promoted on merge; {by_hand}",
+        )
+
+
+def _version_label(record: VersionRecord) -> str:
+    return f"{record.version} of {record.model!r}"
+
+
+def _check_merged_data(
+    tracking: Tracking,
+    cfg: Config,
+    forge: Forge,
+    record: VersionRecord,
+    pull: PullInfo,
+    pr: str,
+    by_hand: str,
+) -> None:
+    """The version's run must have trained on the data the PR merged: the `traingate.data_version`
+    tag of its run equals the md5 of the dataset pointer `<data.root>.dvc` at the PR's head sha
+    (read through the forge, so the sweep needs no checkout of the data branch)."""
+    from traingate.data.manifest import pointer_path
+    from traingate.data.store import find_repo_root
+    from traingate.data.trust import verify_pointer_text
+
+    if cfg.store.kind != "dvc":
+        raise GateError(
+            f"{pr}: cannot tell which data it merged: store.kind is {cfg.store.kind!r}, and only a "
+            "DVC pointer (<data.root>.dvc) records a data version in git; not promoted",
+            hint=f"use store.kind: dvc with gate.promote: on-merge, or {by_hand}",
+        )
+    repo_root = find_repo_root(cfg.base_dir)
+    try:
+        rel = pointer_path(cfg.data_root).resolve().relative_to(repo_root).as_posix()
+    except ValueError:
+        raise GateError(
+            f"{pr}: the dataset pointer {pointer_path(cfg.data_root)} is outside the repository "
+            f"{repo_root}; cannot read it at the PR's head; not promoted",
+            hint=f"set data.root to a folder inside the repository, or {by_hand}",
+        ) from None
+    try:
+        text = forge.read_file(rel, pull.head_sha)
+    except TraingateError as err:
+        raise GateError(
+            f"{pr}: could not read {rel} at its head {pull.head_sha[:12]}: {err.message}; not promoted",
+            hint="re-run `traingate promote --reconcile` when GitHub answers (the token needs "
+            "`contents: read`)",
+        ) from None
+    if text is None:
+        raise GateError(
+            f"{pr} merged head {pull.head_sha[:12]}, which has no {rel}: it merged no dataset "
+            f"version, so no model version is tied to it; not promoted",
+            hint=f"only data PRs opened by `traingate pr create` are promoted on merge; {by_hand}",
+        )
+    try:
+        merged = verify_pointer_text(text, cfg.data_root.name, f"{rel} at {pull.head_sha[:12]}")
+    except TraingateError as err:
+        raise GateError(f"{pr}: {err.message}; not promoted", hint=f"{err.hint}; {by_hand}") from None
+    run = tracking.get_run(record.run_id)
+    trained = run.tags.get("traingate.data_version", "")
+    if trained != merged:
+        raise GateError(
+            f"{pr} names version {_version_label(record)} from run {record.run_id}, trained on data "
+            f"{trained or 'unknown'}, but the PR merged {rel} = {merged} (head "
+            f"{pull.head_sha[:12]}); not promoted",
+            hint=f"the PR body was edited to name another version; {by_hand}",
+        )
+
+
 def _promote_merged(
-    tracking: Tracking, cfg: Config, marker: Mapping[str, str], pull: PullInfo, sweep: _Sweep
+    tracking: Tracking,
+    cfg: Config,
+    forge: Forge,
+    marker: Mapping[str, str],
+    pull: PullInfo,
+    sweep: _Sweep,
 ) -> str:
     """Promote the version a merged PR recorded, or record it as superseded; the label to add."""
-    model, version, run_id = marker["model"], marker["version"], marker.get("run_id", "")
+    version, run_id = marker["version"], marker.get("run_id", "")
+    model = cfg.gate.model
     alias, prev_alias, challenger = cfg.gate.alias, cfg.gate.previous_alias, cfg.gate.challenger_alias
     pr = f"PR #{pull.number}"
+    # The marker is PR body text: anyone who can edit the body (or open a PR of their own) wrote
+    # it. It only *names* a version; the registry and the merged commit must confirm it.
+    by_hand = (
+        "promote by hand with `traingate promote --version N` once you know which version the PR trained"
+    )
+    if marker["model"] != model:
+        raise GateError(
+            f"{pr} names model {marker['model']!r}, but this repository's gate.model is {model!r}; "
+            "not promoted",
+            hint=f"the PR body was edited or gate.model changed; {by_hand}",
+        )
+    if not run_id:
+        raise GateError(
+            f"{pr} names version {version} of {model!r} with no run id; not promoted",
+            hint=f"`traingate pr create` always records the run; the PR body was edited: {by_hand}",
+        )
     try:
         record = tracking.get_version(model, version)
     except TrackingNotFound:
         raise GateError(
             f"{pr} names version {version} of {model!r}, which the registry does not have; not promoted",
-            hint="check gate.model and the tracking URI; promote by hand with "
-            "`traingate promote --version N` once you know which version the PR trained",
+            hint=f"check gate.model and the tracking URI; {by_hand}",
         ) from None
-    if run_id and record.run_id != run_id:
+    if record.run_id != run_id:
         raise GateError(
             f"{pr} names version {version} of {model!r} from run {run_id}, but that version "
             f"belongs to run {record.run_id}; not promoted",
-            hint="the PR body was edited or the registry was reset; check the MLflow UI and "
-            "promote by hand with `traingate promote --version N`",
+            hint=f"the PR body was edited or the registry was reset; check the MLflow UI and {by_hand}",
         )
+    _check_gate_accepted(record, pr, by_hand)
+    _check_merged_data(tracking, cfg, forge, record, pull, pr, by_hand)
     if record.tags.get(TAG_MERGED_PR):
         state = record.tags.get(TAG_PROMOTION, "promoted")
         sweep.lines.append(f"{pr}: version {version} was already handled ({state})")
@@ -466,7 +575,7 @@ def reconcile_step(
     refused: list[GateError] = []
     for pull, marker in waiting:
         try:
-            label = _promote_merged(tracking, cfg, marker, pull, sweep)
+            label = _promote_merged(tracking, cfg, forge, marker, pull, sweep)
         except TrackingError as err:
             raise GateError(
                 f"promoting the version of PR #{pull.number} failed: {err.message}"
@@ -495,7 +604,7 @@ def reconcile_step(
             + f"label the PR {LABEL_PROMOTED!r} so the sweep stops retrying it",
             outputs={"promoted": " ".join(sweep.promoted)},
         )
-    champion = (tracking.get_aliases(waiting[0][1]["model"]) or {}).get(alias, "")
+    champion = (tracking.get_aliases(cfg.gate.model) or {}).get(alias, "")
     message = "; ".join(sweep.lines)
     summary = "### 🏆 Promotion on merge\n\n" + "".join(f"- {line}\n" for line in sweep.lines)
     return StepResult(
