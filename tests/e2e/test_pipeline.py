@@ -110,7 +110,12 @@ def test_happy_path(e2e: E2E) -> None:
     ]
     assert pull["auto_merge"] == {"merge_method": "squash"}
     assert run.job("auto-merge").outputs["merge_state"] == "auto_merge_enabled"
-    assert run.outputs() == {"improved": "true", "run_id": train["run_id"], "pr_url": pr["pr_url"]}
+    assert run.outputs() == {
+        "improved": "true",
+        "run_id": train["run_id"],
+        "skipped": "false",
+        "pr_url": pr["pr_url"],
+    }
     assert not [a for a in run.job("train").annotations if a.startswith("::error")]
 
 
