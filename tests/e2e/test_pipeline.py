@@ -23,6 +23,7 @@ ALL_SUCCESS = {
     "refuse-merge-on-base": "skipped",  # only merge: true on the default branch meets it
     "merge-and-validate": "success",
     "start-infra": "success",
+    "start-infra-early": "skipped",  # only with start-early
     "train": "success",
     "stop-infra": "success",
     "create-pr": "success",
@@ -164,6 +165,7 @@ def test_invalid_data_stops_before_the_instance(e2e: E2E) -> None:
         "refuse-merge-on-base": "skipped",
         "merge-and-validate": "failure",
         "start-infra": "skipped",
+        "start-infra-early": "skipped",
         "train": "skipped",
         "stop-infra": "skipped",
         "create-pr": "skipped",
@@ -268,6 +270,7 @@ def test_capacity_error_that_persists_fails_clearly_and_only_stop_runs(e2e: E2E)
         "refuse-merge-on-base": "skipped",
         "merge-and-validate": "success",
         "start-infra": "failure",
+        "start-infra-early": "skipped",
         "train": "skipped",
         "stop-infra": "success",
         "create-pr": "skipped",

@@ -34,3 +34,23 @@ def test_a_second_push_of_the_same_data_skips_training(e2e: E2E) -> None:
     assert again.results["create-pr"] == "skipped" and e2e.github.pulls == pulls
     assert again.outputs()["skipped"] == "true" and again.outputs()["improved"] == "false"
     assert_instance_given_back(e2e, again)
+
+
+def test_start_early_with_valid_data_trains_on_the_instance_started_beside_the_merge(e2e: E2E) -> None:
+    run = e2e.pipeline(e2e.push_data(pairs=3), inputs={"start-early": True}).run()
+    assert run.results["start-infra"] == "skipped", given_up(run)
+    assert run.results["start-infra-early"] == "success" and run.results["train"] == "success", given_up(run)
+    assert run.job("train").outputs["improved"] == "true"
+    assert (
+        run.job("stop-infra").step().env["TRAINGATE_HOLDER"] == run.job("start-infra-early").outputs["holder"]
+    )
+    assert_instance_given_back(e2e, run)
+
+
+def test_start_early_with_invalid_data_stops_the_instance_and_never_trains(e2e: E2E) -> None:
+    run = e2e.pipeline(e2e.push_data(corrupt=True), inputs={"start-early": True}).run()
+    assert run.results["merge-and-validate"] == "failure", given_up(run)
+    assert run.results["start-infra-early"] == "success"  # the price: it booted during the merge
+    assert run.results["train"] == "skipped" and run.results["create-pr"] == "skipped"
+    assert len(e2e.experiment_runs()) == 0
+    assert_instance_given_back(e2e, run)

@@ -43,3 +43,78 @@ def test_a_manual_retrain_never_skips() -> None:
 def test_the_pipeline_re_exports_skipped() -> None:
     outputs = load_workflow(PIPELINE)["on"]["workflow_call"]["outputs"]
     assert outputs["skipped"]["value"] == "${{ jobs.train.outputs.skipped }}"
+
+
+# ------------------------------------------------------------------------------ start-early
+EARLY = {"start-early": True}
+
+
+def _runnable(run: WorkflowRun) -> set[str]:
+    """Jobs GitHub would start now: every need finished and the `if:` holds (skips recorded)."""
+    from tests.workflows.expr import evaluate_if
+
+    run.next_job()  # records the skips decided so far
+    ready = set()
+    for name, job in run.jobs.items():
+        needs = job.get("needs") or []
+        needs = [needs] if isinstance(needs, str) else needs
+        decided = name not in run.results and all(n in run.results for n in needs)
+        if decided and evaluate_if(job.get("if"), run.context_for(name)):
+            ready.add(name)
+    return ready
+
+
+def test_start_early_boots_beside_the_merge_and_train_needs_both() -> None:
+    run = WorkflowRun.from_file(PIPELINE, EARLY, DATA_PUSH)
+    assert _runnable(run) == {"merge-and-validate", "start-infra-early"}
+    run.finish("start-infra-early", "success", {"holder": "h1", "mlflow_url": "http://10.0.0.5:5000"})
+    assert _runnable(run) == {"merge-and-validate"}  # train waits for the merge
+    run.finish("merge-and-validate", *MERGED)
+    assert _runnable(run) == {"train"}
+    assert run.results["start-infra"] == "skipped"
+    assert {"merge-and-validate", "start-infra-early"} <= run.ancestors("train")
+    job = load_workflow(PIPELINE)["jobs"]
+    assert interpolate(str(job["train"]["with"]["tracking-uri"]), run.context_for("train")) == (
+        "http://10.0.0.5:5000"
+    )
+    run.finish("train", "success", {"improved": "false"})
+    assert _runnable(run) == {"stop-infra"}
+    assert interpolate(str(job["stop-infra"]["with"]["holder"]), run.context_for("stop-infra")) == "h1"
+
+
+def test_start_early_with_invalid_data_never_trains_and_stops_the_instance() -> None:
+    run = simulate(PIPELINE, {"merge-and-validate": "failure"}, inputs=EARLY, contexts=DATA_PUSH)
+    assert run.ran == ["merge-and-validate", "start-infra-early", "stop-infra"], run.results
+    assert run.results["train"] == "skipped" and run.results["create-pr"] == "skipped"
+    # The instance was booted beside the merge; stop-infra gives it back once the start finished.
+    assert run.results["stop-infra"] == "success"
+
+
+def test_start_early_failing_half_way_still_stops() -> None:
+    run = simulate(
+        PIPELINE,
+        {"merge-and-validate": MERGED, "start-infra-early": "failure"},
+        inputs=EARLY,
+        contexts=DATA_PUSH,
+    )
+    assert run.results["train"] == "skipped" and run.results["stop-infra"] == "success", run.results
+
+
+def test_start_early_on_a_manual_retrain() -> None:
+    run = simulate(
+        PIPELINE,
+        {"train": ("success", {"improved": "false"})},
+        inputs={**EARLY, "merge": False},
+        contexts=ON_MAIN,
+    )
+    assert run.ran == ["start-infra-early", "train", "stop-infra"], run.results
+
+
+def test_by_default_the_instance_starts_after_the_merge() -> None:
+    run = WorkflowRun.from_file(PIPELINE, None, DATA_PUSH)
+    assert _runnable(run) == {"merge-and-validate"}
+    run.finish("merge-and-validate", *MERGED)
+    assert _runnable(run) == {"start-infra"}
+    invalid = simulate(PIPELINE, {"merge-and-validate": "failure"}, contexts=DATA_PUSH)
+    assert invalid.ran == ["merge-and-validate"], invalid.results
+    assert invalid.results["stop-infra"] == "skipped"
