@@ -398,3 +398,20 @@ def test_run_without_new_data_on_a_branch_that_changes_code_trains_nothing(bare_
         run_step(cfg, env={})
     assert "traingate.yml (modified)" in info.value.message
     assert "infra start" not in info.value.message and not _lease_holders(cfg)
+
+
+def test_run_of_data_the_champion_was_trained_on_skips_training(project) -> None:
+    # Issue #15: the same images merged again make the same dataset version: nothing to learn.
+    cfg = project
+    workdir = cfg.base_dir
+    cfg.train.command = shlex.join([sys.executable, "train.py", "--epochs", "1"])
+    _generate(workdir, cfg.path(cfg.data.incoming), 12, seed=1, prefix="meter", degrade=False)
+    first = run_step(cfg, env={})
+    assert first.outputs["improved"] is True
+    _generate(workdir, cfg.path(cfg.data.incoming), 12, seed=1, prefix="meter", degrade=False)
+    again = run_step(cfg, env={})
+    assert again.outputs["improved"] is False and again.outputs["run_id"] == ""
+    stages = {s["stage"]: s["status"] for s in again.data["stages"]}
+    assert stages["merge"] == "ok" and stages["train"] == "skipped" and stages["infra start"] == "skipped"
+    assert "nothing new to learn, training skipped" in again.summary
+    assert not _lease_holders(cfg)
