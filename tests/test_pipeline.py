@@ -420,3 +420,20 @@ def test_an_interrupted_run_whose_infra_stop_fails_still_raises_the_interrupt(pr
     with pytest.raises(Interrupted) as info:
         run_step(project, env={})
     assert any("infra stop failed (the lease table is unreachable)" in s for s in info.value.stopped)
+
+
+def test_run_of_data_the_champion_was_trained_on_skips_training(project) -> None:
+    # Issue #15: the same images merged again make the same dataset version: nothing to learn.
+    cfg = project
+    workdir = cfg.base_dir
+    cfg.train.command = shlex.join([sys.executable, "train.py", "--epochs", "1"])
+    _generate(workdir, cfg.path(cfg.data.incoming), 12, seed=1, prefix="meter", degrade=False)
+    first = run_step(cfg, env={})
+    assert first.outputs["improved"] is True
+    _generate(workdir, cfg.path(cfg.data.incoming), 12, seed=1, prefix="meter", degrade=False)
+    again = run_step(cfg, env={})
+    assert again.outputs["improved"] is False and again.outputs["run_id"] == ""
+    stages = {s["stage"]: s["status"] for s in again.data["stages"]}
+    assert stages["merge"] == "ok" and stages["train"] == "skipped" and stages["infra start"] == "skipped"
+    assert "nothing new to learn, training skipped" in again.summary
+    assert not _lease_holders(cfg)

@@ -358,6 +358,15 @@ def _with_tracking_uri(cfg: Config, tracking_uri: str | None) -> Config:
 )
 @_tracking_uri_option
 @click.option(
+    "--skip-same-data/--no-skip-same-data",
+    "skip_same_data",
+    default=False,
+    envvar="TRAINGATE_SKIP_SAME_DATA",
+    help="With --gate: skip training (improved=false, skipped=true) when the dataset version is the "
+    "one @champion was trained on. The pipeline sets it when it merged data in this run; "
+    "train.skip_same_data: false turns it off.",
+)
+@click.option(
     "--data-from",
     metavar="COMMIT",
     envvar="TRAINGATE_DATA_FROM",
@@ -373,6 +382,7 @@ def train_cmd(
     with_gate: bool,
     tracking_uri: str | None,
     data_from: str | None,
+    skip_same_data: bool = False,
 ) -> None:
     """Run the training command, check its exit code and metrics, log everything to MLflow."""
 
@@ -384,7 +394,12 @@ def train_cmd(
             from traingate.data.trust import adopt_data_pointers
 
             adopted = adopt_data_pointers(cfg, data_from)
-        result = train_step(
+        result = None
+        if skip_same_data and with_gate and not attach:
+            from traingate.train.same_data import skip_if_champion_data
+
+            result = skip_if_champion_data(_with_tracking_uri(cfg, tracking_uri))
+        result = result or train_step(
             _with_tracking_uri(cfg, tracking_uri),
             attach=attach,
             pull=not no_pull,

@@ -260,6 +260,12 @@ class TrainConfig(_Strict):
     # train.where: instance on ec2/launch: s3:// URL synced with TRAINGATE_CHECKPOINT_DIR while the
     # command runs and restored before it starts (a re-run after a spot reclaim resumes). Empty: off.
     checkpoint_s3: str = ""
+    skip_same_data: bool = Field(
+        True,
+        description="when the pipeline merged data (`train --skip-same-data`), skip training if the "
+        "dataset version is the one @champion was trained on (outputs improved=false, skipped=true); "
+        "false: always train",
+    )
 
     @field_validator("checkpoint_s3")
     @classmethod

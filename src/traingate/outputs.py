@@ -35,7 +35,7 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "infra stop": ("instance_id", "state", "stopped", "remaining_holders"),
     "infra status": ("state", "holders"),
     "infra reap": ("reaped",),
-    "train": ("run_id", "experiment_id", "metrics", "report", "data_version"),
+    "train": ("run_id", "experiment_id", "metrics", "report", "data_version", "skipped"),
     "gate": ("improved", "baseline", "model_version", "run_id", "metrics", "report"),
     "promote": ("model_version", "alias", "promoted", "pending"),
     "pr create": ("pr_number", "pr_url", "operation", "head_sha", "body_path"),
@@ -60,6 +60,8 @@ VALUES: dict[str, dict[str, tuple[str, ...]]] = {
     # on-demand after a spot-preferred fallback too; local: infra.backend local (no instance).
     "infra start": {"market": ("on-demand", "spot", "local")},
     "infra stop": {"stopped": BOOLEAN},
+    # skipped: the dataset is the one @champion was trained on (train --skip-same-data).
+    "train": {"skipped": BOOLEAN},
     "gate": {"improved": BOOLEAN},
     # rendered: no token/repository (or --render-only); skipped: head is the base branch.
     "pr create": {"operation": ("created", "updated", "rendered", "skipped")},

@@ -176,6 +176,9 @@ def _chain(
         run_stage(progress, "validate", lambda: validate_stage(cfg, src))
         merged = run_stage(progress, "merge", lambda: merge_stage(cfg, src, None))
         data_report = Path(str(merged.outputs["report"]))
+        skipped = _skip_same_data(cfg, progress)
+        if skipped is not None:
+            return skipped
     else:
         progress.add("validate", "skipped", f"no new data in {src}: training on the stored dataset")
         progress.add("merge", "skipped", "nothing to merge")
@@ -246,6 +249,20 @@ def _chain(
     outcome["pr"] = pr.outputs
     outcome["pr_url"] = str(pr.outputs.get("pr_url") or "")
     return outcome
+
+
+def _skip_same_data(cfg: Config, progress: Progress) -> dict[str, Any] | None:
+    """After a merge: the outcome of a run that trains nothing, when the merged dataset is the
+    one @champion was trained on (train/same_data.py); here even the instance is not started."""
+    from traingate.train.same_data import skip_if_champion_data
+
+    skipped = skip_if_champion_data(cfg)
+    if skipped is None:
+        return None
+    for stage in ("infra start", "train", "gate", "infra stop", "pr create"):
+        progress.add(stage, "skipped", skipped.message if stage == "train" else "training skipped")
+    progress.summaries.append(skipped.summary)
+    return {"improved": False, "run_id": "", "pr_url": "", "skipped": True}
 
 
 def _check_data_only(cfg: Config, source: Path, progress: Progress) -> None:

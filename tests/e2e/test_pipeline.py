@@ -23,6 +23,7 @@ ALL_SUCCESS = {
     "refuse-merge-on-base": "skipped",  # only merge: true on the default branch meets it
     "merge-and-validate": "success",
     "start-infra": "success",
+    "start-infra-early": "skipped",  # only with start-early
     "train": "success",
     "stop-infra": "success",
     "create-pr": "success",
@@ -110,7 +111,12 @@ def test_happy_path(e2e: E2E) -> None:
     ]
     assert pull["auto_merge"] == {"merge_method": "squash"}
     assert run.job("auto-merge").outputs["merge_state"] == "auto_merge_enabled"
-    assert run.outputs() == {"improved": "true", "run_id": train["run_id"], "pr_url": pr["pr_url"]}
+    assert run.outputs() == {
+        "improved": "true",
+        "run_id": train["run_id"],
+        "skipped": "false",
+        "pr_url": pr["pr_url"],
+    }
     assert not [a for a in run.job("train").annotations if a.startswith("::error")]
 
 
@@ -159,6 +165,7 @@ def test_invalid_data_stops_before_the_instance(e2e: E2E) -> None:
         "refuse-merge-on-base": "skipped",
         "merge-and-validate": "failure",
         "start-infra": "skipped",
+        "start-infra-early": "skipped",
         "train": "skipped",
         "stop-infra": "skipped",
         "create-pr": "skipped",
@@ -263,6 +270,7 @@ def test_capacity_error_that_persists_fails_clearly_and_only_stop_runs(e2e: E2E)
         "refuse-merge-on-base": "skipped",
         "merge-and-validate": "success",
         "start-infra": "failure",
+        "start-infra-early": "skipped",
         "train": "skipped",
         "stop-infra": "success",
         "create-pr": "skipped",

@@ -94,7 +94,7 @@ def test_pipeline_scenarios(scenario: str) -> None:
     outcomes, inputs, expected = SCENARIOS[scenario]
     ran, results = _ran(outcomes, inputs)
     assert ran == expected, results
-    assert set(results) == {*ALL, "refuse-merge-on-base"}  # every job is decided: run or skipped
+    assert set(results) == {*ALL, "refuse-merge-on-base", "start-infra-early"}  # every job is decided
 
 
 def test_stop_infra_runs_when_the_run_is_cancelled_during_train() -> None:

@@ -320,6 +320,7 @@ def train_step(
         "metrics": metrics,
         "report": str(report_path),
         "data_version": data_version,
+        "skipped": False,
     }
     summary = _summary(run_id, run_url, metrics, data_version, outcome, batches, artifacts, warnings)
     message = f"training finished: run {run_id}, " + ", ".join(f"{k}={v:g}" for k, v in metrics.items())
