@@ -232,6 +232,25 @@ class ServiceProbes:
         except MlflowException:
             return {}
 
+    def make_champion(self, dice: float, iou: float) -> str:
+        """Register a champion version directly (as an earlier round would have left it)."""
+        client = self.client()
+        exp = client.get_experiment_by_name(self.names["experiment"])
+        exp_id = exp.experiment_id if exp else client.create_experiment(self.names["experiment"])
+        run = client.create_run(exp_id, run_name="earlier-champion")
+        client.log_metric(run.info.run_id, "dice", dice)
+        client.log_metric(run.info.run_id, "iou", iou)
+        client.set_terminated(run.info.run_id, "FINISHED")
+        try:
+            client.create_registered_model(self.names["model"])
+        except Exception:
+            pass
+        mv = client.create_model_version(
+            self.names["model"], f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+        )
+        client.set_registered_model_alias(self.names["model"], "champion", str(mv.version))
+        return str(mv.version)
+
 
 @dataclass
 class E2E(ServiceProbes):
@@ -344,25 +363,6 @@ class E2E(ServiceProbes):
         client = self.client()
         exp = client.get_experiment_by_name(self.names["experiment"])
         return [] if exp is None else list(client.search_runs([exp.experiment_id]))
-
-    def make_champion(self, dice: float, iou: float) -> str:
-        """Register a champion version directly (as an earlier round would have left it)."""
-        client = self.client()
-        exp = client.get_experiment_by_name(self.names["experiment"])
-        exp_id = exp.experiment_id if exp else client.create_experiment(self.names["experiment"])
-        run = client.create_run(exp_id, run_name="earlier-champion")
-        client.log_metric(run.info.run_id, "dice", dice)
-        client.log_metric(run.info.run_id, "iou", iou)
-        client.set_terminated(run.info.run_id, "FINISHED")
-        try:
-            client.create_registered_model(self.names["model"])
-        except Exception:
-            pass
-        mv = client.create_model_version(
-            self.names["model"], f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
-        )
-        client.set_registered_model_alias(self.names["model"], "champion", str(mv.version))
-        return str(mv.version)
 
     def branch_sha(self, branch: str) -> str:
         return git(self.world.bare, "rev-parse", f"refs/heads/{branch}")

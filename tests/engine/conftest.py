@@ -266,25 +266,6 @@ class World(ServiceProbes):
     def branch_files(self, ref: str) -> list[str]:
         return git(self.bare, "ls-tree", "-r", "--name-only", ref).splitlines()
 
-    def make_champion(self, dice: float, iou: float) -> str:
-        """Register a champion version directly (as an earlier round would have left it)."""
-        client = self.client()
-        exp = client.get_experiment_by_name(self.names["experiment"])
-        exp_id = exp.experiment_id if exp else client.create_experiment(self.names["experiment"])
-        run = client.create_run(exp_id, run_name="earlier-champion")
-        client.log_metric(run.info.run_id, "dice", dice)
-        client.log_metric(run.info.run_id, "iou", iou)
-        client.set_terminated(run.info.run_id, "FINISHED")
-        try:
-            client.create_registered_model(self.names["model"])
-        except Exception:
-            pass
-        mv = client.create_model_version(
-            self.names["model"], f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
-        )
-        client.set_registered_model_alias(self.names["model"], "champion", str(mv.version))
-        return str(mv.version)
-
     def s3_keys(self) -> set[str]:
         import boto3
 
