@@ -37,8 +37,9 @@ def test_start_from_stopped_waits_for_pending_and_arms_watchdog(
     assert result.outputs["holder"] == "run-a"
     assert result.outputs["mlflow_url"] == ""
     assert ec2.calls["start"] == 1
-    # SSM took 40 s to come online: readiness waited for it, not a fixed sleep.
-    assert result.data["waited_seconds"] >= 40
+    # SSM took 40 s (of the fake clock) to come online: readiness waited for it, not a fixed sleep.
+    fake_waited = result.data["waited_seconds"]
+    assert fake_waited >= 40
     # The watchdog is armed for ttl_minutes on the instance's clock.
     assert ssm.shutdown_at(instance_id) == pytest.approx(clock() + 60 * 60, abs=120)
     assert any("shutdown -h +60" in s for s in ssm.sent_scripts)
