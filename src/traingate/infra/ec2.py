@@ -7,6 +7,7 @@ of assuming one (field report 3: a `stopping` instance was slept on for 30 s and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from traingate.errors import InfraError
@@ -16,6 +17,7 @@ from traingate.infra.base import (
     CapacityError,
     Clock,
     Ec2,
+    Ec2Launcher,
     IncorrectStateError,
     Instance,
     LaunchRequest,
@@ -324,7 +326,7 @@ def ensure_running(
 
 
 def terminate_and_wait(
-    ec2: Any,
+    ec2: Ec2Launcher,
     instance_id: str,
     *,
     wait: bool,
@@ -335,26 +337,11 @@ def terminate_and_wait(
     poll_cap: float = 5.0,
 ) -> Instance:
     """Terminate a per-run instance. Already gone is success (idempotent)."""
-    start = clock()
-    delay = backoff_delays(0.5, poll_cap)
-    requested = False
-    while True:
-        inst = ec2.describe(instance_id)
-        if inst.state == "terminated" or (inst.state == "shutting-down" and not wait):
-            return inst  # type: ignore[no-any-return]
-        if not requested and inst.state != "shutting-down":
-            ec2.terminate(instance_id)
-            requested = True
-            log(f"terminate requested for {instance_id}")
-            if not wait:
-                return ec2.describe(instance_id)  # type: ignore[no-any-return]
-        if clock() - start > timeout:
-            raise InfraError(
-                f"instance {instance_id} did not terminate: still {inst.state} after {timeout:.0f} s",
-                hint="terminate it in the EC2 console now (it costs money while running) and check "
-                "ec2:TerminateInstances in the role's policy",
-            )
-        sleep(delay())
+    return _halt_and_wait(
+        ec2, instance_id, verb="terminate", done=("terminated",), halting="shutting-down",
+        may_request=lambda state: state != "shutting-down", request=ec2.terminate,
+        wait=wait, timeout=timeout, sleep=sleep, clock=clock, log=log, poll_cap=poll_cap,
+    )  # fmt: skip
 
 
 def stop_and_wait(
@@ -369,26 +356,52 @@ def stop_and_wait(
     poll_cap: float = 5.0,
 ) -> Instance:
     """Stop (never terminate). Already stopped is success; `pending` is waited out first."""
+    return _halt_and_wait(
+        ec2, instance_id, verb="stop", done=("stopped", *GONE), halting="stopping",
+        may_request=lambda state: state == "running", request=ec2.stop,
+        wait=wait, timeout=timeout, sleep=sleep, clock=clock, log=log, poll_cap=poll_cap,
+    )  # fmt: skip
+
+
+def _halt_and_wait(
+    ec2: Ec2,
+    instance_id: str,
+    *,
+    verb: str,
+    done: tuple[str, ...],
+    halting: str,
+    may_request: Callable[[str], bool],
+    request: Callable[[str], None],
+    wait: bool,
+    timeout: float,
+    sleep: Sleep,
+    clock: Clock,
+    log: Log,
+    poll_cap: float,
+) -> Instance:
+    """The one wait loop behind stop and terminate: ask once (when the state allows it), then
+    poll with capped backoff until a `done` state, or return at once without `wait`. An instance
+    still billing after `timeout` is an error that says so, never a quiet return."""
     start = clock()
     delay = backoff_delays(0.5, poll_cap)
     requested = False
     while True:
         inst = ec2.describe(instance_id)
-        if inst.state in ("stopped", *GONE) or (inst.state == "stopping" and not wait):
+        if inst.state in done or (inst.state == halting and not wait):
             return inst
-        if inst.state == "running" and not requested:
+        if not requested and may_request(inst.state):
             try:
-                ec2.stop(instance_id)
+                request(instance_id)
                 requested = True
-                log(f"stop requested for {instance_id}")
+                log(f"{verb} requested for {instance_id}")
             except IncorrectStateError as err:
                 log(f"{err.message}; re-reading the state")
             if requested and not wait:
                 return ec2.describe(instance_id)
         if clock() - start > timeout:
             raise InfraError(
-                f"instance {instance_id} did not stop: still {inst.state} after {timeout:.0f} s",
-                hint="stop it in the EC2 console now (it costs money while running) and check "
-                "ec2:StopInstances in the role's policy",
+                f"instance {instance_id} did not {verb}: still {inst.state} after {timeout:.0f} s",
+                hint=f"{verb} it in the EC2 console now (it costs money while running) and check "
+                f"ec2:{verb.capitalize()}Instances in the role's policy",
             )
         sleep(delay())
