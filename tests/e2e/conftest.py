@@ -187,6 +187,27 @@ def e2e_seed(moto_server: str, tmp_path_factory: pytest.TempPathFactory) -> Seed
     return Seed(bare=bare, objects=objects, moto=moto_server)
 
 
+def seed_aws(seed: Seed) -> str:
+    """One test's AWS on moto: the bucket holding the seed dataset, the lease table, and the
+    stopped shared instance (its id returned). The e2e harness and the act suite start alike."""
+    import boto3
+
+    from tests.infra.conftest import make_instance
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    for path in sorted(seed.objects.rglob("*")):
+        if path.is_file():
+            s3.upload_file(str(path), BUCKET, str(path.relative_to(seed.objects)))
+    boto3.client("dynamodb").create_table(
+        TableName=LEASE_TABLE,
+        KeySchema=[{"AttributeName": "instance_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "instance_id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return make_instance(INSTANCE_NAME)
+
+
 class ServiceProbes:
     """What a scenario asks the services after a run: the instance, the lease, the registry.
 
@@ -458,8 +479,6 @@ def e2e(
     import boto3
     import responses
 
-    from tests.infra.conftest import make_instance
-
     began = time.perf_counter()
     from traingate.github.forge import PyGithubForge
     from traingate.infra import stage
@@ -467,18 +486,7 @@ def e2e(
     from traingate.infra.ec2 import Boto3Ec2
 
     # AWS: the bucket with the seed dataset, the lease table, the stopped shared instance.
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=BUCKET)
-    for path in sorted(e2e_seed.objects.rglob("*")):
-        if path.is_file():
-            s3.upload_file(str(path), BUCKET, str(path.relative_to(e2e_seed.objects)))
-    boto3.client("dynamodb").create_table(
-        TableName=LEASE_TABLE,
-        KeySchema=[{"AttributeName": "instance_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "instance_id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    instance_id = make_instance(INSTANCE_NAME)
+    instance_id = seed_aws(e2e_seed)
 
     # One clock for every infra wait: polls cost nothing and the watchdog TTL can be passed.
     clock = FakeClock()

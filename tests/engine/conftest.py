@@ -26,13 +26,12 @@ import pytest
 
 from tests.e2e.conftest import (  # the e2e seed is the engine suite's starting repository too
     BUCKET,
-    INSTANCE_NAME,
-    LEASE_TABLE,
     Seed,
     ServiceProbes,
     e2e_seed,  # noqa: F401 - fixture
     git,
     py,
+    seed_aws,
     traingate_yml,
 )
 from tests.engine.act import (
@@ -333,22 +332,7 @@ def world(
 ) -> Iterator[World]:
     import re
 
-    import boto3
-
-    from tests.infra.conftest import make_instance
-
-    s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=BUCKET)
-    for path in sorted(e2e_seed.objects.rglob("*")):
-        if path.is_file():
-            s3.upload_file(str(path), BUCKET, str(path.relative_to(e2e_seed.objects)))
-    boto3.client("dynamodb").create_table(
-        TableName=LEASE_TABLE,
-        KeySchema=[{"AttributeName": "instance_id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "instance_id", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    instance_id = make_instance(INSTANCE_NAME)
+    instance_id = seed_aws(e2e_seed)
 
     bare = tmp_path / "remote.git"
     shutil.copytree(e2e_seed.bare, bare)
