@@ -15,6 +15,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from traingate.errors import TrainError
 from traingate.tracking.base import MetricPoint
@@ -36,6 +37,14 @@ class MetricsLog:
     @property
     def count(self) -> int:
         return sum(len(values) for _, values in self.entries)
+
+
+def load_json(path: Path, *, hint: str) -> Any:
+    """A JSON file the training command wrote; bad JSON or bytes are a TrainError naming the file."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise TrainError(f"{path} is not valid JSON: {err}", hint=hint, file=str(path)) from None
 
 
 def _number(value: object) -> float | None:
@@ -97,14 +106,7 @@ def read_final_metrics(path: Path) -> dict[str, float]:
             hint="make the script write a JSON object of final metrics there, or set train.metrics_file",
             file=str(path),
         )
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise TrainError(
-            f"{path} is not valid JSON: {err}",
-            hint='write one JSON object such as {"dice": 0.91}',
-            file=str(path),
-        ) from None
+    raw = load_json(path, hint='write one JSON object such as {"dice": 0.91}')
     values = _check_values(raw, path, "", skip=frozenset())
     if not values:
         raise TrainError(

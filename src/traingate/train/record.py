@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from traingate.errors import TrackingError, TrainError
 from traingate.tracking.base import TAG_ARTIFACTS, TAG_MODEL_ID, TAG_MODEL_SOURCE
+from traingate.train.metrics import load_json
 
 if TYPE_CHECKING:
     from traingate.config import Config
@@ -61,14 +62,9 @@ def _param_text(value: Any) -> str:
 
 
 def _read_params_file(path: Path) -> dict[str, Any]:
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise TrainError(
-            f"{path} is not valid JSON: {err}",
-            hint='write one JSON object such as {"lr": 0.01, "epochs": 20}, or set train.params_file',
-            file=str(path),
-        ) from None
+    raw = load_json(
+        path, hint='write one JSON object such as {"lr": 0.01, "epochs": 20}, or set train.params_file'
+    )
     if not isinstance(raw, dict):
         raise TrainError(
             f"{path} must hold a JSON object of parameters, got {type(raw).__name__}",
