@@ -62,12 +62,20 @@ def test_a_rerun_after_a_spot_reclaim_resumes_from_the_synced_checkpoint(
     project: Any, bucket: Any, executor: Callable[..., RemoteExecutor]
 ) -> None:
     url = "s3://tg-runs/checkpoints/meters"
+    # The executor's polls advance the fake clock while the script runs in real time, so on a loaded
+    # machine many polls pass: a 10-minute job timeout then fired (exit 124) before the reclaim.
+    # This test is about resuming, not timeouts.
+    NO_TIMEOUT = 10**9
     env = {"TRAINGATE_CHECKPOINT_SYNC_SECONDS": "0.2"}
     lines: list[str] = []
-    first = executor().run(job_for(project, env=env, checkpoint_url=url), lines.append)
+    first = executor().run(
+        job_for(project, env=env, checkpoint_url=url, timeout_seconds=NO_TIMEOUT), lines.append
+    )
     assert first.exit_code == 137  # reclaimed: died without an exit code
     assert bucket.get_object(Bucket="tg-runs", Key="checkpoints/meters/step.txt")["Body"].read() == b"2"
-    second = executor().run(job_for(project, env=env, checkpoint_url=url), lines.append)
+    second = executor().run(
+        job_for(project, env=env, checkpoint_url=url, timeout_seconds=NO_TIMEOUT), lines.append
+    )
     assert second.exit_code == 0, second.log_tail
     metrics = (second.outputs_dir / "outputs" / "metrics.json").read_text()
     assert '"resumed_from": 2' in metrics  # not from zero
