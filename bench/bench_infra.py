@@ -289,7 +289,7 @@ def sagemaker_run(
     import traingate.infra.stage as stage
     from traingate.config import parse_config
     from traingate.infra.aws import override_clients
-    from traingate.train.remote import make_remote_executor
+    from traingate.infra.remote import make_remote_executor
 
     folder = base / f"sm-{uuid.uuid4().hex[:6]}"
     folder.mkdir()
@@ -350,7 +350,7 @@ def sagemaker_run(
     try:
         with override_clients(sagemaker=jobs):
             stage.start_step(cfg, "bench-run", **quiet)  # type: ignore[arg-type]
-            from traingate.train.base import TrainJob
+            from traingate.contracts import TrainJob
 
             job = TrainJob(
                 command=cfg.train.command,

@@ -32,7 +32,7 @@ from tests.fixtures.mlflow_server import (
 )
 
 from traingate.config import TrackingConfig
-from traingate.tracking.base import MetricPoint
+from traingate.contracts import MetricPoint
 from traingate.tracking.mlflow_client import MlflowTracking
 
 

@@ -170,7 +170,7 @@ def test_demo_workdir_must_be_new(tmp_path: Path) -> None:
 def test_demo_repository_has_an_identity_for_the_merge_commit(bare_project, monkeypatch) -> None:
     """Outside Actions the merge commits as the user (issue #11); the demo's throwaway repository
     must work for someone whose git has no identity configured."""
-    from traingate.github.gitops import Git
+    from traingate.git import Git
 
     for name in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "EMAIL"):
         monkeypatch.delenv(name, raising=False)

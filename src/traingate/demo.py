@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from traingate.errors import TraingateError, UsageError
+from traingate.git import Git
 from traingate.pipeline import (
     Progress,
     explained,
@@ -119,20 +120,18 @@ _GIT_IDENTITY = {
 
 
 def _git(workdir: Path, *args: str) -> None:
-    env = {**os.environ, **{k: os.environ.get(k) or v for k, v in _GIT_IDENTITY.items()}}
-    proc = subprocess.run(
-        ["git", "-c", "commit.gpgsign=false", *args],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
+    """The demo's git: its own identity unless the user's environment sets one, no signing."""
+    author = (
+        os.environ.get("GIT_AUTHOR_NAME") or _GIT_IDENTITY["GIT_AUTHOR_NAME"],
+        os.environ.get("GIT_AUTHOR_EMAIL") or _GIT_IDENTITY["GIT_AUTHOR_EMAIL"],
     )
-    if proc.returncode != 0:
-        raise UsageError(
-            f"`git {' '.join(args)}` failed in {workdir}: {proc.stderr.strip() or proc.stdout.strip()}",
-            hint="the demo needs git on PATH",
-        )
+    Git(
+        workdir,
+        author=author,
+        error=UsageError,
+        hint="the demo needs git on PATH",
+        config=("commit.gpgsign=false",),
+    ).run(*args)
 
 
 def _fresh_workdir(workdir: Path | None) -> Path:

@@ -13,7 +13,6 @@ created yet) keep exit 0 because the pipeline still runs, with the consequence s
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -402,17 +401,13 @@ def check_store(cfg: Config, timeout: float, env: Mapping[str, str]) -> Check:
 def check_git(cfg: Config, env: Mapping[str, str] | None = None) -> Check:
     if cfg.store.kind.value != "dvc":
         return Check("git repository", SKIP, "not needed with store.kind: local")
+    from traingate.errors import ConfigError, GitError
+    from traingate.git import Git
+
     try:
-        proc = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel"],
-            cwd=cfg.base_dir,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return Check("git repository", FAIL, f"cannot run git: {err}", "install git")
+        proc = Git(cfg.base_dir, author=None, timeout=10).run("rev-parse", "--show-toplevel", check=False)
+    except GitError as err:
+        return Check("git repository", FAIL, f"cannot run git: {err.message}", err.hint or "install git")
     if proc.returncode != 0:
         return Check(
             "git repository",
@@ -423,9 +418,6 @@ def check_git(cfg: Config, env: Mapping[str, str] | None = None) -> Check:
     top = proc.stdout.strip()
     if (env or {}).get("GITHUB_ACTIONS") != "true":
         # Outside Actions `data merge` commits the pointer as the user, not as the bot.
-        from traingate.errors import ConfigError
-        from traingate.github.gitops import Git
-
         try:
             who = Git(top, author=None).identity()
         except ConfigError as err:

@@ -16,7 +16,7 @@ from traingate.data.manifest import read_pointer, tree_hash
 from traingate.data.merge import merge_step
 from traingate.data.store import DvcStore, _folder_entries, dataset_version, pull_dataset
 from traingate.errors import DataError, StoreError
-from traingate.github.gitops import BOT_NAME
+from traingate.git import BOT_NAME
 from traingate.result import StepResult
 
 pytestmark = pytest.mark.slow
@@ -186,17 +186,17 @@ def test_rerun_with_already_stored_files_is_idempotent(project: Project, make_pa
     """Interrupted after the upload and pointer, before the commit: the re-run only commits."""
     cfg = project.cfg
     store = DvcStore(cfg)
-    original_commit = __import__("traingate.github.gitops", fromlist=["Git"]).Git.commit
+    original_commit = __import__("traingate.git", fromlist=["Git"]).Git.commit
 
     def crash(*_a, **_k):
         raise KeyboardInterrupt
 
-    __import__("traingate.github.gitops", fromlist=["Git"]).Git.commit = crash
+    __import__("traingate.git", fromlist=["Git"]).Git.commit = crash
     try:
         with pytest.raises(KeyboardInterrupt):
             merge_step(cfg, store=store, sleep=lambda _s: None)
     finally:
-        __import__("traingate.github.gitops", fromlist=["Git"]).Git.commit = original_commit
+        __import__("traingate.git", fromlist=["Git"]).Git.commit = original_commit
     objects = project.remote_objects()
     assert len(objects) == 9
     store2 = DvcStore(project.cfg)

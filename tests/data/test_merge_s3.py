@@ -139,7 +139,7 @@ def test_in_actions_an_s3_remote_merges_and_the_bot_commits(
     commit is github-actions[bot]'s; outside Actions it is the user's (tests/data/test_merge_safety.py)."""
     import boto3
 
-    from traingate.github.gitops import BOT_NAME
+    from traingate.git import BOT_NAME
 
     boto3.client("s3").create_bucket(Bucket="ci-data")
     p = make_project(tmp_path, "ci", {"store": {"remote": "s3://ci-data/wm", "endpoint_url": aws_env}})

@@ -18,7 +18,7 @@ import pytest
 
 from tests.infra import test_remote_train as _remote
 from traingate.config import parse_config
-from traingate.train.remote import RemoteExecutor
+from traingate.infra.remote import RemoteExecutor
 
 # The SSM channel's fixtures (a running moto instance with the SSM fake, moto's S3 bucket).
 bucket, executor, running, job_for = _remote.bucket, _remote.executor, _remote.running, _remote.job_for
@@ -85,7 +85,7 @@ def test_a_rerun_after_a_spot_reclaim_resumes_from_the_synced_checkpoint(
 
 
 def test_without_checkpoint_s3_the_job_script_is_unchanged(project: Any) -> None:
-    from traingate.train.remote import _job_script
+    from traingate.infra.remote import _job_script
 
     script = _job_script(job_for(project), "ref")
     assert "TRAINGATE_CHECKPOINT_DIR" not in script and "aws s3 sync" not in script

@@ -233,7 +233,7 @@ def test_make_remote_executor_through_overrides(
     import boto3
 
     from traingate.errors import TrainError
-    from traingate.train.remote import make_remote_executor
+    from traingate.infra.remote import make_remote_executor
 
     cfg = parse_config(
         {

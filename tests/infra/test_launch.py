@@ -372,7 +372,7 @@ def test_remote_training_reaches_the_instance_launched_for_its_holder(
 ) -> None:
     from traingate.errors import TrainError
     from traingate.infra.aws import override_clients
-    from traingate.train.remote import make_remote_executor
+    from traingate.infra.remote import make_remote_executor
 
     monkeypatch.setenv("GITHUB_RUN_ID", "5")
     monkeypatch.setenv("GITHUB_REPOSITORY", "acme/meters")

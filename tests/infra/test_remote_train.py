@@ -15,9 +15,9 @@ import pytest
 
 from tests.fixtures.ssm_fake import FakeClock, FakeSsm
 from tests.infra.conftest import ScriptedEc2
+from traingate.contracts import TrainJob
 from traingate.errors import ConfigError, TrainError
-from traingate.train.base import TrainJob
-from traingate.train.remote import RemoteExecutor, S3Location
+from traingate.infra.remote import RemoteExecutor, S3Location
 
 TRAIN_PY = """
 import json, os, sys, time, pathlib
@@ -327,7 +327,7 @@ def test_long_run_renews_watchdog_and_lease(
 
 def test_s3_location_is_required(tmp_path: Path) -> None:
     from traingate.config import parse_config
-    from traingate.train.remote import s3_location
+    from traingate.infra.remote import s3_location
 
     with pytest.raises(ConfigError, match=r"infra\.s3_prefix"):
         s3_location(parse_config({}, base_dir=tmp_path))

@@ -22,9 +22,9 @@ from tests.tracking.helpers import Project, open_adapter
 from traingate.config import Config
 from traingate.errors import ConfigError, InfraError, TrainError
 from traingate.infra.aws import override_clients
+from traingate.infra.remote import make_remote_executor
 from traingate.infra.sagemaker import SageMakerChannel
 from traingate.infra.stage import reap_step, start_step, status_step, stop_step
-from traingate.train.remote import make_remote_executor
 from traingate.train.runner import train_step
 
 LOG: list[str] = []
@@ -302,7 +302,7 @@ def _cancel_at(marker: str) -> Any:
 
 
 def _job(cfg: Config) -> Any:
-    from traingate.train.base import TrainJob
+    from traingate.contracts import TrainJob
 
     return TrainJob(
         command=cfg.train.command,

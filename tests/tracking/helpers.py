@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from traingate.config import Config, parse_config
-from traingate.tracking.base import MetricPoint
+from traingate.contracts import MetricPoint
 from traingate.tracking.mlflow_client import MlflowTracking, artifact_location
 
 TRAIN_SCRIPT = r"""

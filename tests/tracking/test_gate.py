@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from tests.tracking.helpers import Project, make_run, open_adapter
+from traingate.contracts import VersionRecord
 from traingate.errors import GateError
 from traingate.state import read_state, update_state
-from traingate.tracking.base import VersionRecord
 from traingate.tracking.gate import gate_step
 from traingate.tracking.promote import promote_step
 

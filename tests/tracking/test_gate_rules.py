@@ -7,9 +7,9 @@ import math
 import pytest
 
 from traingate.config import GateMetric
+from traingate.contracts import RunRecord
 from traingate.errors import GateError
 from traingate.report import render_gate_markdown
-from traingate.tracking.base import RunRecord
 from traingate.tracking.gate import evaluate
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from tests.fixtures.mlflow_server import FaultProxy
 from traingate.config import TrackingConfig
+from traingate.contracts import MetricPoint, TrackingNotFound
 from traingate.errors import TrackingError
-from traingate.tracking.base import MetricPoint, TrackingNotFound
 from traingate.tracking.mlflow_client import MlflowTracking, mlflow_env, redact_uri
 
 pytestmark = pytest.mark.slow

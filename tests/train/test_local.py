@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from traingate.contracts import TrainJob
 from traingate.errors import TrainError, UsageError
-from traingate.train.base import TrainJob
 from traingate.train.local import LocalExecutor, group_members
 
 

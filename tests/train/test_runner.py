@@ -16,10 +16,10 @@ from tests.fixtures.mlflow_server import FaultProxy
 from tests.tracking.helpers import Project, open_adapter
 from traingate import gha
 from traingate.cli import cli
+from traingate.contracts import TrainJob, TrainOutcome
 from traingate.errors import StoreError, TrackingError, TrainError
 from traingate.interrupt import Interrupted
 from traingate.state import read_state
-from traingate.train.base import TrainJob, TrainOutcome
 from traingate.train.runner import train_step
 
 

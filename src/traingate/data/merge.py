@@ -39,7 +39,7 @@ from traingate.errors import ConfigError, DataError, StoreError, UsageError
 
 if TYPE_CHECKING:
     from traingate.config import Config
-    from traingate.github.gitops import Git
+    from traingate.git import Git
     from traingate.result import StepResult
 
 
@@ -331,7 +331,7 @@ def _pending_removals(git: Git, src: Path, repo_root: Path, images_dir: str, mas
 
 
 def _open_git(repo_root: Path) -> Git | None:
-    from traingate.github.gitops import Git
+    from traingate.git import Git
 
     git = Git(repo_root)
     return git if git.is_repo() else None

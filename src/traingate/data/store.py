@@ -124,7 +124,7 @@ def _quiet_dvc() -> None:
 
 def find_repo_root(start: Path) -> Path:
     """The git top level above `start` (DVC's repo root), else `start` itself."""
-    from traingate.github.gitops import Git
+    from traingate.git import Git
 
     git = Git(start, author=None)
     proc = git.run("rev-parse", "--show-toplevel", check=False)

@@ -36,7 +36,7 @@ from traingate.errors import GitError, UntrustedChangeError
 
 if TYPE_CHECKING:
     from traingate.config import Config
-    from traingate.github.gitops import Git
+    from traingate.git import Git
 
 # Files `dvc init` adds on the first merge; allowed as additions only.
 DVC_INIT_FILES = (".dvc/config", ".dvc/.gitignore", ".dvcignore")
@@ -293,7 +293,7 @@ def check_data_only(
     Not a git repository, no commit yet, or on `base` itself: nothing to compare (the report
     says why). A base that cannot be found is a refusal, never a pass.
     """
-    from traingate.github.gitops import Git
+    from traingate.git import Git
 
     git = Git(repo_dir, author=None)
     if not git.is_repo() or not git.has_commits():
@@ -408,7 +408,7 @@ def adopt_data_pointers(cfg: Config, ref: str) -> Adopted:
     """
     from traingate.data.manifest import pointer_path
     from traingate.data.store import find_repo_root
-    from traingate.github.gitops import Git
+    from traingate.git import Git
 
     repo_root = find_repo_root(cfg.base_dir)
     git = Git(repo_root, author=None)

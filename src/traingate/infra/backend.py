@@ -20,8 +20,8 @@ from traingate.config import Config, InfraBackend
 from traingate.infra.base import Clock, Ec2, Log, Sleep, Ssm
 
 if TYPE_CHECKING:
+    from traingate.contracts import Executor
     from traingate.infra.lease import Lease
-    from traingate.train.base import Executor
 
 
 @dataclass

@@ -25,8 +25,8 @@ from traingate.config import Config
 from traingate.infra.base import Clock, Log
 
 if TYPE_CHECKING:
+    from traingate.contracts import Executor, LogSink, TrainJob, TrainOutcome
     from traingate.infra.backend import Backend
-    from traingate.train.base import Executor, LogSink, TrainJob, TrainOutcome
 
 #: Waits up to the given seconds; returns True when asked to stop (threading.Event.wait's contract).
 Wait = Callable[[float], bool]

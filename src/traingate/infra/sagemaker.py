@@ -4,7 +4,7 @@ The job is the machine. `infra start` has nothing to launch: it checks what a jo
 that it can see (the execution role exists and SageMaker may assume it, the image exists in ECR,
 the account's quota for the instance type), so a wrong key fails the start step, not ten
 minutes into `train`. `train` (`train.where: instance`) gets `SageMakerChannel` as its run
-channel: it packs the code at the commit (train/remote.py's `pack_code`) to `code_s3`, creates
+channel: it packs the code at the commit (infra/remote.py's `pack_code`) to `code_s3`, creates
 the job with the same `train.command`, polls it with capped backoff, and hands the runner the
 metrics file, the metrics log and the artifacts from the job's output archive, exactly what the
 local and SSM channels hand it. `infra stop` stops every job of the run that is still running
@@ -47,8 +47,8 @@ from traingate.infra.base import Clock, Log, Sleep, backoff_delays
 from traingate.infra.lease import TAG_PREFIX, LeaseState, Release, TagLease, _claim_name
 
 if TYPE_CHECKING:
+    from traingate.contracts import LogSink, TrainJob, TrainOutcome
     from traingate.infra.lease import Lease
-    from traingate.train.base import LogSink, TrainJob, TrainOutcome
 
 TAG_BACKEND = "traingate:backend"
 TAG_PROJECT = "traingate:project"
@@ -503,10 +503,10 @@ def job_name(project: str, stamp: str) -> str:
 
 
 def entry_script(job: TrainJob, ref: str) -> str:
-    """run.sh: unpack the code, run setup, `dvc pull` and the command (train/remote.py's job
+    """run.sh: unpack the code, run setup, `dvc pull` and the command (infra/remote.py's job
     script), then put the outputs in /opt/ml/model and, on failure, the exit code and log tail in
     /opt/ml/output/failure (SageMaker's FailureReason)."""
-    from traingate.train.remote import _job_script
+    from traingate.infra.remote import _job_script
 
     wanted = " ".join(shlex.quote(n) for n in [job.metrics_file, job.metrics_log, *job.artifacts] if n)
     ml = "${TRAINGATE_ML_ROOT:-/opt/ml}"
@@ -605,9 +605,9 @@ class SageMakerChannel:
         return req
 
     def run(self, job: TrainJob, log: LogSink) -> TrainOutcome:
+        from traingate.infra.remote import check_script_paths, pack_code
         from traingate.infra.stage import resolve_holder
         from traingate.state import update_state
-        from traingate.train.remote import check_script_paths, pack_code
 
         self.backend._check_config()
         scripts = check_script_paths(job)
@@ -648,7 +648,7 @@ class SageMakerChannel:
         return self._follow(run_ref, job, log, self.clock(), resolve_holder(None, self.cfg, for_stop=True))
 
     def _follow(self, name: str, job: TrainJob, log: LogSink, started: float, holder: str) -> TrainOutcome:
-        from traingate.train.base import TrainOutcome
+        from traingate.contracts import TrainOutcome
 
         spec = self.cfg.infra.sagemaker
         budget = job.timeout_seconds

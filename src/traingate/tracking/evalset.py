@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from traingate.contracts import RunRecord
 from traingate.errors import ConfigError, GateError, TrainError, TraingateError
-from traingate.tracking.base import RunRecord
 
 if TYPE_CHECKING:
     from traingate.config import Config
@@ -139,8 +139,8 @@ def comparable_baseline(
 def rescore(cfg: Config, candidate: RunRecord, version: str, champion: RunRecord) -> Rescored:
     """Run `gate.rescore` for the champion's model on the eval set on disk, which must be the
     set the candidate was measured on; read the metrics file it wrote."""
+    from traingate.metrics import read_final_metrics
     from traingate.tracking.mlflow_client import mlflow_env
-    from traingate.train.metrics import read_final_metrics
 
     mine = candidate.tags[TAG_EVAL_SET]
     try:

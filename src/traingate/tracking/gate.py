@@ -21,17 +21,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from traingate.errors import GateError, TrackingError, TraingateError
-from traingate.report import render_gate_markdown
-from traingate.result import StepResult
-from traingate.state import atomic_write_json, read_state, reports_dir, update_state
-from traingate.tracking.base import (
+from traingate.contracts import (
     TAG_ARTIFACTS,
     TAG_MODEL_SOURCE,
     RunRecord,
     Tracking,
     TrackingNotFound,
 )
+from traingate.errors import GateError, TrackingError, TraingateError
+from traingate.report import render_gate_markdown
+from traingate.result import StepResult
+from traingate.state import atomic_write_json, read_state, reports_dir, update_state
 
 if TYPE_CHECKING:
     from traingate.config import Config, GateMetric

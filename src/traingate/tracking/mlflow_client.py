@@ -31,8 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from traingate.contracts import MetricPoint, RunRecord, TrackingNotFound, VersionRecord
 from traingate.errors import TrackingError, TraingateError
-from traingate.tracking.base import MetricPoint, RunRecord, TrackingNotFound, VersionRecord
 
 if TYPE_CHECKING:
     from traingate.config import Config, TrackingConfig

@@ -37,9 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from traingate.errors import GateError, TrackingError, TraingateError
-from traingate.result import StepResult
-from traingate.tracking.base import (
+from traingate.contracts import (
     TAG_MODEL_ID,
     TAG_MODEL_SOURCE,
     RunRecord,
@@ -47,6 +45,8 @@ from traingate.tracking.base import (
     TrackingNotFound,
     VersionRecord,
 )
+from traingate.errors import GateError, TrackingError, TraingateError
+from traingate.result import StepResult
 
 if TYPE_CHECKING:
     from traingate.config import Config

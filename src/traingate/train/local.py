@@ -21,9 +21,9 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from traingate.contracts import LogSink, TrainJob, TrainOutcome
 from traingate.errors import TrainError, UsageError
 from traingate.interrupt import note, on_repeat
-from traingate.train.base import LogSink, TrainJob, TrainOutcome
 
 TAIL_LINES = 40
 

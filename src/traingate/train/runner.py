@@ -16,39 +16,28 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from traingate import __version__, gha
+from traingate.contracts import DATA_PULL_FAILED, TAG_ARTIFACTS, Executor, LogSink, TrainJob, TrainOutcome
 from traingate.errors import TrackingError, TrainError, TraingateError
+from traingate.git import Git
 from traingate.interrupt import interruptible, note
+from traingate.metrics import read_final_metrics, read_metrics_log, to_points
 from traingate.report import actions_run_url
 from traingate.result import StepResult
 from traingate.state import atomic_write_json, read_state, reports_dir, update_state
-from traingate.tracking.base import TAG_ARTIFACTS
-from traingate.train.base import DATA_PULL_FAILED, Executor, LogSink, TrainJob, TrainOutcome
-from traingate.train.metrics import read_final_metrics, read_metrics_log, to_points
 
 if TYPE_CHECKING:
     from traingate.config import Config
-    from traingate.tracking.base import Tracking
+    from traingate.contracts import Tracking
 
 # Artifacts older than the run by more than this were left by an earlier run.
 _STALE_SLACK_SECONDS = 2.0
 _GLOB_CHARS = frozenset("*?[")
-
-
-def _git(cfg: Config, *args: str, cwd: Path | None = None) -> str:
-    try:
-        out = subprocess.run(
-            ["git", *args], cwd=cwd or cfg.base_dir, capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.stdout.strip() if out.returncode == 0 else ""
 
 
 def git_info(cfg: Config) -> tuple[str, str]:
@@ -57,9 +46,13 @@ def git_info(cfg: Config) -> tuple[str, str]:
     `data merge` committed the pointer, HEAD is a later commit (issue #12 case 7), so the
     environment is only the fallback when there is no git checkout."""
     workdir = cfg.path(cfg.train.workdir)
-    commit = _git(cfg, "rev-parse", "HEAD", cwd=workdir if workdir.is_dir() else None)
+    commit = Git(workdir if workdir.is_dir() else cfg.base_dir, author=None, timeout=10).fact(
+        "rev-parse", "HEAD"
+    )
     commit = commit or os.environ.get("GITHUB_SHA", "")
-    branch = os.environ.get("GITHUB_REF_NAME") or _git(cfg, "rev-parse", "--abbrev-ref", "HEAD")
+    branch = os.environ.get("GITHUB_REF_NAME") or Git(cfg.base_dir, author=None, timeout=10).fact(
+        "rev-parse", "--abbrev-ref", "HEAD"
+    )
     return commit, ("" if branch == "HEAD" else branch)
 
 
@@ -99,7 +92,7 @@ def _instance_datasets(cfg: Config, workdir: Path) -> list[str]:
 
 def _make_executor(cfg: Config) -> Executor:
     if cfg.train.where == "instance":
-        from traingate.train.remote import make_remote_executor
+        from traingate.infra.remote import make_remote_executor
 
         return make_remote_executor(cfg)
     from traingate.infra.keepalive import RenewingExecutor
@@ -269,7 +262,7 @@ def train_step(
         if where_runner:
             _kill_run(tracking, run_id, workspace, err)
         else:
-            # Detached by design (train/remote.py): the job goes on and can be re-attached.
+            # Detached by design (infra/remote.py): the job goes on and can be re-attached.
             note(
                 err,
                 f"the training on the instance goes on; MLflow run {run_id} stays RUNNING "
@@ -280,7 +273,7 @@ def train_step(
         _fail_run(tracking, run_id, warnings)
         raise
     metrics, outcome, batches, artifacts = result
-    from traingate.train.record import record_run_extras
+    from traingate.tracking.record import record_run_extras
 
     try:
         fresh_after = started_wall if where_runner and not attach else None

@@ -22,7 +22,7 @@ from traingate.state import update_state
 
 if TYPE_CHECKING:
     from traingate.config import Config
-    from traingate.tracking.base import Tracking
+    from traingate.contracts import Tracking
 
 # The tag train_step writes on every run it creates (runner.py).
 TAG_DATA_VERSION = "traingate.data_version"
@@ -31,7 +31,7 @@ TAG_DATA_VERSION = "traingate.data_version"
 def champion_data_version(cfg: Config, tracking: Tracking) -> tuple[str, str] | None:
     """(version, data version) of `@champion`'s run, or None when there is no champion, or it
     carries no known data version (a champion registered by hand: train, never skip)."""
-    from traingate.tracking.base import TrackingNotFound
+    from traingate.contracts import TrackingNotFound
 
     model, alias = cfg.gate.model, cfg.gate.alias
     try:

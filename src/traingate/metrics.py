@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from traingate.contracts import MetricPoint
 from traingate.errors import TrainError
-from traingate.tracking.base import MetricPoint
 
 # MLflow rejects other keys with a 400 after training is over; say so before logging.
 _KEY_RE = re.compile(r"^[\w./\- :]{1,250}$")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from traingate.errors import ConfigError, GitError
-from traingate.github.gitops import BOT_EMAIL, BOT_NAME, Git
+from traingate.git import BOT_EMAIL, BOT_NAME, Git
 
 
 def git(cwd: Path, *args: str) -> str:

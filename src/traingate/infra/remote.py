@@ -24,7 +24,6 @@ import base64
 import hashlib
 import secrets
 import shlex
-import subprocess
 import tarfile
 import tempfile
 import time
@@ -33,10 +32,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from traingate.contracts import DATA_PULL_FAILED, LogSink, TrainJob, TrainOutcome
 from traingate.errors import ConfigError, InfraError, TrainError
+from traingate.git import Git
 from traingate.infra.base import Clock, Ssm, backoff_delays
 from traingate.infra.ssm import REMOTE_ROOT, check_command, run_command, watchdog_script
-from traingate.train.base import DATA_PULL_FAILED, LogSink, TrainJob, TrainOutcome
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -115,15 +115,15 @@ class CodeArchive:
     source: str
 
 
-def _git(workdir: Path, *args: str) -> str:
-    proc = subprocess.run(["git", "-C", str(workdir), *args], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise TrainError(
-            f"git {' '.join(args)} failed in {workdir}: {proc.stderr.strip()}",
-            hint="the commit to train must be in the local clone (actions/checkout with fetch-depth: 0 "
-            "or the commit's ref)",
-        )
-    return proc.stdout.strip()
+def _git(workdir: Path) -> Git:
+    """Git for shipping code: a failure is the training's (TrainError), with the checkout hint."""
+    return Git(
+        workdir,
+        author=None,
+        error=TrainError,
+        hint="the commit to train must be in the local clone (actions/checkout with fetch-depth: 0 "
+        "or the commit's ref)",
+    )
 
 
 def pack_code(job: TrainJob, scripts: list[Path], dest: Path, log: LogSink) -> CodeArchive:
@@ -132,22 +132,20 @@ def pack_code(job: TrainJob, scripts: list[Path], dest: Path, log: LogSink) -> C
     workdir = job.workdir.resolve()
     archive = dest / "code.tar.gz"
     if job.commit:
-        top = Path(_git(workdir, "rev-parse", "--show-toplevel"))
+        top = Path(_git(workdir).out("rev-parse", "--show-toplevel"))
         rel = workdir.relative_to(top.resolve()).as_posix()
-        _git(workdir, "cat-file", "-e", f"{job.commit}^{{commit}}")
+        _git(workdir).out("cat-file", "-e", f"{job.commit}^{{commit}}")
         for script in scripts:
             rel_script = script.relative_to(top.resolve()).as_posix()
-            if subprocess.run(
-                ["git", "-C", str(top), "cat-file", "-e", f"{job.commit}:{rel_script}"], capture_output=True
-            ).returncode:
+            if not _git(top).ok("cat-file", "-e", f"{job.commit}:{rel_script}"):
                 raise TrainError(
                     f"training script {script} is not in commit {job.commit[:12]}",
                     hint="commit the script (the instance trains the exact commit, not the working tree)",
                 )
-        if _git(workdir, "status", "--porcelain", "--", "."):
+        if _git(workdir).out("status", "--porcelain", "--", "."):
             log(f"note: uncommitted changes in {workdir} are not shipped; training commit {job.commit[:12]}")
         tree = job.commit if rel in ("", ".") else f"{job.commit}:{rel}"
-        _git(top, "archive", "--format=tar.gz", "-o", str(archive), tree)
+        _git(top).out("archive", "--format=tar.gz", "-o", str(archive), tree)
         source = f"commit {job.commit[:12]}" + (f" ({rel})" if rel not in ("", ".") else "")
     else:
         with tarfile.open(archive, "w:gz") as tar:

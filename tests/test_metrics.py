@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from traingate.errors import TrainError
-from traingate.train.metrics import read_final_metrics, read_metrics_log, to_points
+from traingate.metrics import read_final_metrics, read_metrics_log, to_points
 
 
 def write(path: Path, text: str) -> Path:

@@ -1,4 +1,11 @@
-"""Git helpers every stage uses to commit and push from a workflow.
+"""The one git module: every stage, `doctor` and the demo drive git through `Git`.
+
+It sits below the stages (tests/test_layers.py): data commits pointers with it, the remote
+executor archives the commit to train, `train` records the checked-out commit, `doctor` finds the
+repository. The differences between those callers are named parameters, not five wrappers:
+`error` (which TraingateError a failure raises: a merge's GitError, training's TrainError, the
+demo's UsageError), `hint` (the next step that caller can give), `config` (`-c` settings such as
+`commit.gpgsign=false`), and `fact()` for the optional facts a missing git may leave empty.
 
 Field report 2: a long job pushed a commit to a branch that had moved and the push failed; the
 team made the failure non-fatal. Here a rejected push fetches, rebases and retries (bounded,
@@ -20,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from traingate.errors import ConfigError, GitError
+from traingate.errors import ConfigError, GitError, TraingateError
 
 BOT_NAME = "github-actions[bot]"
 BOT_EMAIL = "41898282+github-actions[bot]@users.noreply.github.com"
@@ -54,8 +61,17 @@ class Git:
         *,
         author: tuple[str, str] | Literal["auto"] | None = AUTO,
         timeout: float = 300,
+        error: type[TraingateError] = GitError,
+        hint: str | None = None,
+        config: Sequence[str] = (),
     ) -> None:
         self.repo_dir = Path(repo_dir)
+        # What a failed command raises and the next step it names: the caller's own error class
+        # (exit code and title), so `train` reports "training failed", not "git error".
+        self.error = error
+        self.hint = hint
+        # `-c name=value` settings for every command (the demo disables commit signing).
+        self.config = tuple(config)
         # None: the identity git is configured with (a developer committing locally). AUTO: the
         # bot in GitHub Actions (GITHUB_ACTIONS=true), where no person is at the keyboard, else None.
         if author == AUTO:
@@ -82,7 +98,7 @@ class Git:
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run `git <args>` in the repository; raise GitError with git's own words on failure."""
-        argv = ["git", *args]
+        argv = ["git", *(f for c in self.config for f in ("-c", c)), *args]
         try:
             proc = subprocess.run(
                 argv,
@@ -95,30 +111,44 @@ class Git:
             )
         except FileNotFoundError as err:
             if not self.repo_dir.is_dir():  # the same exception as a missing git binary
-                raise GitError(
+                raise self.error(
                     f"the repository folder {self.repo_dir} does not exist",
                     hint="run the command inside the repository (check --config and SOURCE)",
                 ) from err
-            raise GitError("git is not installed or not on PATH", hint="install git on the runner") from err
+            raise self.error("git is not installed or not on PATH", hint="install git on the runner") from err
         except subprocess.TimeoutExpired as err:
-            raise GitError(
+            raise self.error(
                 f"`git {args[0]}` did not finish within {self.timeout:.0f} s in {self.repo_dir}",
                 hint="check the network to the git remote, then re-run the job",
             ) from err
         if check and proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip()
-            raise GitError(
+            raise self.error(
                 f"`git {' '.join(args[:2])}` failed in {self.repo_dir} (exit {proc.returncode}): {detail}",
-                hint="see git's message above; the repository was left as it was",
+                hint=self.hint or "see git's message above; the repository was left as it was",
             )
         return proc
 
-    def _out(self, *args: str) -> str:
+    def out(self, *args: str) -> str:
+        """`git <args>`'s stdout, stripped; a failure raises `self.error`."""
         return self.run(*args).stdout.strip()
+
+    def ok(self, *args: str) -> bool:
+        """Whether `git <args>` exits 0 (a question such as `cat-file -e`); git missing raises."""
+        return self.run(*args, check=False).returncode == 0
+
+    def fact(self, *args: str) -> str:
+        """`git <args>`'s stdout, or "" when git is missing, the folder is not a repository or
+        the command fails: for facts a record may lack (the commit of a run outside a clone)."""
+        try:
+            proc = self.run(*args, check=False)
+        except TraingateError:
+            return ""
+        return proc.stdout.strip() if proc.returncode == 0 else ""
 
     # ------------------------------------------------------------------ queries
     def head_sha(self) -> str:
-        return self._out("rev-parse", "HEAD")
+        return self.out("rev-parse", "HEAD")
 
     def current_branch(self) -> str:
         """The checked-out branch; in Actions a detached checkout falls back to $GITHUB_HEAD_REF /
@@ -136,7 +166,7 @@ class Git:
 
     def is_clean(self) -> bool:
         """No staged, unstaged or untracked changes (ignored files do not count)."""
-        return self._out("status", "--porcelain", "--untracked-files=normal") == ""
+        return self.out("status", "--porcelain", "--untracked-files=normal") == ""
 
     def is_repo(self) -> bool:
         proc = self.run("rev-parse", "--is-inside-work-tree", check=False)
@@ -162,7 +192,7 @@ class Git:
             "fetch", "--no-tags", remote, f"+refs/heads/{branch}:refs/remotes/{remote}/{branch}", check=False
         )
         rev = "HEAD" if fetch.returncode != 0 else f"refs/remotes/{remote}/{branch}..HEAD"
-        return int(self._out("rev-list", "--count", rev) or 0)
+        return int(self.out("rev-list", "--count", rev) or 0)
 
     def identity(self) -> str:
         """The `Name <email>` commits will carry; raise ConfigError when git has none configured.
@@ -298,7 +328,7 @@ class Git:
         proc = self.run("rebase", upstream, check=False)
         if proc.returncode == 0:
             return
-        conflicted = self._out("diff", "--name-only", "--diff-filter=U").splitlines()
+        conflicted = self.out("diff", "--name-only", "--diff-filter=U").splitlines()
         self.run("rebase", "--abort", check=False)
         files = ", ".join(conflicted) or "(git did not name them)"
         raise GitError(

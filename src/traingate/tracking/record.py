@@ -21,14 +21,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from traingate.contracts import TAG_ARTIFACTS, TAG_MODEL_ID, TAG_MODEL_SOURCE
 from traingate.errors import TrackingError, TrainError
-from traingate.tracking.base import TAG_ARTIFACTS, TAG_MODEL_ID, TAG_MODEL_SOURCE
-from traingate.train.metrics import load_json
+from traingate.metrics import load_json
 
 if TYPE_CHECKING:
     from traingate.config import Config
-    from traingate.tracking.base import Tracking
-    from traingate.train.base import TrainOutcome
+    from traingate.contracts import Tracking, TrainOutcome
 
 # Files older than the run by more than this were left by an earlier run (as in runner.py).
 _STALE_SLACK_SECONDS = 2.0

@@ -1,17 +1,87 @@
-"""The `Tracking` protocol: everything train, gate and promote need from a tracking server.
+"""The contracts stages exchange through the composition layer (`cli.py`, `pipeline/`).
 
-The stages speak only this small interface, so the MLflow specifics (retries, batching, error
-codes) stay in `mlflow_client.py` and a different backend could slot in. Records are plain
-dataclasses so nothing outside the adapter touches MLflow entities.
+Stages never import each other (tests/test_layers.py): where one stage produces what another
+consumes, the shape lives here, below both.
+
+- A training job and its outcome: `train` builds a `TrainJob`; an `Executor` runs it on this
+  machine (`train/local.py`) or on a machine from `infra` (SSM, SageMaker) and hands back a
+  `TrainOutcome`. `runner.py` owns the checks (exit code, metrics file, artifacts); an executor
+  only runs the command somewhere and brings the files back.
+- The `Tracking` protocol: everything train, gate and promote need from a tracking server. The
+  MLflow specifics (retries, batching, error codes) stay in `tracking/mlflow_client.py`; records
+  are plain dataclasses so nothing outside the adapter touches MLflow entities.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from traingate.errors import TrackingError
+
+# ---------------------------------------------------------------- training job (train <-> infra)
+
+
+@dataclass
+class TrainJob:
+    command: str
+    # Local checkout folder holding the code (train.workdir resolved against the config folder).
+    workdir: Path
+    env: dict[str, str]
+    timeout_seconds: float
+    # Relative to workdir, as in traingate.yml.
+    metrics_file: str
+    metrics_log: str
+    artifacts: list[str] = field(default_factory=list)
+    setup: str = ""
+    run_name: str = ""
+    # Git commit of the code being trained (shipped to the instance as-is).
+    commit: str = ""
+    # DVC pointer files (relative to workdir) the executor must pull where the command runs,
+    # with that machine's own credentials: the runner never ships the dataset.
+    datasets: list[str] = field(default_factory=list)
+    # Files or folders (relative to workdir) brought back when they exist, missing is fine:
+    # train.params_file and train.model_dir.
+    optional_outputs: list[str] = field(default_factory=list)
+    # s3:// URL the instance restores TRAINGATE_CHECKPOINT_DIR from before the command and synces
+    # it to while the command runs (train.checkpoint_s3); "" for none.
+    checkpoint_url: str = ""
+
+
+# Exit code an executor reports when it could not make `TrainJob.datasets` available, so the
+# runner can say "the dataset could not be pulled" rather than "the training command failed".
+DATA_PULL_FAILED = 86
+
+
+@dataclass
+class TrainOutcome:
+    exit_code: int
+    # Last lines of the combined stdout/stderr, for the error message.
+    log_tail: str
+    # Local folder where metrics_file, metrics_log and artifacts (relative paths) can be found.
+    outputs_dir: Path
+    duration_seconds: float
+    # An id to re-attach to (remote runs), else "".
+    run_ref: str = ""
+    killed: bool = False
+
+
+LogSink = Callable[[str], None]
+
+
+class Executor(Protocol):
+    def run(self, job: TrainJob, log: LogSink) -> TrainOutcome:
+        """Run the job to completion (or timeout); raise TrainError only when it could not be run."""
+        ...
+
+    def attach(self, run_ref: str, job: TrainJob, log: LogSink) -> TrainOutcome:
+        """Follow a job started earlier (a re-run after the runner disconnected)."""
+        ...
+
+
+# ---------------------------------------------------------------- tracking (train <-> tracking)
 
 # Set by `train` on a run whose model files did not reach the artifact store
 # (train.artifacts_policy: best-effort); the gate then decides but cannot register the model.
