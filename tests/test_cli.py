@@ -225,7 +225,57 @@ def test_json_envelope_on_usage_errors(
             "message": payload["error"]["message"],
             "hint": "see `traingate gate --help`",
             "file": None,
+            "context": [],
+            "warnings": [],
         },
         "outputs": {},
     }
     assert "no-such-flag" in payload["error"]["message"]
+
+
+def test_warnings_gathered_before_an_error_survive_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """#13: a step that learned something (a warning) and then failed reports both; the
+    context added on the way up says what the step was doing."""
+
+    def action(_c):
+        err = DataError("the push failed", hint="re-run").add_warnings(["the comment could not be posted"])
+        raise err.add_context("merging data/new")
+
+    code, _, summary = _run(action, tmp_path, monkeypatch, as_json=True)
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "warning: the comment could not be posted" in captured.err
+    assert "the push failed (while merging data/new)" in captured.err
+    envelope = json.loads(captured.out.strip().splitlines()[-1])
+    assert envelope["error"]["warnings"] == ["the comment could not be posted"]
+    assert envelope["error"]["context"] == ["merging data/new"]
+    assert "the comment could not be posted" in summary and "while merging data/new" in summary
+
+
+def test_outputs_outside_the_registry_fail_the_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """#13: cli.run_step holds each command's outputs to traingate.outputs before writing them."""
+    out = tmp_path / "out"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(out))
+    for outputs in ({"improved": True, "surprise": 1}, {"improved": "maybe"}):
+        with pytest.raises(SystemExit) as exc:
+            run_step(
+                Options(None, False, 0),
+                lambda _c, o=outputs: StepResult(outputs=o),
+                needs_config=False,
+                command="gate",
+            )
+        assert exc.value.code == 1
+        assert not out.exists() or gha.read_outputs(out) == {}
+    err = capsys.readouterr().err
+    assert "undeclared surprise" in err and "undeclared value improved='maybe'" in err
+    run_step(
+        Options(None, False, 0),
+        lambda _c: StepResult(outputs={"improved": False}),
+        needs_config=False,
+        command="gate",
+    )
+    assert gha.read_outputs(out) == {"improved": "false"}

@@ -30,10 +30,59 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 
 
 class Options:
-    def __init__(self, config: str | None, as_json: bool, verbose: int) -> None:
+    """The global options, plus the one Actions context every command passes down."""
+
+    def __init__(
+        self, config: str | None, as_json: bool, verbose: int, actions: gha.ActionsContext | None = None
+    ) -> None:
         self.config_path = config
         self.as_json = as_json
         self.verbose = verbose
+        # Built once here; stages take it as an argument instead of reading GITHUB_* themselves.
+        self.actions = actions if actions is not None else gha.ActionsContext.from_env()
+
+
+def _command_name() -> str | None:
+    """The command as typed after `traingate` (`data merge`), from click's context; None outside it."""
+    ctx = click.get_current_context(silent=True)
+    names: list[str] = []
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(reversed(names)) or None
+
+
+def _declared_only(command: str | None, outputs: dict[str, Any]) -> dict[str, Any]:
+    from traingate.outputs import OUTPUTS, outputs_of
+
+    if command is None or command not in OUTPUTS:
+        return outputs
+    return {k: v for k, v in outputs.items() if k in outputs_of(command, gate=True)}
+
+
+def check_outputs(command: str | None, outputs: dict[str, Any]) -> None:
+    """Hold a step's outputs to the registry (`traingate.outputs`) before anything is written.
+
+    An undeclared name is invisible to the workflow that calls the action, and an enumerated
+    output with a value nobody declared is an `if:` that silently never holds: both are bugs in
+    traingate, so they fail the step loudly instead of writing something a caller misreads.
+    """
+    from traingate.outputs import OUTPUTS, outputs_of, values_of
+
+    if command is None or command not in OUTPUTS:
+        return
+    unknown = sorted(set(outputs) - set(outputs_of(command, gate=True)))
+    bad = []
+    for name, value in outputs.items():
+        allowed = values_of(command, name)
+        if allowed is not None and gha.format_value(value) not in allowed:
+            bad.append(f"{name}={gha.format_value(value)!r}")
+    if unknown or bad:
+        raise TraingateError(
+            f"internal error: `traingate {command}` produced outputs outside its declaration: "
+            + ", ".join([*(f"undeclared {n}" for n in unknown), *(f"undeclared value {b}" for b in bad)]),
+            hint="this is a traingate bug (src/traingate/outputs.py is the registry): report it",
+        )
 
 
 def _configure_logging(verbose: int) -> None:
@@ -48,15 +97,22 @@ def _safe_failure_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _emit_error(err: TraingateError, as_json: bool) -> int:
+    # What the step learned before it failed is still true: annotate it first.
+    for text in err.warnings:
+        gha.warning(text)
+    context = "".join(f" (while {c})" for c in err.context)
     gha.error(
-        err.message + (f" — next step: {err.hint}" if err.hint else ""),
+        err.message + context + (f" — next step: {err.hint}" if err.hint else ""),
         file=err.file,
         line=err.line,
         title=err.title,
     )
     summary = err.summary or f"### ❌ {err.title}\n\n{err.message}\n" + (
-        f"\n**Next step:** {err.hint}\n" if err.hint else ""
+        "".join(f"\n- while {c}" for c in err.context)
+        + (f"\n\n**Next step:** {err.hint}\n" if err.hint else "")
     )
+    if err.warnings:
+        summary += "\n**Warnings before the failure:**\n" + "".join(f"\n- {w}" for w in err.warnings) + "\n"
     gha.append_summary(summary)
     safe = _safe_failure_outputs(err.outputs)
     gha.write_outputs(safe)
@@ -76,7 +132,14 @@ def _echo_envelope(
         "exit_code": exit_code,
         "error": None
         if err is None
-        else {"type": type(err).__name__, "message": err.message, "hint": err.hint, "file": err.file},
+        else {
+            "type": type(err).__name__,
+            "message": err.message,
+            "hint": err.hint,
+            "file": err.file,
+            "context": err.context,
+            "warnings": err.warnings,
+        },
         "outputs": outputs,
     }
     click.echo(json.dumps(payload, sort_keys=True, default=str))
@@ -87,8 +150,11 @@ def run_step(
     action: Callable[[Config], StepResult],
     *,
     needs_config: bool = True,
+    command: str | None = None,
 ) -> None:
-    """Load config, run the stage, write outputs/summary/JSON, exit with the documented code."""
+    """Load config, run the stage, check its outputs against the registry, write
+    outputs/summary/JSON, exit with the documented code."""
+    command = command or _command_name()
     try:
         cfg: Any = None
         if needs_config:
@@ -96,7 +162,15 @@ def run_step(
 
             cfg = load_config(opts.config_path)
         result = action(cfg)
+        check_outputs(command, result.outputs)
     except TraingateError as err:
+        # An error raised inside a composed command (`run`) carries the inner stage's outputs:
+        # only the names this command declares are written; their values are still checked.
+        err.outputs = _declared_only(command, err.outputs)
+        try:
+            check_outputs(command, _safe_failure_outputs(err.outputs))
+        except TraingateError as bug:
+            err = bug.add_warnings(err.warnings)
         sys.exit(_emit_error(err, opts.as_json))
     except KeyboardInterrupt as err:
         # traingate.interrupt.Interrupted says what it stopped and which signal (130/143).

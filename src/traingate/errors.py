@@ -8,6 +8,7 @@ what failed, the value, and the next step (`hint`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -27,6 +28,7 @@ class TraingateError(Exception):
         summary: str | None = None,
         outputs: dict[str, Any] | None = None,
         data: dict[str, Any] | None = None,
+        warnings: Iterable[str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -42,11 +44,32 @@ class TraingateError(Exception):
         # Structured detail for `--json` (e.g. the whole validation report with every error), so
         # a failed step prints what a successful one would, not only its first error.
         self.data = data or {}
+        # Warnings the step gathered before it failed (a best-effort upload that did not happen,
+        # a comment that could not be posted): cli.py annotates them with the error, so a
+        # failure never swallows what was already known. Core code never annotates by itself.
+        self.warnings: list[str] = list(warnings or ())
+        # "while ..." lines added on the way up (`add_context`), outermost last: the error
+        # says what failed, the context says what the step was doing when it did.
+        self.context: list[str] = []
+
+    def add_context(self, text: str) -> TraingateError:
+        """Record what the caller was doing (`while merging data/new`); returns self for `raise`."""
+        if text and text not in self.context:
+            self.context.append(text)
+        return self
+
+    def add_warnings(self, warnings: Iterable[str]) -> TraingateError:
+        """Carry warnings gathered before the failure (deduplicated, in order); returns self."""
+        for text in warnings:
+            if text and text not in self.warnings:
+                self.warnings.append(text)
+        return self
 
     def __str__(self) -> str:
+        text = self.message + "".join(f"\n  while {c}" for c in self.context)
         if self.hint:
-            return f"{self.message}\n  next step: {self.hint}"
-        return self.message
+            return f"{text}\n  next step: {self.hint}"
+        return text
 
 
 class UsageError(TraingateError):

@@ -13,8 +13,67 @@ import os
 import secrets
 import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+
+@dataclass(frozen=True)
+class ActionsContext:
+    """Where this command runs, read once from the environment by `cli.py` and passed down.
+
+    Stages take the fields they need from this object instead of reading `GITHUB_*` themselves,
+    so a test states the context it means (`ActionsContext(event="push", ref_name="data/x")`)
+    and no module guesses from an environment a test forgot to clear. Every field is "" (or
+    False) outside Actions. The token is not here: it is a credential, read where it is used
+    and masked there.
+    """
+
+    in_actions: bool = False
+    event: str = ""
+    # refs/heads/main; ref_name is its short form (the branch or tag); head_ref/base_ref are set
+    # on pull_request events only.
+    ref: str = ""
+    ref_name: str = ""
+    head_ref: str = ""
+    base_ref: str = ""
+    sha: str = ""
+    repository: str = ""
+    run_id: str = ""
+    run_attempt: str = ""
+    server_url: str = "https://github.com"
+    api_url: str = "https://api.github.com"
+    actor: str = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ActionsContext:
+        src = os.environ if env is None else env
+        return cls(
+            in_actions=src.get("GITHUB_ACTIONS") == "true",
+            event=src.get("GITHUB_EVENT_NAME", ""),
+            ref=src.get("GITHUB_REF", ""),
+            ref_name=src.get("GITHUB_REF_NAME", ""),
+            head_ref=src.get("GITHUB_HEAD_REF", ""),
+            base_ref=src.get("GITHUB_BASE_REF", ""),
+            sha=src.get("GITHUB_SHA", ""),
+            repository=src.get("GITHUB_REPOSITORY", ""),
+            run_id=src.get("GITHUB_RUN_ID", ""),
+            run_attempt=src.get("GITHUB_RUN_ATTEMPT", ""),
+            server_url=(src.get("GITHUB_SERVER_URL") or cls.server_url).rstrip("/"),
+            api_url=(src.get("GITHUB_API_URL") or cls.api_url).rstrip("/"),
+            actor=src.get("GITHUB_ACTOR", ""),
+        )
+
+    @property
+    def branch(self) -> str:
+        """The branch this run is about: a PR's head, else the pushed/dispatched ref's name."""
+        return self.head_ref or self.ref_name
+
+    def run_url(self) -> str:
+        """Link to this workflow run ("" outside Actions)."""
+        if not (self.repository and self.run_id):
+            return ""
+        return f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
 
 
 def in_actions(env: Mapping[str, str] | None = None) -> bool:

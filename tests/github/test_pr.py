@@ -61,7 +61,7 @@ def test_creates_pr_posts_status_and_labels(
     assert status["target_url"] == "https://github.com/o/r/actions/runs/987654"
     assert "dice 0.9134 (+0.0263)" in status["description"]
     assert fake_github.labels[1] == ["traingate"]
-    assert read_state(cfg.workspace_dir)["pr_number"] == 1
+    assert read_state(cfg.workspace_dir).pr_number == 1
     # compare (the PR's diff holds data only), list, create, status, labels
     assert [m for m, _ in fake_github.log] == ["GET", "GET", "POST", "POST", "POST"]
 

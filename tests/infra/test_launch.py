@@ -350,7 +350,7 @@ def test_status_of_a_launched_instance(tmp_path: Path, world: World) -> None:
     assert status_step(cfg, clock=world.clock, services=world.services(cfg)).outputs["state"] == "none"
     iid = world.start(cfg).outputs["instance_id"]
     st = status_step(cfg, clock=world.clock, services=world.services(cfg))
-    assert st.outputs["instance_id"] == iid and st.outputs["holders"] == ["run-a"]
+    assert st.data["instance_id"] == iid and st.outputs["holders"] == ["run-a"]
     world.stop(cfg)
 
 

@@ -314,13 +314,13 @@ def test_status_reports_holders_expiry_uptime_and_cost(
     step(start_step, cfg, "run-a")
     st = status_step(cfg, clock=clock, services=services(cfg))
     assert st.outputs["state"] == "running" and st.outputs["holders"] == ["run-a"]
-    assert st.outputs["lease_expiry"].endswith("UTC")
+    assert st.data["lease_expiry"].endswith("UTC")
     assert "set infra.hourly_cost_usd" in st.message
     priced = make_cfg(tmp_path, instance_id, hourly_cost_usd=0.526)
     import time
 
     st2 = status_step(priced, clock=time.time, services=services(priced))
-    assert st2.outputs["cost_usd"] != "" and "$" in st2.message and "uptime" in st2.message
+    assert st2.data["cost_usd"] != "" and "$" in st2.message and "uptime" in st2.message
 
 
 def test_local_backend_two_processes_same_semantics(tmp_path: Path) -> None:

@@ -150,9 +150,10 @@ def test_start_status_stop_stop_reap(rig: Rig, project: Project, fake_clock: Fak
     assert billing, rig.machines()  # otherwise "stop leaves nothing billing" proves nothing
 
     status = stage.status()
+    assert set(status.outputs) == set(OUTPUTS["infra status"])
     assert status.outputs["holders"] == [HOLDER]
     assert status.outputs["state"] == "running"
-    assert status.outputs["instance_id"] in billing
+    assert status.data["instance_id"] in billing
 
     stopped = stage.stop()
     assert stopped.outputs["stopped"] is True

@@ -222,7 +222,7 @@ def test_stop_after_a_cancelled_train_stops_the_running_job(
         channel(cfg, fake_clock).run(_job(cfg), cancel)
     (name,) = world.jobs
     assert world.describe(name).status == "InProgress"  # billing, until stop-infra runs
-    assert status_step(cfg, clock=fake_clock).outputs["instance_id"] == name
+    assert status_step(cfg, clock=fake_clock).data["instance_id"] == name
     stopped = stop_step(cfg, "run-a", sleep=fake_clock.sleep, clock=fake_clock, log=LOG.append)
     assert stopped.outputs == {
         "instance_id": name,

@@ -12,7 +12,7 @@ import pytest
 from tests.tracking.helpers import Project, make_run, open_adapter
 from traingate.contracts import VersionRecord
 from traingate.errors import GateError
-from traingate.state import read_state, update_state
+from traingate.state import update_state
 from traingate.tracking.gate import gate_step
 from traingate.tracking.promote import promote_step
 
@@ -85,8 +85,8 @@ def test_without_run_id_the_gate_uses_the_run_train_recorded(setup: tuple[Any, A
     cfg, tr = setup
     run_id = make_run(tr, cfg, {"dice": 0.8, "iou": 0.7})
     update_state(cfg.workspace_dir, run_id=run_id)
-    assert gate_step(cfg, tracking=tr).outputs["run_id"] == run_id
-    assert read_state(cfg.workspace_dir)["model_version"] == "1"
+    result = gate_step(cfg, tracking=tr)
+    assert result.outputs["run_id"] == run_id and result.outputs["model_version"] == "1"
 
 
 def test_without_run_id_and_state_the_gate_refuses(setup: tuple[Any, Any]) -> None:

@@ -63,7 +63,7 @@ def test_success_logs_everything_into_the_run_it_created(
     assert report["run_id"] == run_id and report["metric_batches"] == 1
     assert report["artifacts"] == ["model/model.bin"] and report["commit"] == "0123456789abcdef"
     assert (cfg.workspace_dir / "reports" / "metrics.jsonl").read_text().count("\n") == 5
-    assert read_state(cfg.workspace_dir)["run_id"] == run_id
+    assert read_state(cfg.workspace_dir).run_id == run_id
     assert "| dice | 0.81 |" in result.summary
 
 
@@ -75,7 +75,7 @@ def test_failing_command_fails_the_run_and_forgets_the_candidate(project: Projec
     assert "exited with code 3" in info.value.message
     assert "CUDA out of memory" in info.value.message
     assert "CUDA out of memory" in (info.value.summary or "")
-    assert read_state(cfg.workspace_dir)["run_id"] is None  # `gate` cannot pick the earlier run
+    assert read_state(cfg.workspace_dir).run_id is None  # `gate` cannot pick the earlier run
     statuses = sorted(r.info.status for r in runs_of(cfg))
     assert statuses == ["FAILED", "FINISHED"]
 
@@ -303,5 +303,5 @@ def test_a_cancel_leaves_an_instance_run_running_for_re_attach(
         train_step(cfg, executor=InterruptedRemote(tmp_path / "fetched"), log=quiet)
     (run,) = runs_of(cfg)
     assert run.info.status == "RUNNING"
-    assert read_state(cfg.workspace_dir)["pending_run_id"] == run.info.run_id
+    assert read_state(cfg.workspace_dir).pending_run_id == run.info.run_id
     assert "goes on" in info.value.line() and "--attach" in info.value.line()

@@ -505,7 +505,7 @@ def merge_step(
         if close is not None:
             close()
 
-    update_state(cfg.workspace_dir, data_report=str(report_path), data_version=version)
+    update_state(cfg.workspace_dir, data_report=str(report_path))
     outputs.update({"report": str(report_path), "data_version": version, "commit_sha": sha})
     summary = render_summary(
         report,

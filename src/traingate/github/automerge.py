@@ -59,7 +59,7 @@ def automerge_step(
         )
     repo_name = require_repo(repo, env)
     if pr_number is None:
-        stored = read_state(cfg.workspace_dir).get("pr_number")
+        stored = read_state(cfg.workspace_dir).pr_number
         pr_number = int(stored) if isinstance(stored, int | str) and str(stored).isdigit() else None
     if pr_number is None:
         raise UsageError(

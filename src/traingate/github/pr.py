@@ -182,7 +182,7 @@ def create_step(
     except TraingateError as err:
         # Labels are for people; the PR and its status are what the pipeline needs.
         warnings.append(f"could not label pull request #{pull.number}: {err.message}")
-    update_state(cfg.workspace_dir, pr_number=pull.number, pr_url=pull.url, pr_head_sha=pull.head_sha)
+    update_state(cfg.workspace_dir, pr_number=pull.number)
 
     summary = (
         f"### Pull request {operation}: [#{pull.number}]({pull.url})\n\n"

@@ -16,9 +16,8 @@ from typing import Protocol
 
 from traingate.errors import InfraError
 
-Sleep = Callable[[float], None]
-Clock = Callable[[], float]
-Log = Callable[[str], None]
+# One definition for the whole package (traingate.runtime); re-exported for infra's modules.
+from traingate.runtime import Clock, Log, Runtime, Sleep  # noqa: F401
 
 #: States no amount of waiting or starting fixes.
 GONE = frozenset({"shutting-down", "terminated"})

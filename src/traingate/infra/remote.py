@@ -522,7 +522,6 @@ def make_remote_executor(
     from traingate.infra import aws
     from traingate.infra.backend import JobBackend, backend_for
     from traingate.infra.stage import Services, resolve_holder
-    from traingate.state import update_state
 
     svc = Services(cfg)
     holder = resolve_holder(None, cfg, for_stop=True)
@@ -556,9 +555,6 @@ def make_remote_executor(
         if holder in lease.read().live(now):
             lease.acquire(holder, cfg.infra.ttl_minutes * 60, now)
 
-    def remember(ref: str) -> None:
-        update_state(cfg.workspace_dir, remote_run=ref, remote_instance=inst.id)
-
     return RemoteExecutor(
         ssm=channel,
         s3=aws.boto_client("s3", cfg.infra.region),
@@ -571,5 +567,4 @@ def make_remote_executor(
         ttl_minutes=cfg.infra.ttl_minutes,
         renew=renew,
         instance_state=lambda: svc.ec2.describe(inst.id).state,
-        on_launch=remember,
     )

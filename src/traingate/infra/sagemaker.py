@@ -607,7 +607,6 @@ class SageMakerChannel:
     def run(self, job: TrainJob, log: LogSink) -> TrainOutcome:
         from traingate.infra.remote import check_script_paths, pack_code
         from traingate.infra.stage import resolve_holder
-        from traingate.state import update_state
 
         self.backend._check_config()
         scripts = check_script_paths(job)
@@ -634,7 +633,6 @@ class SageMakerChannel:
                 ) from err
         holder = resolve_holder(None, self.cfg, for_stop=True)
         self.jobs.create(self.request(job, name, f"s3://{bucket}/{folder}/", holder))
-        update_state(self.cfg.workspace_dir, remote_run=name, remote_instance=name)
         log(
             f"training job {name} created ({self.cfg.infra.sagemaker.instance_type}); "
             f"re-attach with: traingate train --attach {name}"

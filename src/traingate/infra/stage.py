@@ -53,7 +53,7 @@ def resolve_holder(explicit: str | None, cfg: Config, *, for_stop: bool = False)
     if prefix:
         return prefix + (os.environ.get("GITHUB_RUN_ATTEMPT", "") or "1")
     if for_stop:
-        saved = read_state(cfg.workspace_dir).get("infra_holder")
+        saved = read_state(cfg.workspace_dir).infra_holder
         if isinstance(saved, str) and saved:
             return saved
     return f"{getpass.getuser()}@{socket.gethostname()}:{os.getpid()}"
@@ -144,7 +144,7 @@ def start_step(
         if not backend.persistent:  # a machine launched for this run is never left behind
             _give_back(backend, lease, machine, who, clock=clock)
         raise
-    update_state(cfg.workspace_dir, infra_holder=who, instance_id=machine.id)
+    update_state(cfg.workspace_dir, infra_holder=who)
     try:
         ready = backend.ready(machine)
     except BaseException as err:
@@ -327,17 +327,17 @@ def status_step(cfg: Config, *, clock: Clock = time.time, services: Services | N
         "| holder | expires | |\n|---|---|---|\n" + ("\n".join(rows) or "| none | | |") + "\n"
     )
     return StepResult(
-        outputs={
+        # The declared outputs (traingate.outputs); the details are for `--json` and people.
+        outputs={"state": state, "holders": sorted(live)},
+        message="\n".join(lines),
+        summary=summary,
+        data={
             "instance_id": instance_id,
-            "state": state,
-            "holders": sorted(live),
             "lease_expiry": _fmt_time(expiry) if expiry else "",
             "uptime_minutes": f"{uptime / 60:.1f}" if uptime is not None else "",
             "cost_usd": cost_value,
+            "expired_holders": sorted(expired),
         },
-        message="\n".join(lines),
-        summary=summary,
-        data={"expired_holders": sorted(expired)},
     )
 
 

@@ -31,7 +31,7 @@ from traingate.contracts import (
 from traingate.errors import GateError, TrackingError, TraingateError
 from traingate.report import render_gate_markdown
 from traingate.result import StepResult
-from traingate.state import atomic_write_json, read_state, reports_dir, update_state
+from traingate.state import atomic_write_json, read_state, reports_dir
 
 if TYPE_CHECKING:
     from traingate.config import Config, GateMetric
@@ -213,7 +213,7 @@ def gate_step(
     after_register: Callable[[Any], None] | None = None,
 ) -> StepResult:
     workspace = cfg.workspace_dir
-    candidate_id = run_id or read_state(workspace).get("run_id")
+    candidate_id = run_id or read_state(workspace).run_id
     if not candidate_id:
         raise GateError(
             "no candidate run to gate: no --run-id given and no successful `traingate train` recorded "
@@ -313,7 +313,6 @@ def gate_step(
     }
     report_path = reports_dir(workspace) / "gate-report.json"
     atomic_write_json(report_path, report)
-    update_state(workspace, gate_report=str(report_path), model_version=model_version or None)
 
     summary = render_gate_markdown(report)
     if promoted_alias == cfg.gate.alias:

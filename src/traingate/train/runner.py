@@ -193,7 +193,7 @@ def train_step(
         # Before an hour of training, not after: the verdict could not be trusted.
         require_lasting_registry(cfg, command="train --gate")
     # Forget the previous candidate first: if this run fails, `gate` must not pick up the last one.
-    update_state(workspace, run_id=None, experiment_id=None)
+    update_state(workspace, run_id=None)
 
     if tracking is None:
         from traingate.tracking.mlflow_client import open_tracking
@@ -220,7 +220,7 @@ def train_step(
         "traingate.where": str(cfg.train.where),
     }
     run_name = f"{cfg.project}-{commit[:8]}" if commit else cfg.project
-    pending = read_state(workspace).get("pending_run_id") if attach else None
+    pending = read_state(workspace).pending_run_id if attach else None
     if pending:
         # Re-attaching: the run was created when the job was started; keep logging into it.
         run_id = tracking.get_run(str(pending)).run_id
@@ -305,7 +305,7 @@ def train_step(
         **recorded,
     }
     atomic_write_json(report_path, report)
-    update_state(workspace, run_id=run_id, experiment_id=experiment_id, pending_run_id=None)
+    update_state(workspace, run_id=run_id, pending_run_id=None)
 
     outputs: dict[str, Any] = {
         "run_id": run_id,

@@ -75,7 +75,7 @@ def skip_if_champion_data(cfg: Config, tracking: Tracking | None = None) -> Step
         return None
     version, _ = champion
     # `gate` run afterwards must not pick up an earlier candidate as if this push had trained it.
-    update_state(cfg.workspace_dir, run_id=None, experiment_id=None)
+    update_state(cfg.workspace_dir, run_id=None)
     line = (
         f"data version {data_version} is what @{cfg.gate.alias} (version {version}) was trained on: "
         "nothing new to learn, training skipped"

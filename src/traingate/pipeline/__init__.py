@@ -182,7 +182,7 @@ def _chain(
     else:
         progress.add("validate", "skipped", f"no new data in {src}: training on the stored dataset")
         progress.add("merge", "skipped", "nothing to merge")
-        saved = read_state(cfg.workspace_dir).get("data_report")
+        saved = read_state(cfg.workspace_dir).data_report
         if isinstance(saved, str) and Path(saved).is_file():
             data_report = Path(saved)
 
