@@ -2,16 +2,22 @@
 
 Stages return a StepResult on success and raise a TraingateError on failure; `cli.py` is the
 only place that writes these to $GITHUB_OUTPUT / $GITHUB_STEP_SUMMARY / stdout.
+
+`value` is the stage's typed result (a dataclass such as the gate's verdict): composers
+(`pipeline/`, the demo) read `result.value.improved`, never `outputs["improved"]` re-parsed
+from a string. `outputs` are what the CLI writes for a workflow, derived from the value.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass
-class StepResult:
+class StepResult(Generic[T]):
     outputs: dict[str, Any] = field(default_factory=dict)
     # Markdown appended to $GITHUB_STEP_SUMMARY.
     summary: str = ""
@@ -21,6 +27,8 @@ class StepResult:
     data: dict[str, Any] = field(default_factory=dict)
     # Annotations raised by a successful step (e.g. best-effort artifact upload failed).
     warnings: list[str] = field(default_factory=list)
+    # The typed result for composers (None for steps that have none yet).
+    value: T | None = None
 
     def as_json(self) -> dict[str, Any]:
         payload = dict(self.data)
