@@ -20,6 +20,7 @@ import pytest
 
 from traingate.demo import _fresh_workdir, _generate, _setup_project, isolated_env
 from traingate.errors import CredentialsError, TraingateError, UsageError
+from traingate.gha import ActionsContext
 from traingate.pipeline import run_step
 
 pytestmark = pytest.mark.slow
@@ -76,9 +77,10 @@ def test_training_failure_still_stops_infra_and_opens_no_pr(project) -> None:
         run_step(cfg, env={})
     err = info.value
     assert err.exit_code == 1
-    assert "stage 'train' failed" in err.message
+    # The stage's own message; where the run stopped and the stages so far are its context.
     assert "3" in err.message and "CUDA out of memory" in err.message
-    lines = err.message.splitlines()
+    assert "stage 'train' failed" in str(err)
+    lines = str(err).splitlines()
     stop = next(line for line in lines if line.startswith("infra stop"))
     assert " ok " in stop
     assert next(line for line in lines if line.startswith("train")).split()[1] == "failed"
@@ -101,7 +103,7 @@ def test_gate_without_a_gated_metric_fails_closed(project) -> None:
     err = info.value
     assert err.exit_code == 1
     assert "iou" in err.message
-    assert "infra stop" in err.message
+    assert "infra stop" in str(err)
     assert not _lease_holders(cfg)
     assert not cfg.path(cfg.pr.render_to).exists()
     from mlflow.tracking import MlflowClient
@@ -114,7 +116,7 @@ def test_gate_without_a_gated_metric_fails_closed(project) -> None:
 def test_half_a_github_setup_is_refused_before_anything_runs(bare_project) -> None:
     project = bare_project
     with pytest.raises(CredentialsError) as info:
-        run_step(project, env={"GITHUB_REPOSITORY": "octo/meters"})
+        run_step(project, env={}, actions=ActionsContext(repository="octo/meters"))
     assert info.value.exit_code == 2
     assert "GITHUB_TOKEN" in info.value.message
     with pytest.raises(UsageError) as info2:
@@ -295,9 +297,9 @@ def test_invalid_new_data_stops_before_the_instance_is_started(bare_project) -> 
         run_step(cfg, env={})
     err = info.value
     assert err.exit_code == 1
-    assert "stage 'validate' failed" in err.message
+    assert "stage 'validate' failed" in str(err)
     assert "meter-0001" in err.message
-    assert "infra start" not in err.message
+    assert "infra start" not in str(err)
     assert not (cfg.data_root.parent / "training.dvc").exists()
     assert (incoming / "images" / "meter-0001.jpg").exists()
 
@@ -313,11 +315,8 @@ def test_run_with_a_token_opens_the_pr_and_posts_the_gate_status(project) -> Non
     cfg = project
     _generate(cfg.base_dir, cfg.path(cfg.data.incoming), 12, seed=1, prefix="meter", degrade=False)
     cfg.train.command = shlex.join([sys.executable, "train.py", "--epochs", "1"])
-    env = {
-        "GITHUB_TOKEN": "ghs_pipeline",
-        "GITHUB_REPOSITORY": "o/r",
-        "TRAINGATE_HEAD": "data/20240501-101500",
-    }
+    env = {"GITHUB_TOKEN": "ghs_pipeline", "TRAINGATE_HEAD": "data/20240501-101500"}
+    actions = ActionsContext(repository="o/r")
 
     def forge(token: str, repo: str) -> PyGithubForge:
         return PyGithubForge(
@@ -331,7 +330,7 @@ def test_run_with_a_token_opens_the_pr_and_posts_the_gate_status(project) -> Non
 
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         fake = FakeGitHub(rsps)
-        result = run_step(cfg, env=env, forge_factory=forge)
+        result = run_step(cfg, env=env, actions=actions, forge_factory=forge)
         assert result.outputs["improved"] is True
         (pr,) = fake.pulls.values()
         assert pr["head"] == "data/20240501-101500" and pr["base"] == "main"
@@ -339,7 +338,7 @@ def test_run_with_a_token_opens_the_pr_and_posts_the_gate_status(project) -> Non
         assert [s["state"] for s in fake.statuses] == ["success"]
 
         # Nothing new: retrain on the stored data; the same model is not better than itself.
-        again = run_step(cfg, env=env, forge_factory=forge)
+        again = run_step(cfg, env=env, actions=actions, forge_factory=forge)
         assert again.outputs["improved"] is False
         assert again.outputs["pr_url"] == ""
         assert [s["status"] for s in again.data["stages"]][:2] == ["skipped", "skipped"]
@@ -367,9 +366,9 @@ def test_run_on_a_data_branch_that_changes_train_py_trains_nothing(bare_project)
         run_step(cfg, env={})
     err = info.value
     assert err.exit_code == 1 and getattr(err, "code", "") == "untrusted_change"
-    assert "stage 'trust' failed" in err.message and "train.py (modified)" in err.message
-    assert "validate" not in err.message.split("stage 'trust' failed")[1].split("\n", 1)[1]
-    assert "infra start" not in err.message
+    assert "stage 'trust' failed" in str(err) and "train.py (modified)" in err.message
+    assert "validate" not in str(err).split("stage 'trust' failed")[1].split("\n", 1)[1]
+    assert "infra start" not in str(err)
     assert _git_in(workdir, "rev-parse", "HEAD") == head  # nothing merged or committed
     assert not (cfg.data_root.parent / "training.dvc").exists()
     assert not (cfg.workspace_dir / "mlflow.db").exists()
@@ -398,7 +397,7 @@ def test_run_without_new_data_on_a_branch_that_changes_code_trains_nothing(bare_
     with pytest.raises(TraingateError) as info:
         run_step(cfg, env={})
     assert "traingate.yml (modified)" in info.value.message
-    assert "infra start" not in info.value.message and not _lease_holders(cfg)
+    assert "infra start" not in str(info.value) and not _lease_holders(cfg)
 
 
 def test_an_interrupted_run_whose_infra_stop_fails_still_raises_the_interrupt(project, monkeypatch) -> None:
@@ -437,3 +436,44 @@ def test_run_of_data_the_champion_was_trained_on_skips_training(project) -> None
     assert stages["merge"] == "ok" and stages["train"] == "skipped" and stages["infra start"] == "skipped"
     assert "nothing new to learn, training skipped" in again.summary
     assert not _lease_holders(cfg)
+
+
+def test_a_failure_carries_the_stages_so_far_and_the_warnings_gathered_before_it() -> None:
+    """#13: `explained` adds where the run stopped as context and carries earlier warnings on the
+    error (nothing is annotated in the pipeline; cli.run_step writes both). Nested, as the demo
+    wraps `run_pipeline`, it adds them once."""
+    from traingate.errors import InfraError
+    from traingate.pipeline import Progress, explained, run_stage
+    from traingate.result import StepResult
+
+    def fails() -> StepResult:
+        raise InfraError("the instance did not start", hint="retry")
+
+    progress = Progress(label="round 1")
+    with pytest.raises(InfraError) as info, explained(progress), explained(progress):
+        run_stage(progress, "merge", lambda: StepResult(message="merged", warnings=["no comment posted"]))
+        run_stage(progress, "infra start", fails)
+    err = info.value
+    assert err.message == "the instance did not start" and err.exit_code == 1
+    assert err.warnings == ["no comment posted"]
+    (context,) = err.context
+    assert "stage 'round 1 infra start' failed" in context
+    assert [line.split()[-1] for line in context.splitlines()[2:]] == ["merged", "start"]
+    assert (err.summary or "").count("Pipeline so far") == 1
+    assert "**Next step:** retry" in (err.summary or "")
+
+
+def test_the_verdict_is_read_from_the_gates_typed_value() -> None:
+    from dataclasses import dataclass
+
+    from traingate.pipeline import _improved
+    from traingate.result import StepResult
+
+    @dataclass(frozen=True)
+    class Verdict:
+        improved: bool
+
+    assert _improved(StepResult(outputs={"improved": "true"}, value=Verdict(False))) is False
+    assert _improved(StepResult(outputs={"improved": False}, value=Verdict(True))) is True
+    assert _improved(StepResult(outputs={"improved": "true"})) is True
+    assert _improved(StepResult(outputs={})) is False

@@ -4,7 +4,8 @@ It builds a fresh git repository from the example (the base branch, `pr.base`: m
 the chain as the workflow does, round by round (issue #11 case 11):
 
 - each round is a data push on its own branch, `data/demo-round-N` created from the base;
-  `run_pipeline` validates and merges the batch there, trains, gates and renders the PR;
+  `run_pipeline` validates and merges the batch there, trains, gates and renders the PR
+  (`_play_round`);
 - the demo then plays the reviewer: an improved round's PR is merged into the base branch
   (a merge commit, as GitHub makes); a not-improved round's branch is left unmerged, so its
   data never reaches the base branch and a later round does not train on it. The checkout's
@@ -25,14 +26,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from traingate.errors import TraingateError, UsageError
+from traingate.gha import ActionsContext
 from traingate.git import Git
 from traingate.pipeline import (
     Progress,
+    RunResult,
     explained,
     merge_stage,
     render_markdown,
@@ -238,15 +242,36 @@ def _finish_round(cfg: Config, branch: str, improved: bool, progress: Progress) 
     progress.add("merge PR", "ok" if improved else "skipped", detail, time.perf_counter() - started)
 
 
+@dataclass(frozen=True)
+class DemoRound:
+    """One round: the data branch it pushed and what the pipeline made of it."""
+
+    number: int
+    branch: str
+    result: RunResult
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    """The demo's typed value: the folder it built and its two rounds."""
+
+    workdir: Path
+    rounds: tuple[DemoRound, ...]
+
+    def outputs(self) -> dict[str, Any]:
+        """`demo` declares run's outputs: the last round's verdict and run, the PR of round 1."""
+        first, last = self.rounds[0].result, self.rounds[-1].result
+        return {"improved": last.improved, "run_id": last.run_id, "pr_url": first.pr_url}
+
+
 def demo_step(
     workdir: Path | None = None,
     pairs: int = 36,
-) -> StepResult:
+) -> StepResult[DemoResult]:
     """Two rounds on the bundled example in a fresh git repository. The demo never calls
-    GitHub: the environment's GITHUB_* are hidden from every stage and the PR is rendered to
-    pr.render_to (a real PR needs a pushed branch: `traingate run` in a clone, or Actions)."""
-    from traingate.result import StepResult
-
+    GitHub: the environment's GITHUB_* are hidden from every stage, the stages get an empty
+    Actions context, and the PR is rendered to pr.render_to (a real PR needs a pushed branch:
+    `traingate run` in a clone, or Actions)."""
     if pairs < 10:
         raise UsageError(f"--pairs must be at least 10, got {pairs}", hint="use the default (36)")
     started = time.perf_counter()
@@ -254,72 +279,98 @@ def demo_step(
     progress = Progress(label="setup")
     with isolated_env(), explained(progress):
         cfg = _setup_project(folder)
-        incoming = cfg.path(cfg.data.incoming)
-        warming = _warm_tracking_store(cfg)
-
-        t = time.perf_counter()
-        _generate(folder, incoming, pairs, seed=1, prefix="meter", degrade=False)
-        progress.add("generate", "ok", f"{pairs} clean pairs in {cfg.data.incoming}", time.perf_counter() - t)
-        run_stage(progress, "validate", lambda: validate_stage(cfg, incoming))
-        run_stage(progress, "merge", lambda: merge_stage(cfg, incoming, "data: initial water-meter dataset"))
-
-        if warming is not None:
-            warming.wait()
+        _initial_dataset(cfg, folder, pairs, progress)
         batch = max(pairs // 3, 4)
-        progress.label = "round 1"
-        t = time.perf_counter()
-        branch1 = _start_round(cfg, 1)
-        _generate(folder, incoming, batch, seed=2, prefix="batch1", degrade=False)
-        progress.add("generate", "ok", f"{batch} new clean pairs on {branch1}", time.perf_counter() - t)
-        first = run_pipeline(cfg, incoming, token=None, repo=None, head=branch1, progress=progress)
-        _finish_round(cfg, branch1, first["improved"], progress)
-        if not first["improved"]:
-            raise TraingateError(
-                "demo round 1 (clean data, no champion yet) ended 'not improved'",
-                hint=f"look at the gate report in {cfg.workspace_dir / 'reports'}; this is a bug",
-            )
+        first = _play_round(cfg, progress, 1, pairs=batch, prefix="batch1", degrade=False)
+        _expect(cfg, first, improved=True, why="clean data, no champion yet")
         pr_body = cfg.path(cfg.pr.render_to)
         round1_body = pr_body.read_text(encoding="utf-8") if pr_body.is_file() else ""
-
-        worse = pairs + batch
-        progress.label = "round 2"
-        t = time.perf_counter()
-        branch2 = _start_round(cfg, 2)
-        _generate(folder, incoming, worse, seed=3, prefix="worse", degrade=True)
-        progress.add(
-            "generate",
-            "ok",
-            f"{worse} degraded pairs (blurry photos, misplaced masks) on {branch2}",
-            time.perf_counter() - t,
-        )
-        second = run_pipeline(cfg, incoming, token=None, repo=None, head=branch2, progress=progress)
-        _finish_round(cfg, branch2, second["improved"], progress)
-        if second["improved"]:
-            raise TraingateError(
-                "demo round 2 (degraded data) ended 'improved': the gate should have refused it",
-                hint=f"look at the gate report in {cfg.workspace_dir / 'reports'}; this is a bug",
-            )
+        second = _play_round(cfg, progress, 2, pairs=pairs + batch, prefix="worse", degrade=True)
+        _expect(cfg, second, improved=False, why="degraded data")
         if pr_body.is_file() and pr_body.read_text(encoding="utf-8") != round1_body:
             raise TraingateError("demo round 2 rewrote the PR body although the model did not improve")
+    value = DemoResult(folder, (first, second))
+    return _demo_report(cfg, value, progress, time.perf_counter() - started)
 
-    elapsed = time.perf_counter() - started
-    g1, g2 = first.get("gate", {}), second.get("gate", {})
-    artifacts = [
+
+def _initial_dataset(cfg: Config, folder: Path, pairs: int, progress: Progress) -> None:
+    """Setup: the base branch's first dataset, generated, validated and merged as a push would be."""
+    incoming = cfg.path(cfg.data.incoming)
+    warming = _warm_tracking_store(cfg)
+    t = time.perf_counter()
+    _generate(folder, incoming, pairs, seed=1, prefix="meter", degrade=False)
+    progress.add("generate", "ok", f"{pairs} clean pairs in {cfg.data.incoming}", time.perf_counter() - t)
+    run_stage(progress, "validate", lambda: validate_stage(cfg, incoming))
+    run_stage(progress, "merge", lambda: merge_stage(cfg, incoming, "data: initial water-meter dataset"))
+    if warming is not None:
+        warming.wait()
+
+
+# Each round's batch: (seed, what the generate row says).
+_ROUND_DATA = {
+    1: (2, "{n} new clean pairs"),
+    2: (3, "{n} degraded pairs (blurry photos, misplaced masks)"),
+}
+
+
+def _play_round(
+    cfg: Config, progress: Progress, number: int, *, pairs: int, prefix: str, degrade: bool
+) -> DemoRound:
+    """A data push on its own branch, the whole pipeline on it, then the PR's fate."""
+    seed, what = _ROUND_DATA[number]
+    progress.label = f"round {number}"
+    t = time.perf_counter()
+    branch = _start_round(cfg, number)
+    incoming = cfg.path(cfg.data.incoming)
+    _generate(cfg.base_dir, incoming, pairs, seed=seed, prefix=prefix, degrade=degrade)
+    progress.add("generate", "ok", f"{what.format(n=pairs)} on {branch}", time.perf_counter() - t)
+    result = run_pipeline(
+        cfg, incoming, token=None, repo=None, head=branch, progress=progress, actions=ActionsContext()
+    )
+    _finish_round(cfg, branch, result.improved, progress)
+    return DemoRound(number, branch, result)
+
+
+def _expect(cfg: Config, played: DemoRound, *, improved: bool, why: str) -> None:
+    """The demo checks its own story: a round that ends the other way is a bug, exit 1."""
+    if played.result.improved == improved:
+        return
+    if improved:
+        message = f"demo round {played.number} ({why}) ended 'not improved'"
+    else:
+        message = f"demo round {played.number} ({why}) ended 'improved': the gate should have refused it"
+    raise TraingateError(
+        message, hint=f"look at the gate report in {cfg.workspace_dir / 'reports'}; this is a bug"
+    )
+
+
+def _artifacts(cfg: Config, folder: Path) -> list[tuple[str, Path]]:
+    return [
         ("project (git repository)", folder),
         ("dataset (DVC pointer)", cfg.data_root.with_name(cfg.data_root.name + ".dvc")),
         ("DVC remote", Path(cfg.store_remote)),
         ("MLflow database", Path(cfg.tracking_uri.removeprefix("sqlite:///"))),
         ("reports", cfg.workspace_dir / "reports"),
-        ("PR body (round 1)", pr_body),
+        ("PR body (round 1)", cfg.path(cfg.pr.render_to)),
         ("model of round 2", folder / "outputs" / "model.npz"),
     ]
+
+
+def _demo_report(
+    cfg: Config, value: DemoResult, progress: Progress, elapsed: float
+) -> StepResult[DemoResult]:
+    from traingate.result import StepResult
+
+    (first, second) = value.rounds
+    g1, g2 = first.result.gate, second.result.gate
+    artifacts = _artifacts(cfg, value.workdir)
     lines = [
         render_table(progress.stages),
         "",
         f"round 1: improved (no champion yet): {_metrics_line(g1)}; "
         f"model version {g1.get('model_version', '')} is @{cfg.gate.alias}, PR body rendered, "
-        f"{branch1} merged into {cfg.pr.base}",
-        f"round 2: not improved: {_metrics_line(g2)}; no promotion, no PR, {branch2} not merged "
+        f"{first.branch} merged into {cfg.pr.base}",
+        f"round 2: not improved: {_metrics_line(g2)}; no promotion, no PR, {second.branch} not merged "
         f"({cfg.pr.base} keeps round 1's dataset)",
         "",
         "artifacts:",
@@ -328,29 +379,29 @@ def demo_step(
         f"see the runs: mlflow ui --backend-store-uri {cfg.tracking_uri}",
         f"demo finished in {elapsed:.1f}s",
     ]
-    summary = "\n".join(
-        [
-            render_markdown(progress.stages, title="traingate demo"),
-            "| artifact | path |\n|---|---|\n"
-            + "\n".join(f"| {name} | `{path}` |" for name, path in artifacts)
-            + "\n",
-        ]
-    )
+    table = "| artifact | path |\n|---|---|\n" + "\n".join(f"| {n} | `{p}` |" for n, p in artifacts) + "\n"
+    rounds = [
+        {
+            "improved": r.result.improved,
+            "run_id": r.result.run_id,
+            "gate": dict(r.result.gate),
+            "branch": r.branch,
+        }
+        for r in value.rounds
+    ]
     return StepResult(
-        outputs={"improved": second["improved"], "run_id": second["run_id"], "pr_url": first["pr_url"]},
-        summary=summary,
+        outputs=value.outputs(),
+        summary="\n".join([render_markdown(progress.stages, title="traingate demo"), table]),
         message="\n".join(lines),
         data={
-            "workdir": str(folder),
-            "rounds": [
-                {"improved": first["improved"], "run_id": first["run_id"], "gate": g1, "branch": branch1},
-                {"improved": second["improved"], "run_id": second["run_id"], "gate": g2, "branch": branch2},
-            ],
+            "workdir": str(value.workdir),
+            "rounds": rounds,
             "stages": [s.__dict__ for s in progress.stages],
             "seconds": round(elapsed, 2),
         },
         warnings=progress.warnings,
+        value=value,
     )
 
 
-__all__ = ["EXAMPLE_FILES", "demo_step", "example_dir", "isolated_env"]
+__all__ = ["EXAMPLE_FILES", "DemoResult", "DemoRound", "demo_step", "example_dir", "isolated_env"]

@@ -4,8 +4,14 @@
 runs in Actions: validate -> merge -> infra start -> train -> gate -> infra stop (always, even
 when training or the gate failed: field report 5's instance left running) -> PR only when the
 gate said improved. A stage that fails stops the chain and its error reaches cli.py unchanged
-(same exit code), with the stages so far in the message and the summary, so the log says where
-it stopped and what already happened (field report 1: a failure far from its cause).
+(same class, same exit code), with the stages so far added as its context and to its summary and
+the warnings gathered so far carried on it, so the log says where it stopped and what already
+happened (field report 1: a failure far from its cause). cli.run_step is the only place that
+writes them out.
+
+The phases of a run (`_data_phase`, `_train_phase`, `_stop_infra`, `_pr_phase`) share one `_Run`;
+the run's typed value is a `RunResult`. One submodule per composed command joins this package
+(`pipeline/train.py`, `promote.py`, `pr.py`, `merge.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from traingate.errors import TraingateError, UsageError
+from traingate.gha import ActionsContext
 
 if TYPE_CHECKING:
     from traingate.config import Config
@@ -73,26 +80,33 @@ def run_stage(progress: Progress, stage: str, fn: Callable[[], StepResult]) -> S
 
 @contextlib.contextmanager
 def explained(progress: Progress) -> Iterator[None]:
-    """On failure, put the stages so far (including the `infra stop` that ran after the
-    failure) into the failing stage's own error: same class, same exit code."""
+    """On failure, say on the failing stage's own error (same class, same exit code) where the
+    run stopped, with the stages so far (including the `infra stop` that ran after the failure),
+    and carry the warnings the earlier stages gathered. Nothing is annotated here: cli.run_step
+    writes the error, its context and its warnings."""
     try:
         yield
     except TraingateError as err:
-        _annotate_failure(err, progress)
+        err.add_warnings(progress.warnings)
+        err.add_context(_where_it_stopped(progress))
+        _add_summary_table(err, progress)
         raise
 
 
-def _annotate_failure(err: TraingateError, progress: Progress) -> None:
-    if getattr(err, "_pipeline_annotated", False):
-        return
-    err._pipeline_annotated = True  # type: ignore[attr-defined]
+def _where_it_stopped(progress: Progress) -> str:
+    """The context line: the same text for the same stages, so a composer nesting `explained`
+    (the demo around `run_pipeline`) adds it once (`add_context` keeps one copy)."""
     name = progress.failed or "setup"
-    err.message = f"stage {name!r} failed: {err.message}\n{render_table(progress.stages)}"
-    err.summary = (
-        (err.summary or f"### ❌ {err.title}\n\n{err.message}\n")
-        + "\n"
-        + render_markdown(progress.stages, title="Pipeline so far")
+    return f"running the pipeline: stage {name!r} failed; the stages so far:\n{render_table(progress.stages)}"
+
+
+def _add_summary_table(err: TraingateError, progress: Progress) -> None:
+    table = render_markdown(progress.stages, title="Pipeline so far")
+    summary = err.summary or f"### ❌ {err.title}\n\n{err.message}\n" + (
+        f"\n**Next step:** {err.hint}\n" if err.hint else ""
     )
+    if table not in summary:
+        err.summary = f"{summary}\n{table}"
 
 
 def render_table(stages: list[StageRecord]) -> str:
@@ -118,6 +132,54 @@ def render_markdown(stages: list[StageRecord], *, title: str = "traingate run") 
 
 
 # -------------------------------------------------------------------------------------- run
+@dataclass(frozen=True)
+class RunResult:
+    """What one `traingate run` (or one demo round) ended with: the typed value of the step."""
+
+    improved: bool = False
+    run_id: str = ""
+    pr_url: str = ""
+    # Training skipped: the merged dataset is the one @champion was trained on.
+    skipped: bool = False
+    # The gate's outputs (verdict, metric rows, report path) and the pull request's outputs.
+    gate: Mapping[str, Any] = field(default_factory=dict)
+    pr: Mapping[str, Any] = field(default_factory=dict)
+
+    def outputs(self) -> dict[str, Any]:
+        """Exactly the outputs `run` (and `demo`) declare in traingate.outputs."""
+        return {"improved": self.improved, "run_id": self.run_id, "pr_url": self.pr_url}
+
+
+@dataclass
+class _Run:
+    """What every phase of one run needs: the config, where it reports, and the GitHub target."""
+
+    cfg: Config
+    progress: Progress
+    actions: ActionsContext
+    token: str | None
+    repo: str | None
+    head: str | None
+    forge_factory: Any = None
+
+
+@dataclass
+class _Trained:
+    """What the train phase hands to the PR phase."""
+
+    run_id: str = ""
+    gated: StepResult | None = None
+
+
+def _improved(gated: StepResult) -> bool:
+    """The gate's verdict, typed. Once the gate returns `StepResult[GateResult]` on main this is
+    `gated.value.improved`; until then its `improved` output (True or "true") is the verdict."""
+    if gated.value is not None:
+        return bool(gated.value.improved)
+    flag = gated.outputs.get("improved")
+    return flag is True or str(flag) == "true"
+
+
 def run_pipeline(
     cfg: Config,
     source: Path | None = None,
@@ -127,40 +189,53 @@ def run_pipeline(
     head: str | None = None,
     progress: Progress | None = None,
     forge_factory: Any = None,
-) -> dict[str, Any]:
-    """The chain; returns {"improved", "run_id", "pr_url", "gate", "train", "pr"}. Raises the
-    failing stage's own error after `infra stop` has run. `forge_factory` goes to `pr create`
-    (tests hand in a forge without rate-limit pauses)."""
+    actions: ActionsContext | None = None,
+) -> RunResult:
+    """The chain. Raises the failing stage's own error after `infra stop` has run.
+    `forge_factory` goes to `pr create` (tests hand in a forge without rate-limit pauses);
+    `actions` is the Actions context the stages get (the CLI's; the demo's is empty)."""
     from traingate.interrupt import interruptible
     from traingate.runlock import run_lock
 
     _preflight_github(token, repo)
     progress = progress if progress is not None else Progress()
+    run = _Run(
+        cfg,
+        progress,
+        actions if actions is not None else ActionsContext(),
+        token=token,
+        repo=repo,
+        head=head,
+        forge_factory=forge_factory,
+    )
     # One run per folder (they share state.json); Ctrl-C/cancel still runs `infra stop`.
     with interruptible(), run_lock(cfg.workspace_dir), explained(progress):
-        return _chain(
-            cfg, source, token=token, repo=repo, head=head, progress=progress, forge_factory=forge_factory
-        )
+        return _chain(run, source)
 
 
-def _chain(
-    cfg: Config,
-    source: Path | None,
-    *,
-    token: str | None,
-    repo: str | None,
-    head: str | None,
-    progress: Progress,
-    forge_factory: Any = None,
-) -> dict[str, Any]:
-    from traingate.data.merge import holds_files
-    from traingate.github.pr import create_step
-    from traingate.infra.stage import start_step, stop_step
-    from traingate.interrupt import note
-    from traingate.state import read_state
-    from traingate.tracking.gate import gate_step
-    from traingate.train.runner import train_step
+def _chain(run: _Run, source: Path | None) -> RunResult:
+    """validate -> merge (or the stored dataset) -> infra start/train/gate/infra stop -> PR."""
+    src = _source_folder(run.cfg, source)
+    _check_data_only(run.cfg, src, run.progress)
+    data = _data_phase(run, src)
+    if isinstance(data, RunResult):
+        return data
+    trained = _train_phase(run)
+    assert trained.gated is not None  # the train phase raised otherwise
+    if not _improved(trained.gated):
+        run.progress.add("pr create", "skipped", "not improved: no pull request")
+        return RunResult(improved=False, run_id=trained.run_id, gate=trained.gated.outputs)
+    pr = _pr_phase(run, data, trained.gated)
+    return RunResult(
+        improved=True,
+        run_id=trained.run_id,
+        pr_url=str(pr.outputs.get("pr_url") or ""),
+        gate=trained.gated.outputs,
+        pr=pr.outputs,
+    )
 
+
+def _source_folder(cfg: Config, source: Path | None) -> Path:
     src = (source if source is not None else cfg.path(cfg.data.incoming)).resolve()
     if source is not None and not src.is_dir():
         # Asked for by name: a typo must not turn into "no new data, train on the stored set".
@@ -169,89 +244,101 @@ def _chain(
             hint=f"pass the folder holding {cfg.data.images}/ and {cfg.data.masks}/, or omit it "
             f"to use data.incoming ({cfg.data.incoming})",
         )
-    _check_data_only(cfg, src, progress)
-    data_report: Path | None = None
+    return src
+
+
+def _data_phase(run: _Run, src: Path) -> Path | RunResult | None:
+    """Validate and merge new data; returns the data report for the PR (None without one), or
+    the whole run's result when the merged data is what @champion was trained on."""
+    from traingate.data.merge import holds_files
+    from traingate.state import read_state
+
+    cfg, progress = run.cfg, run.progress
     # The merge's own test for new data: a lone .gitkeep in incoming/ is not a batch to merge.
     if holds_files(src, cfg.data.ignore):
         run_stage(progress, "validate", lambda: validate_stage(cfg, src))
         merged = run_stage(progress, "merge", lambda: merge_stage(cfg, src, None))
-        data_report = Path(str(merged.outputs["report"]))
         skipped = _skip_same_data(cfg, progress)
-        if skipped is not None:
-            return skipped
-    else:
-        progress.add("validate", "skipped", f"no new data in {src}: training on the stored dataset")
-        progress.add("merge", "skipped", "nothing to merge")
-        saved = read_state(cfg.workspace_dir).data_report
-        if isinstance(saved, str) and Path(saved).is_file():
-            data_report = Path(saved)
+        return skipped if skipped is not None else Path(str(merged.outputs["report"]))
+    progress.add("validate", "skipped", f"no new data in {src}: training on the stored dataset")
+    progress.add("merge", "skipped", "nothing to merge")
+    saved = read_state(cfg.workspace_dir).data_report
+    if isinstance(saved, str) and Path(saved).is_file():
+        return Path(saved)
+    return None
 
+
+def _train_phase(run: _Run) -> _Trained:
+    """infra start -> train -> gate, then infra stop always (field report 5)."""
+    from traingate.infra.stage import start_step
+    from traingate.tracking.gate import gate_step
+    from traingate.train.runner import train_step
+
+    cfg, progress = run.cfg, run.progress
     started = run_stage(progress, "infra start", lambda: start_step(cfg, holder=None))
     holder = str(started.outputs.get("holder") or "") or None
-    outcome: dict[str, Any] = {"improved": False, "run_id": "", "pr_url": ""}
-    failure: TraingateError | None = None
-    interrupted: KeyboardInterrupt | None = None
+    trained = _Trained()
+    failure: TraingateError | KeyboardInterrupt | None = None
     try:
-        trained = run_stage(
+        result = run_stage(
             progress, "train", lambda: train_step(cfg, attach=None, pull=True, with_gate=False)
         )
-        run_id = str(trained.outputs["run_id"])
-        outcome["run_id"] = run_id
-        outcome["train"] = trained.outputs
-        gated = run_stage(progress, "gate", lambda: gate_step(cfg, run_id=run_id, promote=True))
-        outcome["gate"] = gated.outputs
-        outcome["improved"] = (
-            gated.outputs.get("improved") is True or str(gated.outputs.get("improved")) == "true"
-        )
-    except TraingateError as err:
+        run_id = trained.run_id = str(result.outputs["run_id"])
+        trained.gated = run_stage(progress, "gate", lambda: gate_step(cfg, run_id=run_id, promote=True))
+    except (TraingateError, KeyboardInterrupt) as err:
         failure = err
         raise
-    except KeyboardInterrupt as err:
-        interrupted = err
-        raise
     finally:
-        # Always give the instance back; a stop failure must not hide the first failure.
-        try:
-            run_stage(progress, "infra stop", lambda: stop_step(cfg, holder=holder, wait=True, force=False))
-            if interrupted is not None:
-                note(interrupted, f"released the infra lease (holder {holder or cfg.project})")
-        except TraingateError as stop_err:
-            if interrupted is not None:
-                note(interrupted, f"infra stop failed ({stop_err.message}): run `traingate infra stop`")
-            elif failure is None:
-                raise
-            else:
-                failure.message += f"\nalso, infra stop failed: {stop_err.message}"
-                failure.hint = (failure.hint or "") + "; then run `traingate infra stop` (or `infra reap`)"
+        _stop_infra(run, holder, failure)
+    return trained
 
-    if not outcome["improved"]:
-        progress.add("pr create", "skipped", "not improved: no pull request")
-        return outcome
-    gate_report = Path(str(outcome["gate"]["report"])) if outcome["gate"].get("report") else None
+
+def _stop_infra(run: _Run, holder: str | None, failure: TraingateError | KeyboardInterrupt | None) -> None:
+    """Always give the instance back; a stop failure must not hide the first failure."""
+    from traingate.infra.stage import stop_step
+    from traingate.interrupt import note
+
+    cfg = run.cfg
+    try:
+        run_stage(run.progress, "infra stop", lambda: stop_step(cfg, holder=holder, wait=True, force=False))
+        if isinstance(failure, KeyboardInterrupt):
+            note(failure, f"released the infra lease (holder {holder or cfg.project})")
+    except TraingateError as stop_err:
+        if isinstance(failure, KeyboardInterrupt):
+            note(failure, f"infra stop failed ({stop_err.message}): run `traingate infra stop`")
+        elif failure is None:
+            raise
+        else:
+            failure.message += f"\nalso, infra stop failed: {stop_err.message}"
+            failure.hint = (failure.hint or "") + "; then run `traingate infra stop` (or `infra reap`)"
+
+
+def _pr_phase(run: _Run, data_report: Path | None, gated: StepResult) -> StepResult:
+    from traingate.github.pr import create_step
+
+    cfg = run.cfg
+    gate_report = Path(str(gated.outputs["report"])) if gated.outputs.get("report") else None
     # Token and repository: both or neither (checked up front): with neither, create_step renders
     # the body only. metrics_log None: create_step reads the workspace's metrics.jsonl if present.
-    pr = run_stage(
-        progress,
+    return run_stage(
+        run.progress,
         "pr create",
         lambda: create_step(
             cfg,
-            token=token,
-            repo=repo,
-            head=head,
+            token=run.token,
+            repo=run.repo,
+            head=run.head,
             base=None,
             data_report=data_report,
             gate_report=gate_report,
             metrics_log=None,
             render_only=False,
-            forge_factory=forge_factory,
+            forge_factory=run.forge_factory,
         ),
     )
-    outcome["pr"] = pr.outputs
-    outcome["pr_url"] = str(pr.outputs.get("pr_url") or "")
-    return outcome
 
 
-def _skip_same_data(cfg: Config, progress: Progress) -> dict[str, Any] | None:
+def _skip_same_data(cfg: Config, progress: Progress) -> RunResult | None:
     """After a merge: the outcome of a run that trains nothing, when the merged dataset is the
     one @champion was trained on (train/same_data.py); here even the instance is not started."""
     from traingate.train.same_data import skip_if_champion_data
@@ -262,7 +349,7 @@ def _skip_same_data(cfg: Config, progress: Progress) -> dict[str, Any] | None:
     for stage in ("infra start", "train", "gate", "infra stop", "pr create"):
         progress.add(stage, "skipped", skipped.message if stage == "train" else "training skipped")
     progress.summaries.append(skipped.summary)
-    return {"improved": False, "run_id": "", "pr_url": "", "skipped": True}
+    return RunResult(improved=False, skipped=True)
 
 
 def _check_data_only(cfg: Config, source: Path, progress: Progress) -> None:
@@ -300,34 +387,38 @@ def run_step(
     cfg: Config,
     source: Path | None = None,
     *,
+    actions: ActionsContext | None = None,
     env: Mapping[str, str] | None = None,
     forge_factory: Any = None,
-) -> StepResult:
-    """`traingate run`: the PR goes to GitHub when GITHUB_TOKEN and GITHUB_REPOSITORY are set,
-    else it is rendered to pr.render_to."""
+) -> StepResult[RunResult]:
+    """`traingate run`: the PR goes to GitHub when GITHUB_TOKEN is set and the Actions context
+    names a repository, else it is rendered to pr.render_to. `actions` is the CLI's context
+    (default: read from `env`); the token is a credential, read from `env` here, where it is used."""
     from traingate.result import StepResult
-
-    env = os.environ if env is None else env
     from traingate.tracking.durable import require_lasting_registry
 
+    env = os.environ if env is None else env
+    actions = actions if actions is not None else ActionsContext.from_env(env)
     require_lasting_registry(cfg, command="run", env=env)
     progress = Progress()
     outcome = run_pipeline(
         cfg,
         source,
         token=env.get("GITHUB_TOKEN") or None,
-        repo=env.get("GITHUB_REPOSITORY") or None,
+        repo=actions.repository or None,
         head=env.get("TRAINGATE_HEAD") or None,
         progress=progress,
         forge_factory=forge_factory,
+        actions=actions,
     )
-    verdict = "improved" if outcome["improved"] else "not improved"
+    verdict = "improved" if outcome.improved else "not improved"
     return StepResult(
-        outputs={"improved": outcome["improved"], "run_id": outcome["run_id"], "pr_url": outcome["pr_url"]},
+        outputs=outcome.outputs(),
         summary="\n".join([render_markdown(progress.stages), *progress.summaries]),
-        message=f"{render_table(progress.stages)}\n\nresult: {verdict} (run {outcome['run_id']})",
-        data={"stages": [s.__dict__ for s in progress.stages], "gate": outcome.get("gate", {})},
+        message=f"{render_table(progress.stages)}\n\nresult: {verdict} (run {outcome.run_id})",
+        data={"stages": [s.__dict__ for s in progress.stages], "gate": dict(outcome.gate)},
         warnings=progress.warnings,
+        value=outcome,
     )
 
 
@@ -347,6 +438,7 @@ def merge_stage(cfg: Config, source: Path, message: str | None) -> StepResult:
 
 __all__ = [
     "Progress",
+    "RunResult",
     "StageRecord",
     "explained",
     "merge_stage",
