@@ -18,6 +18,7 @@ import pytest
 
 from traingate.config import parse_config
 from traingate.doctor import DoctorError, doctor_step, run_checks
+from traingate.gha import ActionsContext
 
 from .fixtures.aws import free_port
 
@@ -75,6 +76,7 @@ def _by_name(checks):
     return {c.name: c for c in checks}
 
 
+IN_ACTIONS = ActionsContext(in_actions=True)
 PATH_WITH_PYTHON = {"PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
 
 
@@ -198,7 +200,7 @@ def test_in_actions_a_remote_on_the_runner_fails(tmp_path: Path, remote: str) ->
     """Issue #11: the runner's disk dies with the job; `data merge` refuses such a remote in
     Actions (exit 2), and doctor says so first. On a developer's machine it is fine."""
     cfg = _cfg(tmp_path, {"store": {"remote": remote}})
-    check = _by_name(run_checks(cfg, env={"GITHUB_ACTIONS": "true"}))["DVC remote"]
+    check = _by_name(run_checks(cfg, env={}, actions=IN_ACTIONS))["DVC remote"]
     assert check.status == "FAIL"
     assert "store.remote" in check.detail and "s3://" in check.fix
     assert _by_name(run_checks(cfg, env={}))["DVC remote"].status != "FAIL"
@@ -212,7 +214,7 @@ def test_git_identity_outside_actions(tmp_path: Path, monkeypatch) -> None:
         monkeypatch.delenv(name, raising=False)
     check = _by_name(run_checks(cfg, env={}))["git repository"]
     assert check.status == "FAIL" and "identity" in check.detail and "user.email" in check.fix
-    assert _by_name(run_checks(cfg, env={"GITHUB_ACTIONS": "true"}))["git repository"].status == "ok"
+    assert _by_name(run_checks(cfg, env={}, actions=IN_ACTIONS))["git repository"].status == "ok"
 
 
 def test_actions_without_token_or_oidc_role_fails(tmp_path: Path, monkeypatch) -> None:
@@ -220,21 +222,20 @@ def test_actions_without_token_or_oidc_role_fails(tmp_path: Path, monkeypatch) -
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     cfg = _cfg(tmp_path, {"infra": {"backend": "ec2", "instance": {"id": "i-0123"}}})
-    checks = _by_name(run_checks(cfg, env={"GITHUB_ACTIONS": "true"}))
+    checks = _by_name(run_checks(cfg, env={}, actions=IN_ACTIONS))
     assert checks["GitHub token"].status == "FAIL"
     assert "secrets.GITHUB_TOKEN" in checks["GitHub token"].fix
     assert checks["AWS credentials"].status == "FAIL"
     assert "role-to-assume" in checks["AWS credentials"].fix
     assert "id-token: write" in checks["AWS credentials"].fix
 
+    # The token is a credential read from the environment; the repository is the Actions context's.
     env = {
-        "GITHUB_ACTIONS": "true",
         "GITHUB_TOKEN": "ghs_x",
-        "GITHUB_REPOSITORY": "o/r",
         "AWS_WEB_IDENTITY_TOKEN_FILE": "/tmp/t",
         "AWS_ROLE_ARN": "arn:aws:iam::1:role/r",
     }
-    checks = _by_name(run_checks(cfg, env=env))
+    checks = _by_name(run_checks(cfg, env=env, actions=ActionsContext(in_actions=True, repository="o/r")))
     assert checks["GitHub token"].status == "ok"
     assert checks["AWS credentials"].status == "ok"
     assert "ghs_x" not in json.dumps([c.__dict__ for c in checks.values()])
@@ -347,4 +348,22 @@ def test_local_file_store_fails_in_ci_and_warns_locally(tmp_path: Path, uri: str
 def test_server_tracking_is_fine_in_ci(tmp_path: Path, http_server) -> None:
     url, _handler = http_server
     cfg = _cfg(tmp_path, {"tracking": {"uri": url}})
-    assert _by_name(run_checks(cfg, env={"GITHUB_ACTIONS": "true"}))["tracking"].status == "ok"
+    assert _by_name(run_checks(cfg, env={}, actions=IN_ACTIONS))["tracking"].status == "ok"
+
+
+def test_the_actions_context_comes_from_the_cli_not_the_environment(tmp_path: Path) -> None:
+    """#13: the checks ask the context they are given; without one, the environment passed in."""
+    cfg = _cfg(tmp_path, {"store": {"remote": "remote"}})
+    outside = _by_name(run_checks(cfg, env={"GITHUB_ACTIONS": "true"}, actions=ActionsContext()))
+    assert outside["DVC remote"].status != "FAIL" and outside["GitHub token"].status == "warn"
+    inside = _by_name(run_checks(cfg, env={"GITHUB_ACTIONS": "true"}))
+    assert inside["DVC remote"].status == "FAIL" and inside["GitHub token"].status == "FAIL"
+
+
+def test_doctor_step_returns_its_typed_result(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, {"train": {"command": f"{sys.executable} train.py"}})
+    (tmp_path / "train.py").write_text("")
+    result = doctor_step(cfg, env=PATH_WITH_PYTHON, actions=ActionsContext())
+    assert result.value is not None and result.value.ok is True
+    assert result.outputs == result.value.outputs() == {"ok": True}
+    assert [c["name"] for c in result.data["checks"]] == [c.name for c in result.value.checks]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from traingate.errors import TraingateError
+from traingate.gha import ActionsContext
 from traingate.locality import is_runner_local
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ def _aws_needed(cfg: Config) -> list[str]:
     return reasons
 
 
-def check_aws_credentials(cfg: Config, env: Mapping[str, str]) -> Check:
+def check_aws_credentials(cfg: Config, env: Mapping[str, str], actions: ActionsContext) -> Check:
     needed = _aws_needed(cfg)
     if not needed:
         return Check("AWS credentials", SKIP, "not needed (local infra backend, no S3 remote)")
@@ -154,11 +155,10 @@ def check_aws_credentials(cfg: Config, env: Mapping[str, str]) -> Check:
         return Check(
             "AWS credentials", OK, f"web identity (OIDC) for role {env['AWS_ROLE_ARN']}; needed for {why}"
         )
-    in_actions = env.get("GITHUB_ACTIONS") == "true"
     fix = (
         "add `aws-actions/configure-aws-credentials` with `role-to-assume` before this step "
         "(the job needs `permissions: id-token: write`)"
-        if in_actions
+        if actions.in_actions
         else "export AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run `aws configure`"
     )
     try:
@@ -191,13 +191,14 @@ def check_aws_credentials(cfg: Config, env: Mapping[str, str]) -> Check:
     return Check("AWS credentials", OK, f"{method}; needed for {why}")
 
 
-def check_github(cfg: Config, env: Mapping[str, str]) -> Check:
+def check_github(cfg: Config, env: Mapping[str, str], actions: ActionsContext) -> Check:
+    # The token is a credential: read from the environment here, where it is checked.
     token = env.get("GITHUB_TOKEN", "")
-    repo = env.get("GITHUB_REPOSITORY", "")
+    repo = actions.repository
     if token and repo:
         return Check("GitHub token", OK, f"GITHUB_TOKEN set; repository {repo}")
     missing = " and ".join(n for n, v in (("GITHUB_TOKEN", token), ("GITHUB_REPOSITORY", repo)) if not v)
-    if env.get("GITHUB_ACTIONS") == "true":
+    if actions.in_actions:
         return Check(
             "GitHub token",
             FAIL,
@@ -214,7 +215,11 @@ def check_github(cfg: Config, env: Mapping[str, str]) -> Check:
 
 
 def check_tracking(
-    cfg: Config, timeout: float, http_get: HttpGet, env: Mapping[str, str] | None = None
+    cfg: Config,
+    timeout: float,
+    http_get: HttpGet,
+    env: Mapping[str, str] | None = None,
+    actions: ActionsContext | None = None,
 ) -> Check:
     """The store answers; and, for a verdict, it outlives the job (issue #12: a runner's SQLite
     file is empty in every job, so every candidate "beat" no champion and was promoted)."""
@@ -229,7 +234,7 @@ def check_tracking(
         "set tracking.uri to an MLflow server that outlives the job (http(s)://... or databricks); "
         "`traingate gate`, `train --gate` and `run` refuse a local store in GitHub Actions"
     )
-    if in_ci(dict(os.environ) if env is None else env):
+    if (actions is not None and actions.in_actions) or in_ci(dict(os.environ) if env is None else env):
         return Check("tracking", FAIL, detail + "; a CI machine loses it with the job", fix)
     return Check("tracking", WARN, detail + "; fine for local runs, not for GitHub Actions", fix)
 
@@ -366,7 +371,7 @@ def _check_s3_remote(cfg: Config, url: str, timeout: float, env: Mapping[str, st
     return Check("DVC remote", OK, f"bucket {bucket!r} reachable" + (f" at {endpoint}" if endpoint else ""))
 
 
-def check_store(cfg: Config, timeout: float, env: Mapping[str, str]) -> Check:
+def check_store(cfg: Config, timeout: float, env: Mapping[str, str], actions: ActionsContext) -> Check:
     if cfg.store.kind.value == "local":
         root = cfg.data_root
         if root.is_dir():
@@ -381,7 +386,7 @@ def check_store(cfg: Config, timeout: float, env: Mapping[str, str]) -> Check:
     url = cfg.store_remote
     if url.startswith("s3://"):
         return _check_s3_remote(cfg, url, timeout, env)
-    if env.get("GITHUB_ACTIONS") == "true" and is_runner_local(url):
+    if actions.in_actions and is_runner_local(url):
         return Check(
             "DVC remote",
             FAIL,
@@ -398,7 +403,7 @@ def check_store(cfg: Config, timeout: float, env: Mapping[str, str]) -> Check:
     return _check_folder_remote(Path(url))
 
 
-def check_git(cfg: Config, env: Mapping[str, str] | None = None) -> Check:
+def check_git(cfg: Config, actions: ActionsContext | None = None) -> Check:
     if cfg.store.kind.value != "dvc":
         return Check("git repository", SKIP, "not needed with store.kind: local")
     from traingate.errors import ConfigError, GitError
@@ -416,7 +421,7 @@ def check_git(cfg: Config, env: Mapping[str, str] | None = None) -> Check:
             "run `git init` (or work in a clone of the repository)",
         )
     top = proc.stdout.strip()
-    if (env or {}).get("GITHUB_ACTIONS") != "true":
+    if actions is None or not actions.in_actions:
         # Outside Actions `data merge` commits the pointer as the user, not as the bot.
         try:
             who = Git(top, author=None).identity()
@@ -487,53 +492,80 @@ def render_markdown(checks: list[Check]) -> str:
 def run_checks(
     cfg: Config,
     *,
+    actions: ActionsContext | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     http_get: HttpGet = _urllib_get,
 ) -> list[Check]:
+    """Every check, in the table's order. `actions` is the CLI's Actions context (default: read
+    from `env`); `env` is still asked for PATH, the AWS credential chain and the GitHub token."""
     env = dict(os.environ) if env is None else env
+    actions = actions if actions is not None else ActionsContext.from_env(env)
     limit = timeout if timeout is not None else min(cfg.tracking.request_timeout_seconds, 10.0)
     return [
         check_config(cfg),
         check_train_command(cfg, env),
-        check_git(cfg, env),
+        check_git(cfg, actions),
         check_infra(cfg),
-        check_aws_credentials(cfg, env),
-        check_github(cfg, env),
-        check_tracking(cfg, limit, http_get, env),
-        check_store(cfg, limit, env),
+        check_aws_credentials(cfg, env, actions),
+        check_github(cfg, env, actions),
+        check_tracking(cfg, limit, http_get, env, actions),
+        check_store(cfg, limit, env, actions),
     ]
+
+
+@dataclass(frozen=True)
+class DoctorResult:
+    """The doctor's typed value: every check; `ok` when none failed (warnings keep exit 0)."""
+
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not any(c.failed for c in self.checks)
+
+    @property
+    def warned(self) -> list[Check]:
+        return [c for c in self.checks if c.status == WARN]
+
+    def outputs(self) -> dict[str, Any]:
+        return {"ok": self.ok}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"checks": [c.__dict__ for c in self.checks]}
 
 
 def doctor_step(
     cfg: Config,
     *,
+    actions: ActionsContext | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     http_get: HttpGet = _urllib_get,
-) -> StepResult:
+) -> StepResult[DoctorResult]:
     from traingate.result import StepResult
 
-    checks = run_checks(cfg, env=env, timeout=timeout, http_get=http_get)
+    checks = run_checks(cfg, actions=actions, env=env, timeout=timeout, http_get=http_get)
+    result = DoctorResult(tuple(checks))
     table = render_table(checks)
     failed = [c for c in checks if c.failed]
-    data: dict[str, Any] = {"checks": [c.__dict__ for c in checks]}
     if failed:
         names = ", ".join(c.name for c in failed)
         raise DoctorError(
             f"{len(failed)} check(s) failed ({names}):\n{table}",
             hint="fix the rows marked FAIL (each says how), then run `traingate doctor` again",
             summary=render_markdown(checks),
-            outputs={"ok": False},
+            outputs=result.outputs(),
         )
-    warned = [c for c in checks if c.status == WARN]
+    warned = result.warned
     return StepResult(
-        outputs={"ok": True},
+        outputs=result.outputs(),
         summary=render_markdown(checks),
         message=table
         + ("\n\nall required checks passed" + (f" ({len(warned)} warning(s))" if warned else "")),
-        data=data,
+        data=result.to_json(),
+        value=result,
     )
 
 
-__all__ = ["Check", "DoctorError", "doctor_step", "render_table", "run_checks"]
+__all__ = ["Check", "DoctorError", "DoctorResult", "doctor_step", "render_table", "run_checks"]
