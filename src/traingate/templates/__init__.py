@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from traingate.errors import UsageError
 from traingate.result import StepResult
@@ -146,6 +147,18 @@ def _plan(target: Path, with_promote: bool) -> list[tuple[Path, Path | None]]:
     return plan
 
 
+@dataclass(frozen=True)
+class InitResult:
+    """What `init` wrote (paths relative to the target) and the repository variables to set."""
+
+    target: Path
+    written: tuple[str, ...]
+    variables: dict[str, str | None]
+
+    def outputs(self) -> dict[str, Any]:
+        return {"written": list(self.written)}
+
+
 def init_step(
     target: Path,
     project: str | None = None,
@@ -159,7 +172,7 @@ def init_step(
     tracking_uri: str | None = None,
     promote_on_merge: bool = False,
     prompt: Prompt | None = None,
-) -> StepResult:
+) -> StepResult[InitResult]:
     """Write the templates and a starter traingate.yml into `target`; refuse to overwrite."""
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target} is not a folder", hint="pass the repository's root folder")
@@ -172,15 +185,42 @@ def init_step(
         "tracking_uri": tracking_uri,
     }
     if interactive:
-        ask = prompt or _stdin_prompt
-        defaults = {"project": target.resolve().name, "region": "us-east-1"}
-        for name, field in _FIELDS.items():
-            if not given[name]:
-                given[name] = ask(field.question, defaults.get(name, "")) or None
+        _ask_missing(given, target, prompt or _stdin_prompt)
     values = {k: _check(_FIELDS[k], v) if v else None for k, v in given.items()}
     name = values["project"] or _check(_FIELDS["project"], _safe_project(target))
 
     plan = _plan(target, promote_on_merge)
+    _refuse_overwrite(target, plan, force)
+    config_text = render_config(
+        name, values["bucket"], values["instance_id"], values["region"], values["tracking_uri"]
+    )
+    written = _write_plan(target, plan, config_text)
+    variables = {
+        "AWS_ROLE_ARN": values["role_arn"],
+        "AWS_REGION": values["region"],
+        "TRAINGATE_INSTANCE_ID": values["instance_id"],
+    }
+    result = InitResult(target, tuple(written), variables)
+    summary = "### traingate init\n\n" + "\n".join(f"- `{w}`" for w in written) + "\n"
+    return StepResult(
+        outputs=result.outputs(),
+        summary=summary,
+        message="\n".join(_next_steps(result, values)),
+        data={"variables": variables},
+        value=result,
+    )
+
+
+def _ask_missing(given: dict[str, str | None], target: Path, ask: Prompt) -> None:
+    """Interactive `init`: ask for every value not given as a flag (empty skips it)."""
+    defaults = {"project": target.resolve().name, "region": "us-east-1"}
+    for name, field in _FIELDS.items():
+        if not given[name]:
+            given[name] = ask(field.question, defaults.get(name, "")) or None
+
+
+def _refuse_overwrite(target: Path, plan: list[tuple[Path, Path | None]], force: bool) -> None:
+    """Every destination is checked before the first file is written: a refusal writes nothing."""
     existing = [dest for dest, _ in plan if dest.exists()]
     if existing and not force:
         listed = ", ".join(str(p.relative_to(target)) for p in existing)
@@ -189,9 +229,8 @@ def init_step(
             hint="move them away, or re-run with --force to replace them",
         )
 
-    config_text = render_config(
-        name, values["bucket"], values["instance_id"], values["region"], values["tracking_uri"]
-    )
+
+def _write_plan(target: Path, plan: list[tuple[Path, Path | None]], config_text: str) -> list[str]:
     written: list[str] = []
     for dest, template in plan:
         text = config_text if template is None else template.read_text(encoding="utf-8")
@@ -205,15 +244,15 @@ def init_step(
                 hint="pass a folder you can write to (the repository's root)",
             ) from None
         written.append(dest.relative_to(target).as_posix())
+    return written
 
-    variables = {
-        "AWS_ROLE_ARN": values["role_arn"],
-        "AWS_REGION": values["region"],
-        "TRAINGATE_INSTANCE_ID": values["instance_id"],
-    }
-    lines = [f"wrote {len(written)} files into {target}:"] + [f"  {w}" for w in written]
+
+def _next_steps(result: InitResult, values: dict[str, str | None]) -> list[str]:
+    """What was written, and what the person still has to do."""
+    lines = [f"wrote {len(result.written)} files into {result.target}:"]
+    lines += [f"  {w}" for w in result.written]
     lines.append("next: set these repository variables (Settings -> Secrets and variables -> Actions):")
-    for var, value in variables.items():
+    for var, value in result.variables.items():
         shown = value or f"<{var.lower().replace('_', '-')}>"
         lines.append(f"  gh variable set {var} --body {shown}")
     if not (values["bucket"] and values["instance_id"]):
@@ -227,13 +266,7 @@ def init_step(
             "MLflow server that outlives the job (re-run with --tracking-uri URL --force, or edit "
             "traingate.yml); `traingate gate` refuses a local store there"
         )
-    summary = "### traingate init\n\n" + "\n".join(f"- `{w}`" for w in written) + "\n"
-    return StepResult(
-        outputs={"written": written},
-        summary=summary,
-        message="\n".join(lines),
-        data={"variables": variables},
-    )
+    return lines
 
 
 def _safe_project(target: Path) -> str:
@@ -241,4 +274,11 @@ def _safe_project(target: Path) -> str:
     return name or "traingate-project"
 
 
-__all__ = ["DEFAULT_WORKFLOWS", "OPTIONAL_WORKFLOWS", "init_step", "render_config", "workflows_source"]
+__all__ = [
+    "DEFAULT_WORKFLOWS",
+    "OPTIONAL_WORKFLOWS",
+    "InitResult",
+    "init_step",
+    "render_config",
+    "workflows_source",
+]
