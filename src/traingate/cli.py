@@ -708,7 +708,7 @@ def run_cmd(opts: Options, source: str | None) -> None:
     def action(cfg: Config) -> StepResult:
         from traingate.pipeline import run_step as pipeline_run
 
-        return pipeline_run(cfg, Path(source) if source else None)
+        return pipeline_run(cfg, Path(source) if source else None, actions=opts.actions)
 
     run_step(opts, action)
 
@@ -787,7 +787,7 @@ def doctor_cmd(opts: Options) -> None:
     def action(cfg: Config) -> StepResult:
         from traingate.doctor import doctor_step
 
-        return doctor_step(cfg)
+        return doctor_step(cfg, actions=opts.actions)
 
     run_step(opts, action)
 

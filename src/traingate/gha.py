@@ -70,10 +70,11 @@ class ActionsContext:
         return self.head_ref or self.ref_name
 
     def run_url(self) -> str:
-        """Link to this workflow run ("" outside Actions)."""
+        """Link to this workflow run, to the attempt when it is a re-run ("" outside Actions)."""
         if not (self.repository and self.run_id):
             return ""
-        return f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
+        attempt = f"/attempts/{self.run_attempt}" if self.run_attempt not in ("", "1") else ""
+        return f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}{attempt}"
 
 
 def in_actions(env: Mapping[str, str] | None = None) -> bool:

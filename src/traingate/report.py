@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -105,16 +104,13 @@ def _signed(value: Any) -> str:
 
 
 def actions_run_url(env: Mapping[str, str] | None = None) -> str:
-    """The URL of the current Actions run, or "" outside Actions."""
-    env = os.environ if env is None else env
-    server = env.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
-    repo = env.get("GITHUB_REPOSITORY", "")
-    run_id = env.get("GITHUB_RUN_ID", "")
-    if not repo or not run_id:
-        return ""
-    attempt = env.get("GITHUB_RUN_ATTEMPT", "")
-    suffix = f"/attempts/{attempt}" if attempt and attempt != "1" else ""
-    return f"{server}/{repo}/actions/runs/{run_id}{suffix}"
+    """The URL of the current Actions run, or "" outside Actions.
+
+    The link is `ActionsContext.run_url()`: code that has the CLI's context calls that. This
+    name stays for the callers still being moved onto the context (#13)."""
+    from traingate.gha import ActionsContext
+
+    return ActionsContext.from_env(env).run_url()
 
 
 def safe_url(url: Any) -> str:
