@@ -17,7 +17,7 @@ from traingate.cli import cli
 from traingate.config import Config
 from traingate.data.manifest import read_pointer
 from traingate.errors import StoreError
-from traingate.train.runner import train_step
+from traingate.pipeline.train import train_step
 
 pytestmark = pytest.mark.slow
 

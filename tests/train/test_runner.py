@@ -19,8 +19,8 @@ from traingate.cli import cli
 from traingate.contracts import TrainJob, TrainOutcome
 from traingate.errors import StoreError, TrackingError, TrainError
 from traingate.interrupt import Interrupted
+from traingate.pipeline.train import train_step
 from traingate.state import read_state
-from traingate.train.runner import train_step
 
 
 def quiet(_line: str) -> None:

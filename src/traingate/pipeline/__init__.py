@@ -157,9 +157,9 @@ def _chain(
     from traingate.github.pr import create_step
     from traingate.infra.stage import start_step, stop_step
     from traingate.interrupt import note
+    from traingate.pipeline.train import train_step
     from traingate.state import read_state
     from traingate.tracking.gate import gate_step
-    from traingate.train.runner import train_step
 
     src = (source if source is not None else cfg.path(cfg.data.incoming)).resolve()
     if source is not None and not src.is_dir():
@@ -253,8 +253,8 @@ def _chain(
 
 def _skip_same_data(cfg: Config, progress: Progress) -> dict[str, Any] | None:
     """After a merge: the outcome of a run that trains nothing, when the merged dataset is the
-    one @champion was trained on (train/same_data.py); here even the instance is not started."""
-    from traingate.train.same_data import skip_if_champion_data
+    one @champion was trained on (pipeline/same_data.py); here even the instance is not started."""
+    from traingate.pipeline.same_data import skip_if_champion_data
 
     skipped = skip_if_champion_data(cfg)
     if skipped is None:
