@@ -36,7 +36,7 @@ STAGES = {
     "data merge": "traingate.data.merge",
     "infra start": "traingate.infra.stage",
     "infra stop": "traingate.infra.stage",
-    "train": "traingate.train.runner",
+    "train": "traingate.pipeline.train",
     "gate": "traingate.tracking.gate",
     "promote": "traingate.tracking.promote",
     "pr create": "traingate.github.pr",

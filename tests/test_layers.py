@@ -127,15 +127,6 @@ KNOWN: frozenset[str] = frozenset(
         "traingate/tracking/promote.py (stage tracking) imports the stage traingate.data.store",
         "traingate/tracking/promote.py (stage tracking) imports the stage traingate.data.trust",
         "traingate/tracking/promote.py (stage tracking) imports the stage traingate.github.forge",
-        "traingate/train/runner.py (stage train) imports the stage traingate.data",
-        "traingate/train/runner.py (stage train) imports the stage traingate.infra.keepalive",
-        "traingate/train/runner.py (stage train) imports the stage traingate.infra.remote",
-        "traingate/train/runner.py (stage train) imports the stage traingate.tracking.durable",
-        "traingate/train/runner.py (stage train) imports the stage traingate.tracking.gate",
-        "traingate/train/runner.py (stage train) imports the stage traingate.tracking.mlflow_client",
-        "traingate/train/runner.py (stage train) imports the stage traingate.tracking.record",
-        "traingate/train/same_data.py (stage train) imports the stage traingate.data",
-        "traingate/train/same_data.py (stage train) imports the stage traingate.tracking.mlflow_client",
     }
 )
 

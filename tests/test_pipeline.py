@@ -404,7 +404,7 @@ def test_an_interrupted_run_whose_infra_stop_fails_still_raises_the_interrupt(pr
     """Ctrl-C during training and then a failing `infra stop`: the interrupt goes up, naming the
     failed stop (it used to become AttributeError: there is no stage failure to append to)."""
     import traingate.infra.stage as infra_stage
-    import traingate.train.runner as runner
+    import traingate.pipeline.train as runner
     from traingate.errors import InfraError
     from traingate.interrupt import Interrupted
 

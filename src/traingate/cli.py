@@ -461,7 +461,7 @@ def train_cmd(
     """Run the training command, check its exit code and metrics, log everything to MLflow."""
 
     def action(cfg: Config) -> StepResult:
-        from traingate.train.runner import train_step
+        from traingate.pipeline.train import train_step
 
         adopted = None
         if data_from:
@@ -470,7 +470,7 @@ def train_cmd(
             adopted = adopt_data_pointers(cfg, data_from)
         result = None
         if skip_same_data and with_gate and not attach:
-            from traingate.train.same_data import skip_if_champion_data
+            from traingate.pipeline.same_data import skip_if_champion_data
 
             result = skip_if_champion_data(_with_tracking_uri(cfg, tracking_uri))
         result = result or train_step(
@@ -479,6 +479,7 @@ def train_cmd(
             pull=not no_pull,
             with_gate=with_gate,
             force_pull=force_pull,
+            actions=opts.actions,
         )
         if adopted is not None:
             result.summary = adopted.summary() + result.summary

@@ -181,8 +181,8 @@ def test_champion_loads_with_pyfunc_and_predicts_masks(
 ) -> None:
     """Issue #12.3: `mlflow.pyfunc.load_model("models:/water-meter-segmentation@champion")`
     failed (the version pointed at a raw folder). Now it loads and segments an (N, H, W, 3) batch."""
+    from traingate.pipeline.train import train_step
     from traingate.tracking.gate import gate_step
-    from traingate.train.runner import train_step
 
     cfg = _example_project(tmp_path)
     trained = train_step(cfg, log=lambda _line: None)

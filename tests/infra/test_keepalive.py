@@ -111,7 +111,7 @@ def test_train_step_on_the_runner_renews_the_lease(
     project: Project, fake_clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`traingate train` with `train.where: runner` renews the holder's lease (local backend)."""
-    from traingate.train.runner import train_step
+    from traingate.pipeline.train import train_step
 
     monkeypatch.setitem(KeepAlive.__init__.__kwdefaults__, "clock", fake_clock)
     cfg = project.config(infra={"ttl_minutes": 60}, train={"env": {"DICE": "0.8", "IOU": "0.7"}})

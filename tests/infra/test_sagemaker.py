@@ -25,7 +25,7 @@ from traingate.infra.aws import override_clients
 from traingate.infra.remote import make_remote_executor
 from traingate.infra.sagemaker import SageMakerChannel
 from traingate.infra.stage import reap_step, start_step, status_step, stop_step
-from traingate.train.runner import train_step
+from traingate.pipeline.train import train_step
 
 LOG: list[str] = []
 ROLE = "arn:aws:iam::123456789012:role/traingate-sagemaker"

@@ -17,9 +17,9 @@ from tests.tracking.helpers import Project, make_run, open_adapter
 from traingate import gha
 from traingate.cli import cli
 from traingate.errors import ConfigError
+from traingate.pipeline.train import train_step
 from traingate.tracking.durable import local_store_kind
 from traingate.tracking.gate import gate_step
-from traingate.train.runner import train_step
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,9 @@ import pytest
 
 from tests.tracking.helpers import Project, make_run, open_adapter
 from traingate.errors import GateError, TrainError
+from traingate.pipeline.train import train_step
 from traingate.tracking.evalset import TAG_EVAL_SET, fingerprint
 from traingate.tracking.gate import gate_step
-from traingate.train.runner import train_step
 
 
 def _write(folder: Path, files: dict[str, bytes]) -> Path:

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from tests.tracking.helpers import Project, open_adapter
+from traingate.pipeline.train import train_step
 from traingate.tracking.gate import gate_step
-from traingate.train.runner import train_step
 
 PYFUNC_SCRIPT = r"""
 import json, os, pathlib, shutil

@@ -17,7 +17,8 @@ from traingate.cli import cli
 from traingate.config import Config
 from traingate.data.manifest import read_pointer
 from traingate.errors import StoreError
-from traingate.train.runner import train_step
+from traingate.gha import ActionsContext
+from traingate.pipeline.train import train_step
 
 pytestmark = pytest.mark.slow
 
@@ -162,8 +163,7 @@ def test_the_run_records_the_checked_out_commit_and_the_pointer_md5(
     p = dvc_project
     pushed = git(p.root, "rev-parse", "HEAD")
     merged = p.commit_version({"images/e.png": "e"}, "data: merge the push")
-    monkeypatch.setenv("GITHUB_SHA", pushed)
-    result = train_step(p.config(), log=quiet)
+    result = train_step(p.config(), log=quiet, actions=ActionsContext(sha=pushed))
     run = open_adapter(p.config()).get_run(result.outputs["run_id"])
     assert run.tags["traingate.git_commit"] == merged
     assert run.tags["mlflow.source.git.commit"] == merged
@@ -172,9 +172,8 @@ def test_the_run_records_the_checked_out_commit_and_the_pointer_md5(
 
 
 def test_without_git_the_run_records_github_sha(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GITHUB_SHA", "0123456789abcdef")
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(project.root.parent))
     cfg = project.config()
-    result = train_step(cfg, log=quiet)
+    result = train_step(cfg, log=quiet, actions=ActionsContext(sha="0123456789abcdef"))
     run = open_adapter(cfg).get_run(result.outputs["run_id"])
     assert run.tags["traingate.git_commit"] == "0123456789abcdef"

@@ -18,9 +18,11 @@ from traingate import gha
 from traingate.cli import cli
 from traingate.contracts import TrainJob, TrainOutcome
 from traingate.errors import StoreError, TrackingError, TrainError
+from traingate.gha import ActionsContext
 from traingate.interrupt import Interrupted
+from traingate.outputs import OUTPUTS, outputs_of
+from traingate.pipeline.train import train_step
 from traingate.state import read_state
-from traingate.train.runner import train_step
 
 
 def quiet(_line: str) -> None:
@@ -36,13 +38,16 @@ def runs_of(cfg: Any) -> list[Any]:
 def test_success_logs_everything_into_the_run_it_created(
     project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("GITHUB_SHA", "0123456789abcdef")
-    monkeypatch.setenv("GITHUB_REF_NAME", "data/20260101-120000")
-    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/meters")
-    monkeypatch.setenv("GITHUB_RUN_ID", "42")
-    monkeypatch.delenv("GITHUB_RUN_ATTEMPT", raising=False)  # a re-run's URL names its attempt
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(project.root.parent))  # no checkout: the sha
+    actions = ActionsContext(
+        in_actions=True,
+        sha="0123456789abcdef",
+        ref_name="data/20260101-120000",
+        repository="acme/meters",
+        run_id="42",
+    )
     cfg = project.config(train={"env": {"DICE": "0.81", "IOU": "0.7", "EPOCHS": "5", "MODE": "mlflow"}})
-    result = train_step(cfg, log=quiet)
+    result = train_step(cfg, log=quiet, actions=actions)
     run_id = result.outputs["run_id"]
     assert result.outputs["metrics"] == {"dice": 0.81, "iou": 0.7}
     tr = open_adapter(cfg)
@@ -115,6 +120,8 @@ def test_glob_artifacts(project: Project) -> None:
     cfg = project.config(train={"artifacts": ["outputs/*.bin"]})
     result = train_step(cfg, log=quiet)
     assert result.outputs["run_id"]
+    assert tuple(result.outputs) == OUTPUTS["train"] and result.value is not None
+    assert result.value.outputs() == result.outputs and result.value.skipped is False
     cfg = project.config(train={"artifacts": ["outputs/*.pt"]})
     with pytest.raises(TrainError, match=r"no file matches the artifact pattern 'outputs/\*.pt'"):
         train_step(cfg, log=quiet)
@@ -143,6 +150,25 @@ def test_a_dataset_that_cannot_be_pulled_stops_before_training(
     # --no-pull skips it (and says the data version is unknown only if it cannot be read).
     monkeypatch.setattr(store, "dataset_version", lambda cfg: "f00d")
     assert train_step(cfg, pull=False, log=quiet).outputs["data_version"] == "f00d"
+
+
+def test_warnings_gathered_before_a_failure_travel_with_the_error(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stage annotates nothing itself: the warnings so far ride on the error (#13)."""
+    from traingate.data import store
+
+    def unreadable(cfg: Any) -> str:
+        raise StoreError("no DVC pointer data/training.dvc")
+
+    monkeypatch.setattr(store, "dataset_version", unreadable)
+    monkeypatch.setattr(gha, "warning", lambda *_a, **_k: pytest.fail("a stage wrote an annotation"))
+    cfg = project.config(train={"env": {"MODE": "fail"}})
+    with pytest.raises(TrainError) as info:
+        train_step(cfg, pull=False, log=quiet)
+    assert "exited with code 3" in info.value.message
+    assert any("could not read the dataset version" in w for w in info.value.warnings)
+    assert [r.info.status for r in runs_of(cfg)] == ["FAILED"]
 
 
 def test_the_pulled_data_version_is_tagged(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,6 +230,9 @@ def test_train_with_gate_merges_outputs(project: Project) -> None:
     assert first.outputs["improved"] is True and first.outputs["baseline"] == "none"
     assert first.outputs["model_version"] == "1"
     assert first.outputs["metrics"] == {"dice": 0.8, "iou": 0.7}
+    assert tuple(first.outputs) == outputs_of("train", gate=True)
+    assert first.value is not None and first.value.run_id == first.outputs["run_id"]
+    assert first.value.gate_outputs is not None and first.value.gate_outputs["improved"] is True
     assert "Quality gate: ✅ improved" in first.summary
     again = train_step(cfg, with_gate=True, log=quiet)
     assert again.outputs["improved"] is False and again.outputs["baseline"] == "1"

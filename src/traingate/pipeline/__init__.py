@@ -271,8 +271,8 @@ def _data_phase(run: _Run, src: Path) -> Path | RunResult | None:
 def _train_phase(run: _Run) -> _Trained:
     """infra start -> train -> gate, then infra stop always (field report 5)."""
     from traingate.infra.stage import start_step
+    from traingate.pipeline.train import train_step
     from traingate.tracking.gate import gate_step
-    from traingate.train.runner import train_step
 
     cfg, progress = run.cfg, run.progress
     started = run_stage(progress, "infra start", lambda: start_step(cfg, holder=None))
@@ -281,7 +281,9 @@ def _train_phase(run: _Run) -> _Trained:
     failure: TraingateError | KeyboardInterrupt | None = None
     try:
         result = run_stage(
-            progress, "train", lambda: train_step(cfg, attach=None, pull=True, with_gate=False)
+            progress,
+            "train",
+            lambda: train_step(cfg, attach=None, pull=True, with_gate=False, actions=run.actions),
         )
         run_id = trained.run_id = str(result.outputs["run_id"])
         trained.gated = run_stage(progress, "gate", lambda: gate_step(cfg, run_id=run_id, promote=True))
@@ -340,8 +342,8 @@ def _pr_phase(run: _Run, data_report: Path | None, gated: StepResult) -> StepRes
 
 def _skip_same_data(cfg: Config, progress: Progress) -> RunResult | None:
     """After a merge: the outcome of a run that trains nothing, when the merged dataset is the
-    one @champion was trained on (train/same_data.py); here even the instance is not started."""
-    from traingate.train.same_data import skip_if_champion_data
+    one @champion was trained on (pipeline/same_data.py); here even the instance is not started."""
+    from traingate.pipeline.same_data import skip_if_champion_data
 
     skipped = skip_if_champion_data(cfg)
     if skipped is None:

@@ -1,23 +1,25 @@
-"""`traingate train`: dataset in place, MLflow run created, command run, results checked and logged.
+"""`traingate train`, the training itself: the run's job built from the config, run by an
+executor, its result checked and logged, the run ended and summarised.
 
 The order matters and every step fails loudly (field reports 1, 2, 5):
-- the tracking server must answer /health before anything is started, so a dead server is a
-  clear error in seconds, not a lost training run;
-- the dataset is pulled before the command (never "using local data" silently);
 - traingate creates the run and hands its id to the command (`MLFLOW_RUN_ID`), so a script that
   logs to MLflow itself logs into this run, never "the latest run";
 - success is the exit code plus a valid metrics file plus the artifacts, never a marker file;
 - the run ends FINISHED only when the step succeeds; any failure after it was created marks it
   FAILED, and the state file forgets the previous run so `gate` cannot gate a stale one.
+
+This module is a stage: it imports the core and itself only. What needs the other stages (the
+dataset pull, the executor on an instance, the lease kept alive, the run's extras recorded in
+tracking, the gate) is composed around it by `traingate.pipeline.train`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,52 +27,132 @@ from traingate import __version__, gha
 from traingate.contracts import DATA_PULL_FAILED, TAG_ARTIFACTS, Executor, LogSink, TrainJob, TrainOutcome
 from traingate.errors import TrackingError, TrainError, TraingateError
 from traingate.git import Git
-from traingate.interrupt import interruptible, note
+from traingate.interrupt import note
 from traingate.metrics import read_final_metrics, read_metrics_log, to_points
-from traingate.report import actions_run_url
+from traingate.outputs import OUTPUTS, outputs_of
 from traingate.result import StepResult
 from traingate.state import atomic_write_json, read_state, reports_dir, update_state
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from traingate.config import Config
     from traingate.contracts import Tracking
+    from traingate.gha import ActionsContext
 
 # Artifacts older than the run by more than this were left by an earlier run.
 _STALE_SLACK_SECONDS = 2.0
 _GLOB_CHARS = frozenset("*?[")
+# The dataset version tag every run created here carries (the same-data skip reads it).
+TAG_DATA_VERSION = "traingate.data_version"
 
 
-def git_info(cfg: Config) -> tuple[str, str]:
+@dataclass(frozen=True)
+class TrainResult:
+    """What `traingate train` hands back: composers read it, the workflow outputs derive from it.
+
+    `skipped`: the dataset is the one @champion was trained on, nothing was trained (no run, no
+    metrics, no report). `gate_outputs`/`gate`: with `--gate` (and on a skip, which is the gate's
+    "not improved"), the gate's outputs beyond train's own, and the gate's typed value.
+    """
+
+    run_id: str = ""
+    experiment_id: str = ""
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    report: str = ""
+    data_version: str = ""
+    skipped: bool = False
+    gate_outputs: Mapping[str, Any] | None = None
+    gate: Any = None
+
+    def outputs(self) -> dict[str, Any]:
+        """Exactly the registry's names (`outputs_of("train", gate=...)`), minus a skip's run."""
+        own: dict[str, Any] = {
+            "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
+            "metrics": dict(self.metrics),
+            "report": self.report,
+            "data_version": self.data_version,
+            "skipped": self.skipped,
+        }
+        if self.skipped:
+            own = {"data_version": self.data_version, "skipped": True}
+        if self.gate_outputs is None:
+            return own
+        # `metrics`, `report` and `run_id` stay the candidate's (train documents `metrics` as its
+        # final metrics); the per-metric comparison is in the gate report and the summary.
+        extra = [n for n in outputs_of("train", gate=True) if n not in OUTPUTS["train"]]
+        return {**own, **{n: self.gate_outputs[n] for n in extra if n in self.gate_outputs}}
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What the composer brings from the other stages: the dataset version (data), the tracking
+    server's environment and artifact location (tracking), and whether the instance pulls the
+    dataset itself."""
+
+    data_version: str
+    tracking_env: Mapping[str, str] = field(default_factory=dict)
+    artifact_location: str | None = None
+    instance_pulls: bool = False
+
+
+@dataclass
+class TrainRun:
+    """The run being trained, handed from phase to phase; `warnings` grows on the way."""
+
+    tracking: Tracking
+    job: TrainJob
+    run_id: str
+    experiment_id: str
+    data_version: str
+    commit: str
+    attach: str | None
+    on_runner: bool
+    started_wall: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def fresh_after(self) -> float | None:
+        """Outputs older than this were left by an earlier run (a new run on the runner only)."""
+        return self.started_wall if self.on_runner and not self.attach else None
+
+
+@dataclass(frozen=True)
+class Trained:
+    """The checked result of the training command, its metrics logged and artifacts uploaded."""
+
+    outcome: TrainOutcome
+    metrics: dict[str, float]
+    batches: int
+    artifacts: list[str]
+
+
+def git_info(cfg: Config, actions: ActionsContext) -> tuple[str, str]:
     """(commit, branch): the commit is the one checked out in train.workdir, the code and the
-    pointer that are actually trained. GITHUB_SHA is the push that started the workflow; after
-    `data merge` committed the pointer, HEAD is a later commit (issue #12 case 7), so the
-    environment is only the fallback when there is no git checkout."""
+    pointer that are actually trained. The Actions sha is the push that started the workflow;
+    after `data merge` committed the pointer, HEAD is a later commit (issue #12 case 7), so the
+    context is only the fallback when there is no git checkout."""
     workdir = cfg.path(cfg.train.workdir)
     commit = Git(workdir if workdir.is_dir() else cfg.base_dir, author=None, timeout=10).fact(
         "rev-parse", "HEAD"
     )
-    commit = commit or os.environ.get("GITHUB_SHA", "")
-    branch = os.environ.get("GITHUB_REF_NAME") or Git(cfg.base_dir, author=None, timeout=10).fact(
+    commit = commit or actions.sha
+    branch = actions.ref_name or Git(cfg.base_dir, author=None, timeout=10).fact(
         "rev-parse", "--abbrev-ref", "HEAD"
     )
     return commit, ("" if branch == "HEAD" else branch)
 
 
-def _data_version(cfg: Config, pull: bool, force_pull: bool = False) -> tuple[str, list[str]]:
-    """Pull (runner) or only read the version; a failed pull stops everything before training.
-    A pull never overwrites local edits of the dataset unless `force_pull` (issue #11 case 4)."""
-    from traingate.data import store
-
-    if pull:
-        with gha.group(f"Pull the dataset {cfg.data.root} from {cfg.store_remote}"):
-            return store.pull_dataset(cfg, force=force_pull), []
-    try:
-        return store.dataset_version(cfg), []
-    except TraingateError as err:
-        return "", [f"could not read the dataset version (tagged as unknown): {err.message}"]
+def actions_run_url(actions: ActionsContext) -> str:
+    """This workflow run's URL, naming the attempt of a re-run ("" outside Actions)."""
+    url = actions.run_url()
+    if url and actions.run_attempt and actions.run_attempt != "1":
+        return f"{url}/attempts/{actions.run_attempt}"
+    return url
 
 
-def _instance_datasets(cfg: Config, workdir: Path) -> list[str]:
+def instance_datasets(cfg: Config, workdir: Path) -> list[str]:
     """The DVC pointers the instance must pull itself, checked before anything is shipped."""
     pointer = cfg.data_root.parent / f"{cfg.data_root.name}.dvc"
     if not pointer.exists():
@@ -90,16 +172,182 @@ def _instance_datasets(cfg: Config, workdir: Path) -> list[str]:
     return [resolved.relative_to(workdir).as_posix()]
 
 
-def _make_executor(cfg: Config) -> Executor:
-    if cfg.train.where == "instance":
-        from traingate.infra.remote import make_remote_executor
+def run_tags(
+    cfg: Config, commit: str, branch: str, data_version: str, actions: ActionsContext
+) -> dict[str, str]:
+    """The tags of a new run (empty values left out)."""
+    tags = {
+        "mlflow.source.git.commit": commit,
+        "traingate.git_commit": commit,
+        "traingate.git_branch": branch,
+        "traingate.actions_run_url": actions_run_url(actions),
+        TAG_DATA_VERSION: data_version or "unknown",
+        "traingate.version": __version__,
+        "traingate.where": str(cfg.train.where),
+    }
+    return {k: v for k, v in tags.items() if v}
 
-        return make_remote_executor(cfg)
-    from traingate.infra.keepalive import RenewingExecutor
-    from traingate.train.local import LocalExecutor
 
-    # Training on the runner renews the lease and the watchdog too (the instance does it itself).
-    return RenewingExecutor(LocalExecutor(), cfg)
+def build_job(
+    cfg: Config, inputs: RunInputs, *, run_id: str, experiment_id: str, commit: str, run_name: str
+) -> TrainJob:
+    """The command to run and what it must produce, with the run it logs into."""
+    workdir = cfg.path(cfg.train.workdir).resolve()
+    env = {
+        **inputs.tracking_env,
+        **cfg.train.env,
+        "MLFLOW_TRACKING_URI": cfg.tracking_uri,
+        "MLFLOW_RUN_ID": run_id,
+        "MLFLOW_EXPERIMENT_ID": experiment_id,
+        "TRAINGATE_DATA_VERSION": inputs.data_version,
+        "TRAINGATE_PARAMS": json.dumps(cfg.train.params),
+    }
+    return TrainJob(
+        datasets=instance_datasets(cfg, workdir) if inputs.instance_pulls else [],
+        command=cfg.train.command,
+        workdir=workdir,
+        env=env,
+        timeout_seconds=cfg.train.timeout_minutes * 60,
+        metrics_file=cfg.train.metrics_file,
+        metrics_log=cfg.train.metrics_log,
+        artifacts=list(cfg.train.artifacts),
+        setup=cfg.train.setup,
+        run_name=run_name,
+        commit=commit,
+        optional_outputs=[cfg.train.params_file, cfg.train.model_dir],
+        checkpoint_url=cfg.train.checkpoint_s3 if cfg.train.where != "runner" else "",
+    )
+
+
+def start_run(
+    cfg: Config,
+    tracking: Tracking,
+    inputs: RunInputs,
+    *,
+    attach: str | None,
+    actions: ActionsContext,
+    wall: Callable[[], float],
+    warnings: list[str],
+) -> TrainRun:
+    """Create the run (or re-attach to the pending one) and build its job."""
+    commit, branch = git_info(cfg, actions)
+    experiment_id = tracking.ensure_experiment(cfg.tracking.experiment, inputs.artifact_location)
+    run_name = f"{cfg.project}-{commit[:8]}" if commit else cfg.project
+    pending = read_state(cfg.workspace_dir).pending_run_id if attach else None
+    if pending:
+        # Re-attaching: the run was created when the job was started; keep logging into it.
+        run_id = tracking.get_run(str(pending)).run_id
+    else:
+        tags = run_tags(cfg, commit, branch, inputs.data_version, actions)
+        run_id = tracking.create_run(experiment_id, run_name, tags).run_id
+    update_state(cfg.workspace_dir, pending_run_id=run_id)
+    job = build_job(cfg, inputs, run_id=run_id, experiment_id=experiment_id, commit=commit, run_name=run_name)
+    return TrainRun(
+        tracking=tracking,
+        job=job,
+        run_id=run_id,
+        experiment_id=experiment_id,
+        data_version=inputs.data_version,
+        commit=commit,
+        attach=attach,
+        on_runner=cfg.train.where == "runner",
+        started_wall=wall(),
+        warnings=warnings,
+    )
+
+
+def run_training(cfg: Config, run: TrainRun, executor: Executor, log: LogSink) -> Trained:
+    """Run the command, check its result, log its metrics and upload its artifacts."""
+    outcome = _execute(run, executor, log)
+    _check_outcome(cfg, run.job, outcome)
+    metrics, batches = _log_metrics(cfg, run, outcome)
+    artifacts = _upload_artifacts(cfg, run, outcome)
+    return Trained(outcome=outcome, metrics=metrics, batches=batches, artifacts=artifacts)
+
+
+def _execute(run: TrainRun, executor: Executor, log: LogSink) -> TrainOutcome:
+    job = run.job
+    if run.on_runner and not run.attach:
+        # A metrics file left by an earlier run must not pass for this run's result.
+        for rel in (job.metrics_file, job.metrics_log):
+            (job.workdir / rel).unlink(missing_ok=True)
+    with gha.group(f"Train: {job.command}"):
+        return executor.attach(run.attach, job, log) if run.attach else executor.run(job, log)
+
+
+def _check_outcome(cfg: Config, job: TrainJob, outcome: TrainOutcome) -> None:
+    if outcome.killed:
+        raise TrainError(
+            f"the training command timed out after {cfg.train.timeout_minutes:g} minutes and was stopped",
+            hint="raise train.timeout_minutes, or make the training faster",
+            summary=_log_tail_summary(outcome),
+        )
+    if outcome.exit_code == DATA_PULL_FAILED and job.datasets:
+        raise TrainError(
+            f"the instance could not pull the dataset {', '.join(job.datasets)} from "
+            f"{cfg.store_remote}; training did not start; last lines:\n{_last_lines(outcome)}",
+            hint="give the instance's role read access to the DVC remote and install dvc there "
+            "(train.setup), or set train.pull_data: false if the instance has the data",
+            summary=_log_tail_summary(outcome),
+        )
+    if outcome.exit_code != 0:
+        raise TrainError(
+            f"the training command exited with code {outcome.exit_code}; last lines:\n{_last_lines(outcome)}",
+            hint="fix the error shown in the log above; the MLflow run is marked FAILED",
+            summary=_log_tail_summary(outcome),
+        )
+
+
+def _log_metrics(cfg: Config, run: TrainRun, outcome: TrainOutcome) -> tuple[dict[str, float], int]:
+    """(final metrics, requests used) after logging the metrics file and the metrics log."""
+    tracking, run_id = run.tracking, run.run_id
+    metrics_path = outcome.outputs_dir / run.job.metrics_file
+    metrics = read_final_metrics(metrics_path)
+    history = read_metrics_log(outcome.outputs_dir / run.job.metrics_log)
+    missing = [m.name for m in cfg.gate.metrics if m.name not in metrics]
+    if missing:
+        run.warnings.append(
+            f"{metrics_path} lacks the gated metric(s) {', '.join(missing)}: the gate will fail"
+        )
+    # A script that logged the same keys itself (into this run) at higher steps would otherwise
+    # shadow metrics.json: MLflow reports the value at the highest step.
+    already = tracking.get_run(run_id).metrics
+    own_steps = [tracking.metric_max_step(run_id, k) for k in metrics if k in already]
+    points = to_points(
+        metrics, history, now_ms=int(time.time() * 1000), min_final_step=max(own_steps, default=0)
+    )
+    return metrics, tracking.log_metrics(run_id, points)
+
+
+def _upload_artifacts(cfg: Config, run: TrainRun, outcome: TrainOutcome) -> list[str]:
+    """The artifacts uploaded to the run (`model/<name>`); best-effort failures become warnings."""
+    paths = _resolve_artifacts(cfg, outcome.outputs_dir)
+    if run.fresh_after is not None:
+        _check_fresh(paths, run.fresh_after)
+    uploaded: list[str] = []
+    for path in paths:
+        try:
+            run.tracking.log_artifact(run.run_id, path, "model")
+            uploaded.append(f"model/{path.name}")
+        except TrackingError as err:
+            if cfg.train.artifacts_policy == "required":
+                raise TrainError(
+                    f"uploading the artifact {path} to the MLflow run failed: {err.message}",
+                    hint="fix the artifact store permissions (e.g. s3:PutObject for the MLflow bucket), "
+                    "or set train.artifacts_policy: best-effort to keep the model locally and go on",
+                ) from err
+            run.warnings.append(
+                f"artifact upload failed, the model is kept only at {path} "
+                f"(train.artifacts_policy: best-effort): {err.message}"
+            )
+    if len(uploaded) < len(paths):
+        # The gate reads this tag: an improved run whose model never reached the artifact store
+        # cannot be registered, and best-effort means "say so loudly and go on", not "fail".
+        try:
+            run.tracking.set_tags(run.run_id, {TAG_ARTIFACTS: "missing"})
+        except TraingateError as err:
+            run.warnings.append(f"could not tag run {run.run_id} with the missing artifacts: {err.message}")
+    return uploaded
 
 
 def _resolve_artifacts(cfg: Config, outputs_dir: Path) -> list[Path]:
@@ -148,303 +396,153 @@ def _log_tail_summary(outcome: TrainOutcome) -> str:
     return "### ❌ Training failed\n\nLast lines of the output:\n\n```text\n" + tail + "\n```\n"
 
 
-def _fail_run(tracking: Tracking, run_id: str, warnings: list[str]) -> None:
-    """Mark the run FAILED and show the warnings gathered so far (the failure's report is never
-    written). Best effort: the original error is what the user needs; a dead server only adds
-    a line."""
-    try:
-        tracking.end_run(run_id, "FAILED")
-    except TraingateError as err:
-        warnings.append(f"could not mark MLflow run {run_id} FAILED: {err.message}")
-    for text in warnings:
-        gha.warning(text)
+def _last_lines(outcome: TrainOutcome, count: int = 10) -> str:
+    return "\n".join(outcome.log_tail.strip().splitlines()[-count:])
 
 
-def _kill_run(tracking: Tracking, run_id: str, workspace: Path, err: KeyboardInterrupt) -> None:
-    """Ctrl-C or the runner's cancel: the executor has stopped the command; the run ends
-    KILLED (MLflow's status for a run stopped from outside), and nothing will re-attach to it."""
+def _log_tail_summary(outcome: TrainOutcome) -> str:
+    tail = outcome.log_tail.strip() or "(no output)"
+    return "### ❌ Training failed\n\nLast lines of the output:\n\n```text\n" + tail + "\n```\n"
+
+
+def fail_run(run: TrainRun, err: BaseException) -> None:
+    """Mark the run FAILED; the warnings gathered so far travel with the error (the failure's
+    report is never written). Best effort: the original error is what the user needs; a dead
+    server only adds a line."""
     try:
-        tracking.end_run(run_id, "KILLED")
-        note(err, f"MLflow run {run_id} marked KILLED")
+        run.tracking.end_run(run.run_id, "FAILED")
     except TraingateError as end_err:
-        note(err, f"could not mark MLflow run {run_id} KILLED ({end_err.message})")
-    update_state(workspace, pending_run_id=None)
-
-
-def train_step(
-    cfg: Config,
-    attach: str | None = None,
-    pull: bool = True,
-    with_gate: bool = False,
-    *,
-    force_pull: bool = False,
-    tracking: Tracking | None = None,
-    executor: Executor | None = None,
-    log: LogSink | None = None,
-    wall: Callable[[], float] = time.time,
-) -> StepResult:
-    from traingate.train.local import default_log_sink
-
-    log = log or default_log_sink()
-    workspace = cfg.workspace_dir
-    if with_gate:
-        from traingate.tracking.durable import require_lasting_registry
-
-        # Before an hour of training, not after: the verdict could not be trusted.
-        require_lasting_registry(cfg, command="train --gate")
-    # Forget the previous candidate first: if this run fails, `gate` must not pick up the last one.
-    update_state(workspace, run_id=None)
-
-    if tracking is None:
-        from traingate.tracking.mlflow_client import open_tracking
-
-        tracking = open_tracking(cfg)
-    tracking.wait_healthy(cfg.tracking.health_timeout_seconds)
-
-    warnings: list[str] = []
-    where_runner = cfg.train.where == "runner"
-    data_version, notes = _data_version(cfg, pull and cfg.train.pull_data and where_runner, force_pull)
-    warnings.extend(notes)
-
-    from traingate.tracking.mlflow_client import artifact_location, mlflow_env
-
-    commit, branch = git_info(cfg)
-    experiment_id = tracking.ensure_experiment(cfg.tracking.experiment, artifact_location(cfg))
-    tags = {
-        "mlflow.source.git.commit": commit,
-        "traingate.git_commit": commit,
-        "traingate.git_branch": branch,
-        "traingate.actions_run_url": actions_run_url(),
-        "traingate.data_version": data_version or "unknown",
-        "traingate.version": __version__,
-        "traingate.where": str(cfg.train.where),
-    }
-    run_name = f"{cfg.project}-{commit[:8]}" if commit else cfg.project
-    pending = read_state(workspace).pending_run_id if attach else None
-    if pending:
-        # Re-attaching: the run was created when the job was started; keep logging into it.
-        run_id = tracking.get_run(str(pending)).run_id
+        run.warnings.append(f"could not mark MLflow run {run.run_id} FAILED: {end_err.message}")
+    if isinstance(err, TraingateError):
+        err.add_warnings(run.warnings)
     else:
-        run_id = tracking.create_run(experiment_id, run_name, {k: v for k, v in tags.items() if v}).run_id
-    update_state(workspace, pending_run_id=run_id)
+        for text in run.warnings:
+            note(err, f"warning: {text}")
 
-    workdir = cfg.path(cfg.train.workdir).resolve()
-    env = {
-        **mlflow_env(cfg.tracking),
-        **cfg.train.env,
-        "MLFLOW_TRACKING_URI": cfg.tracking_uri,
-        "MLFLOW_RUN_ID": run_id,
-        "MLFLOW_EXPERIMENT_ID": experiment_id,
-        "TRAINGATE_DATA_VERSION": data_version,
-        "TRAINGATE_PARAMS": json.dumps(cfg.train.params),
-    }
-    datasets = _instance_datasets(cfg, workdir) if not where_runner and pull and cfg.train.pull_data else []
-    job = TrainJob(
-        datasets=datasets,
-        command=cfg.train.command,
-        workdir=workdir,
-        env=env,
-        timeout_seconds=cfg.train.timeout_minutes * 60,
-        metrics_file=cfg.train.metrics_file,
-        metrics_log=cfg.train.metrics_log,
-        artifacts=list(cfg.train.artifacts),
-        setup=cfg.train.setup,
-        run_name=run_name,
-        commit=commit,
-        optional_outputs=[cfg.train.params_file, cfg.train.model_dir],
-        checkpoint_url=cfg.train.checkpoint_s3 if not where_runner else "",
+
+def stop_run(cfg: Config, run: TrainRun, err: KeyboardInterrupt) -> None:
+    """Ctrl-C or the runner's cancel during training. On the runner the executor has stopped the
+    command: the run ends KILLED (MLflow's status for a run stopped from outside), and nothing
+    will re-attach to it. On an instance the job goes on by design (infra/remote.py) and can be
+    re-attached: the run stays RUNNING."""
+    if not run.on_runner:
+        note(
+            err,
+            f"the training on the instance goes on; MLflow run {run.run_id} stays RUNNING "
+            "(re-attach with `traingate train --attach`, or stop the instance)",
+        )
+        return
+    try:
+        run.tracking.end_run(run.run_id, "KILLED")
+        note(err, f"MLflow run {run.run_id} marked KILLED")
+    except TraingateError as end_err:
+        note(err, f"could not mark MLflow run {run.run_id} KILLED ({end_err.message})")
+    update_state(cfg.workspace_dir, pending_run_id=None)
+
+
+def finish_run(
+    cfg: Config, run: TrainRun, trained: Trained, recorded: Mapping[str, Any]
+) -> StepResult[TrainResult]:
+    """End the run FINISHED, write the train report, remember the candidate for `gate`."""
+    run.tracking.end_run(run.run_id, "FINISHED")
+    run_url = run.tracking.run_url(run.experiment_id, run.run_id)
+    report_path, report = _write_report(cfg, run, trained, recorded, run_url)
+    update_state(cfg.workspace_dir, run_id=run.run_id, pending_run_id=None)
+    value = TrainResult(
+        run_id=run.run_id,
+        experiment_id=run.experiment_id,
+        metrics=trained.metrics,
+        report=str(report_path),
+        data_version=run.data_version,
     )
-    started_wall = wall()
-    try:
-        with interruptible():
-            result = _train_and_log(cfg, tracking, executor, job, attach, log, started_wall, warnings)
-    except KeyboardInterrupt as err:
-        if where_runner:
-            _kill_run(tracking, run_id, workspace, err)
-        else:
-            # Detached by design (infra/remote.py): the job goes on and can be re-attached.
-            note(
-                err,
-                f"the training on the instance goes on; MLflow run {run_id} stays RUNNING "
-                "(re-attach with `traingate train --attach`, or stop the instance)",
-            )
-        raise
-    except BaseException:
-        _fail_run(tracking, run_id, warnings)
-        raise
-    metrics, outcome, batches, artifacts = result
-    from traingate.tracking.record import record_run_extras
+    message = f"training finished: run {run.run_id}, " + ", ".join(
+        f"{k}={v:g}" for k, v in trained.metrics.items()
+    )
+    return StepResult(
+        outputs=value.outputs(),
+        summary=_summary(run, trained, run_url),
+        message=message,
+        warnings=list(run.warnings),
+        data={"report": report},
+        value=value,
+    )
 
-    try:
-        fresh_after = started_wall if where_runner and not attach else None
-        recorded = record_run_extras(cfg, tracking, run_id, experiment_id, outcome, fresh_after, warnings)
-    except BaseException:
-        _fail_run(tracking, run_id, warnings)
-        raise
 
-    tracking.end_run(run_id, "FINISHED")
-    run_url = tracking.run_url(experiment_id, run_id)
-    report_dir = reports_dir(workspace)
+def _write_report(
+    cfg: Config, run: TrainRun, trained: Trained, recorded: Mapping[str, Any], run_url: str
+) -> tuple[Path, dict[str, Any]]:
+    report_dir = reports_dir(cfg.workspace_dir)
     report_path = report_dir / "train-report.json"
-    log_src = outcome.outputs_dir / cfg.train.metrics_log
+    log_src = trained.outcome.outputs_dir / cfg.train.metrics_log
     if log_src.is_file():
         report_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(log_src, report_dir / "metrics.jsonl")
     report = {
-        "run_id": run_id,
-        "experiment_id": experiment_id,
-        "tracking_uri": getattr(tracking, "display_uri", tracking.uri),
+        "run_id": run.run_id,
+        "experiment_id": run.experiment_id,
+        "tracking_uri": getattr(run.tracking, "display_uri", run.tracking.uri),
         "run_url": run_url,
-        "metrics": metrics,
-        "data_version": data_version,
-        "commit": commit,
-        "duration_seconds": round(outcome.duration_seconds, 3),
-        "artifacts": artifacts,
-        "warnings": warnings,
-        "metric_batches": batches,
+        "metrics": trained.metrics,
+        "data_version": run.data_version,
+        "commit": run.commit,
+        "duration_seconds": round(trained.outcome.duration_seconds, 3),
+        "artifacts": trained.artifacts,
+        "warnings": run.warnings,
+        "metric_batches": trained.batches,
         **recorded,
     }
     atomic_write_json(report_path, report)
-    update_state(workspace, run_id=run_id, pending_run_id=None)
+    return report_path, report
 
-    outputs: dict[str, Any] = {
-        "run_id": run_id,
-        "experiment_id": experiment_id,
-        "metrics": metrics,
-        "report": str(report_path),
-        "data_version": data_version,
-        "skipped": False,
-    }
-    summary = _summary(run_id, run_url, metrics, data_version, outcome, batches, artifacts, warnings)
-    message = f"training finished: run {run_id}, " + ", ".join(f"{k}={v:g}" for k, v in metrics.items())
-    result_obj = StepResult(
-        outputs=outputs, summary=summary, message=message, warnings=list(warnings), data={"report": report}
+
+def with_gate(trained: StepResult[TrainResult], gated: StepResult[Any]) -> StepResult[TrainResult]:
+    """`train --gate`: the training's result followed by the gate's (outputs, summary, warnings)."""
+    if trained.value is None:
+        raise TypeError("with_gate needs the training's TrainResult")
+    value = replace(trained.value, gate_outputs=dict(gated.outputs), gate=gated.value)
+    return StepResult(
+        outputs=value.outputs(),
+        summary=trained.summary + "\n" + gated.summary,
+        message=trained.message + "\n" + gated.message,
+        warnings=[*trained.warnings, *gated.warnings],
+        data={**trained.data, "gate": gated.data},
+        value=value,
     )
-    if with_gate:
-        from traingate.tracking.gate import gate_step
-
-        gated = gate_step(cfg, run_id=run_id, promote=True, tracking=tracking)
-        for key, value in gated.outputs.items():
-            # `metrics` stays the candidate's final metrics (a JSON object) as `train` documents
-            # it; the per-metric comparison is in the gate report and the summary.
-            if key not in ("metrics", "report", "run_id"):
-                result_obj.outputs[key] = value
-        result_obj.summary += "\n" + gated.summary
-        result_obj.message += "\n" + gated.message
-        result_obj.warnings.extend(gated.warnings)
-        result_obj.data["gate"] = gated.data
-    return result_obj
 
 
-def _train_and_log(
-    cfg: Config,
-    tracking: Tracking,
-    executor: Executor | None,
-    job: TrainJob,
-    attach: str | None,
-    log: LogSink,
-    started_wall: float,
-    warnings: list[str],
-) -> tuple[dict[str, float], TrainOutcome, int, list[str]]:
-    executor = executor or _make_executor(cfg)
-    run_id = job.env["MLFLOW_RUN_ID"]
-    local_outputs = cfg.train.where == "runner"
-    if local_outputs and not attach:
-        # A metrics file left by an earlier run must not pass for this run's result.
-        for rel in (job.metrics_file, job.metrics_log):
-            (job.workdir / rel).unlink(missing_ok=True)
-    with gha.group(f"Train: {job.command}"):
-        outcome = executor.attach(attach, job, log) if attach else executor.run(job, log)
-    if outcome.killed:
-        raise TrainError(
-            f"the training command timed out after {cfg.train.timeout_minutes:g} minutes and was stopped",
-            hint="raise train.timeout_minutes, or make the training faster",
-            summary=_log_tail_summary(outcome),
-        )
-    if outcome.exit_code == DATA_PULL_FAILED and job.datasets:
-        raise TrainError(
-            f"the instance could not pull the dataset {', '.join(job.datasets)} from "
-            f"{cfg.store_remote}; training did not start; last lines:\n{_last_lines(outcome)}",
-            hint="give the instance's role read access to the DVC remote and install dvc there "
-            "(train.setup), or set train.pull_data: false if the instance has the data",
-            summary=_log_tail_summary(outcome),
-        )
-    if outcome.exit_code != 0:
-        raise TrainError(
-            f"the training command exited with code {outcome.exit_code}; last lines:\n{_last_lines(outcome)}",
-            hint="fix the error shown in the log above; the MLflow run is marked FAILED",
-            summary=_log_tail_summary(outcome),
-        )
-    metrics_path = outcome.outputs_dir / job.metrics_file
-    metrics = read_final_metrics(metrics_path)
-    history = read_metrics_log(outcome.outputs_dir / job.metrics_log)
-    missing = [m.name for m in cfg.gate.metrics if m.name not in metrics]
-    if missing:
-        warnings.append(f"{metrics_path} lacks the gated metric(s) {', '.join(missing)}: the gate will fail")
-    # A script that logged the same keys itself (into this run) at higher steps would otherwise
-    # shadow metrics.json: MLflow reports the value at the highest step.
-    already = tracking.get_run(run_id).metrics
-    own_steps = [tracking.metric_max_step(run_id, k) for k in metrics if k in already]
-    points = to_points(
-        metrics, history, now_ms=int(time.time() * 1000), min_final_step=max(own_steps, default=0)
-    )
-    batches = tracking.log_metrics(run_id, points)
-
-    paths = _resolve_artifacts(cfg, outcome.outputs_dir)
-    if local_outputs and not attach:
-        _check_fresh(paths, started_wall)
-    uploaded: list[str] = []
-    for path in paths:
-        try:
-            tracking.log_artifact(run_id, path, "model")
-            uploaded.append(f"model/{path.name}")
-        except TrackingError as err:
-            if cfg.train.artifacts_policy == "required":
-                raise TrainError(
-                    f"uploading the artifact {path} to the MLflow run failed: {err.message}",
-                    hint="fix the artifact store permissions (e.g. s3:PutObject for the MLflow bucket), "
-                    "or set train.artifacts_policy: best-effort to keep the model locally and go on",
-                ) from err
-            warnings.append(
-                f"artifact upload failed, the model is kept only at {path} "
-                f"(train.artifacts_policy: best-effort): {err.message}"
-            )
-    if len(uploaded) < len(paths):
-        # The gate reads this tag: an improved run whose model never reached the artifact store
-        # cannot be registered, and best-effort means "say so loudly and go on", not "fail".
-        try:
-            tracking.set_tags(run_id, {TAG_ARTIFACTS: "missing"})
-        except TraingateError as err:
-            warnings.append(f"could not tag run {run_id} with the missing artifacts: {err.message}")
-    return metrics, outcome, batches, uploaded
-
-
-def _summary(
-    run_id: str,
-    run_url: str,
-    metrics: dict[str, float],
-    data_version: str,
-    outcome: TrainOutcome,
-    batches: int,
-    artifacts: list[str],
-    warnings: list[str],
-) -> str:
-    run_ref = f"[`{run_id}`]({run_url})" if run_url else f"`{run_id}`"
+def _summary(run: TrainRun, trained: Trained, run_url: str) -> str:
+    run_ref = f"[`{run.run_id}`]({run_url})" if run_url else f"`{run.run_id}`"
+    seconds = trained.outcome.duration_seconds
     lines = [
         "### ✅ Training finished",
         "",
-        f"Run {run_ref} · data `{data_version or 'unknown'}` · {outcome.duration_seconds:.0f} s · "
-        f"metrics logged in {batches} request(s)",
+        f"Run {run_ref} · data `{run.data_version or 'unknown'}` · {seconds:.0f} s · "
+        f"metrics logged in {trained.batches} request(s)",
         "",
         "| metric | value |",
         "|---|---|",
     ]
-    lines += [f"| {k} | {v:.6g} |" for k, v in metrics.items()]
-    if artifacts:
-        lines += ["", "Artifacts: " + ", ".join(f"`{a}`" for a in artifacts)]
-    for text in warnings:
+    lines += [f"| {k} | {v:.6g} |" for k, v in trained.metrics.items()]
+    if trained.artifacts:
+        lines += ["", "Artifacts: " + ", ".join(f"`{a}`" for a in trained.artifacts)]
+    for text in run.warnings:
         lines += ["", f"> ⚠️ {text}"]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["git_info", "train_step"]
+__all__ = [
+    "TAG_DATA_VERSION",
+    "RunInputs",
+    "TrainResult",
+    "TrainRun",
+    "Trained",
+    "build_job",
+    "fail_run",
+    "finish_run",
+    "git_info",
+    "instance_datasets",
+    "run_training",
+    "start_run",
+    "stop_run",
+    "with_gate",
+]
