@@ -12,7 +12,8 @@ import responses
 
 from tests.github.conftest import GATE_REPORT, FakeGitHub
 from traingate.errors import CredentialsError, GitHubError, UsageError
-from traingate.github.pr import create_step
+from traingate.gha import ActionsContext
+from traingate.pipeline.pr import create_step
 from traingate.report import GITHUB_BODY_LIMIT
 from traingate.state import read_state
 
@@ -36,8 +37,8 @@ def _create(cfg: Any, factory: Any, **kw: Any) -> Any:
         "metrics_log": None,
     }
     args.update(kw)
-    env = args.pop("env", ENV)
-    return create_step(cfg, forge_factory=factory, env=env, **args)
+    actions = ActionsContext.from_env(args.pop("env", ENV))
+    return create_step(cfg, forge_factory=factory, actions=actions, **args)
 
 
 def test_creates_pr_posts_status_and_labels(
@@ -267,14 +268,21 @@ def test_github_enterprise_via_github_api_url(workspace: Any, monkeypatch: pytes
     cfg, _ = workspace
     from traingate.github.forge import PyGithubForge
 
-    monkeypatch.setenv("GITHUB_API_URL", "https://ghe.example.com/api/v3")
+    made: list[str] = []
+
+    def make_forge(token: str, repo: str, *, base_url: str) -> PyGithubForge:
+        made.append(base_url)
+        return PyGithubForge(
+            token, repo, base_url=base_url, seconds_between_requests=0, seconds_between_writes=0
+        )
+
+    # The default forge (no factory handed in) takes its API URL from the Actions context.
+    monkeypatch.setattr("traingate.github.forge.make_forge", make_forge)
+    env = dict(ENV, GITHUB_API_URL="https://ghe.example.com/api/v3")
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         fake = FakeGitHub(rsps, api="https://ghe.example.com:443/api/v3")
-
-        def factory(token: str, repo: str) -> PyGithubForge:
-            return PyGithubForge(token, repo, seconds_between_requests=0, seconds_between_writes=0)
-
-        result = _create(cfg, factory)
+        result = _create(cfg, None, env=env)
+    assert made == ["https://ghe.example.com/api/v3"]
     assert result.outputs["operation"] == "created"
     assert fake.statuses and fake.log[1][1] == "/api/v3/repos/o/r/pulls"
     assert fake.log[0][1].startswith("/api/v3/repos/o/r/compare/main...")

@@ -154,9 +154,9 @@ def _chain(
     forge_factory: Any = None,
 ) -> dict[str, Any]:
     from traingate.data.merge import holds_files
-    from traingate.github.pr import create_step
     from traingate.infra.stage import start_step, stop_step
     from traingate.interrupt import note
+    from traingate.pipeline.pr import create_step
     from traingate.state import read_state
     from traingate.tracking.gate import gate_step
     from traingate.train.runner import train_step
