@@ -37,6 +37,8 @@ def test_enables_automerge_with_the_gated_head_sha(
     result = _automerge(cfg, forge_factory)
 
     assert result.outputs == {"pr_number": 1, "merge_state": "auto_merge_enabled", "method": "squash"}
+    assert result.value is not None and result.value.outputs() == result.outputs
+    assert result.value.url == "https://github.com/o/r/pull/1" and result.value.merged_sha == ""
     [call] = fake_github.graphql
     assert "mutation" in call["query"] and "enablePullRequestAutoMerge" in call["query"]
     assert call["variables"] == {

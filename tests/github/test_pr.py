@@ -13,6 +13,7 @@ import responses
 from tests.github.conftest import GATE_REPORT, FakeGitHub
 from traingate.errors import CredentialsError, GitHubError, UsageError
 from traingate.gha import ActionsContext
+from traingate.github.pr import PrResult
 from traingate.pipeline.pr import create_step
 from traingate.report import GITHUB_BODY_LIMIT
 from traingate.state import read_state
@@ -65,6 +66,17 @@ def test_creates_pr_posts_status_and_labels(
     assert read_state(cfg.workspace_dir).pr_number == 1
     # compare (the PR's diff holds data only), list, create, status, labels
     assert [m for m, _ in fake_github.log] == ["GET", "GET", "POST", "POST", "POST"]
+    # The typed value the outputs are derived from (what a composer reads).
+    assert result.value == PrResult(
+        operation="created",
+        body_path=Path(result.outputs["body_path"]),
+        title=pr["title"],
+        number=1,
+        url="https://github.com/o/r/pull/1",
+        head_sha=fake_github.branches[HEAD],
+        status="success",
+    )
+    assert result.outputs == result.value.outputs()
 
 
 def test_body_has_counts_checks_metric_table_links_and_mermaid(
@@ -337,12 +349,14 @@ def test_refuses_a_pr_whose_diff_changes_more_than_data(
     """Issue #11 case 3: the PR an auto-merge would land carries data pointers only."""
     from traingate.errors import UntrustedChangeError
 
-    cfg, _ = workspace
+    cfg, reports = workspace
     fake_github.changed[HEAD] = changed
+    (reports / "data-report.json").unlink()  # a warning gathered before the refusal
     with pytest.raises(UntrustedChangeError) as info:
         _create(cfg, forge_factory)
     err = info.value
     assert err.exit_code == 1 and err.code == "untrusted_change"
+    assert any("no data report" in w for w in err.warnings)  # it survives the error
     assert named in err.message and "main" in err.message
     assert fake_github.pulls == {} and fake_github.statuses == []
     assert [p for _, p in fake_github.log] == [fake_github.log[0][1]]  # only the compare

@@ -67,6 +67,7 @@ def test_comment_created_then_updated_on_rerun(
     assert "| `missing_mask` | `images/a\\|b.jpg` | no masks/a\\|b.png |" in body
     assert "`non_binary_mask`" in body and "https://github.com/o/r/actions/runs/5" in body
     assert first.outputs["comment_url"].endswith(f"#commitcomment-{cid}")
+    assert first.value.sha == SHA and first.value.outputs() == first.outputs
 
     FAILED_REPORT_2 = dict(FAILED_REPORT, errors=FAILED_REPORT["errors"][:1])
     path.write_text(json.dumps(FAILED_REPORT_2))
