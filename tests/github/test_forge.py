@@ -105,3 +105,17 @@ def test_read_file_at_a_commit(fake_github: FakeGitHub, forge_factory: Any, slee
     assert len(sleeps) == 1
     assert forge.read_file("data/training.dvc", "a" * 40) is None
     assert forge.read_file("data/other.dvc", sha) is None
+
+
+def test_typed_results_write_exactly_the_declared_outputs(tmp_path: Any) -> None:
+    """The PR stages' outputs are derived from their dataclasses: one place to match the registry."""
+    from traingate.github.automerge import AutomergeResult
+    from traingate.github.pr import PrResult
+    from traingate.github.status import CommentResult
+    from traingate.outputs import OUTPUTS
+
+    pr = PrResult(operation="rendered", body_path=tmp_path / "pr.md")
+    assert tuple(pr.outputs()) == OUTPUTS["pr create"] and pr.outputs()["pr_number"] == ""
+    merged = AutomergeResult(merge_state="off", method="off")
+    assert tuple(merged.outputs()) == OUTPUTS["pr automerge"]
+    assert tuple(CommentResult(url="u", operation="created", sha="s").outputs()) == OUTPUTS["pr comment"]
