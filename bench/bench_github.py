@@ -82,9 +82,10 @@ def bench_requests() -> None:
     from tests.github.conftest import DATA_REPORT, GATE_REPORT, FakeGitHub
 
     from traingate.config import parse_config
+    from traingate.gha import ActionsContext
     from traingate.github.automerge import automerge_step
     from traingate.github.forge import PyGithubForge
-    from traingate.github.pr import create_step
+    from traingate.pipeline.pr import create_step
 
     def factory(token: str, repo: str) -> PyGithubForge:
         return PyGithubForge(token, repo, seconds_between_requests=0, seconds_between_writes=0)
@@ -96,7 +97,7 @@ def bench_requests() -> None:
         reports.mkdir(parents=True)
         (reports / "gate-report.json").write_text(json.dumps(GATE_REPORT))
         (reports / "data-report.json").write_text(json.dumps(DATA_REPORT))
-        env = {"GITHUB_REPOSITORY": "o/r", "GITHUB_REF_NAME": "data/20240501-101500"}
+        actions = ActionsContext(repository="o/r", ref_name="data/20240501-101500")
         create: dict[str, Any] = dict(
             token="t", repo=None, head=None, base=None, data_report=None, gate_report=None, metrics_log=None
         )
@@ -109,16 +110,21 @@ def bench_requests() -> None:
                 fn()
                 counts[name] = [f"{m} {p.split('/o/r', 1)[-1] or p}" for m, p in fake.log[before:]]
 
-            run("pr create (created)", lambda: create_step(cfg, forge_factory=factory, env=env, **create))
-            run("pr create (updated)", lambda: create_step(cfg, forge_factory=factory, env=env, **create))
+            def create_pr() -> Any:
+                return create_step(cfg, forge_factory=factory, actions=actions, **create)
+
+            run("pr create (created)", create_pr)
+            run("pr create (updated)", create_pr)
             run(
                 "pr automerge (scheduled)",
-                lambda: automerge_step(cfg, forge_factory=factory, env=env, **auto),
+                lambda: automerge_step(cfg, forge_factory=factory, actions=actions, **auto),
             )
             fake.pulls[1].update(mergeable_state="clean", auto_merge=None)
             run(
                 "pr automerge (clean, merged)",
-                lambda: automerge_step(cfg, forge_factory=factory, env=env, **dict(auto, delete_branch=True)),
+                lambda: automerge_step(
+                    cfg, forge_factory=factory, actions=actions, **dict(auto, delete_branch=True)
+                ),
             )
     print("GitHub requests per command (real PyGithub against the tests' fake):")
     for name, calls in counts.items():

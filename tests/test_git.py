@@ -183,11 +183,16 @@ def test_push_failure_that_is_not_a_rejection_is_reported(tmp_path: Path) -> Non
     assert "permissions" in (info.value.hint or "")
 
 
-def test_detached_head_uses_actions_ref(remote: Path, tmp_path: Path, monkeypatch) -> None:
+def test_detached_head_uses_the_fallback_the_caller_gives(remote: Path, tmp_path: Path, monkeypatch) -> None:
     a = clone(remote, tmp_path / "a")
     git(a, "checkout", "-q", "--detach")
     g = Git(a)
     with pytest.raises(GitError, match="detached"):
         g.current_branch()
+    # The environment is not read: the caller passes the Actions context's branch.
     monkeypatch.setenv("GITHUB_REF_NAME", "data/2024-01-01")
-    assert g.current_branch() == "data/2024-01-01"
+    with pytest.raises(GitError, match="detached"):
+        g.current_branch()
+    assert g.current_branch(fallback="data/2024-01-01") == "data/2024-01-01"
+    git(a, "checkout", "-q", "main")
+    assert g.current_branch(fallback="data/2024-01-01") == "main"

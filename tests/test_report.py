@@ -185,7 +185,7 @@ def test_load_json_report_errors(tmp_path: Path) -> None:
         report.load_json_report(bad, "gate report")
 
 
-def test_actions_run_url() -> None:
+def test_run_url() -> None:
     from traingate.gha import ActionsContext
 
     ctx = ActionsContext(repository="o/r", run_id="9", server_url="https://ghe.example.com")
@@ -194,11 +194,9 @@ def test_actions_run_url() -> None:
     rerun = ActionsContext(repository="o/r", run_id="9", run_attempt="2")
     assert rerun.run_url().endswith("/runs/9/attempts/2")
     assert ActionsContext().run_url() == ""
-    # The old name reads the same context from an environment (callers still moving onto it).
+    # From an environment (the CLI builds it once): a trailing slash on the server is dropped.
     env = {"GITHUB_REPOSITORY": "o/r", "GITHUB_RUN_ID": "9", "GITHUB_SERVER_URL": "https://ghe.example.com/"}
-    assert report.actions_run_url(env) == "https://ghe.example.com/o/r/actions/runs/9"
-    assert report.actions_run_url(dict(env, GITHUB_RUN_ATTEMPT="2")).endswith("/runs/9/attempts/2")
-    assert report.actions_run_url({}) == ""
+    assert ActionsContext.from_env(env).run_url() == "https://ghe.example.com/o/r/actions/runs/9"
 
 
 def test_validation_comment_has_marker_and_next_step() -> None:

@@ -622,7 +622,7 @@ def pr_create(
     gha.mask(token)
 
     def action(cfg: Config) -> StepResult:
-        from traingate.github.pr import create_step
+        from traingate.pipeline.pr import create_step
 
         return create_step(
             cfg,
@@ -634,6 +634,7 @@ def pr_create(
             gate_report=Path(gate_report) if gate_report else None,
             metrics_log=Path(metrics_log) if metrics_log else None,
             render_only=render_only,
+            actions=opts.actions,
         )
 
     run_step(opts, action)
@@ -671,7 +672,13 @@ def pr_automerge(
         from traingate.github.automerge import automerge_step
 
         return automerge_step(
-            cfg, token=token, repo=repo, pr_number=pr_number, method=method, delete_branch=delete_branch
+            cfg,
+            token=token,
+            repo=repo,
+            pr_number=pr_number,
+            method=method,
+            delete_branch=delete_branch,
+            actions=opts.actions,
         )
 
     run_step(opts, action)
@@ -693,7 +700,12 @@ def pr_comment(
         from traingate.github.status import comment_step
 
         return comment_step(
-            cfg, token=token, repo=repo, sha=sha, report=Path(report_path) if report_path else None
+            cfg,
+            token=token,
+            repo=repo,
+            sha=sha,
+            report=Path(report_path) if report_path else None,
+            actions=opts.actions,
         )
 
     run_step(opts, action)

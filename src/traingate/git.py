@@ -150,15 +150,14 @@ class Git:
     def head_sha(self) -> str:
         return self.out("rev-parse", "HEAD")
 
-    def current_branch(self) -> str:
-        """The checked-out branch; in Actions a detached checkout falls back to $GITHUB_HEAD_REF /
-        $GITHUB_REF_NAME, because `actions/checkout` of a SHA leaves HEAD detached."""
+    def current_branch(self, fallback: str = "") -> str:
+        """The checked-out branch, else `fallback`: in Actions the caller passes the run's branch
+        (`ActionsContext.branch`), because `actions/checkout` of a SHA leaves HEAD detached."""
         proc = self.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
         if proc.returncode == 0 and proc.stdout.strip():
             return proc.stdout.strip()
-        for var in ("GITHUB_HEAD_REF", "GITHUB_REF_NAME"):
-            if os.environ.get(var):
-                return os.environ[var]
+        if fallback:
+            return fallback
         raise GitError(
             f"HEAD is detached in {self.repo_dir} and no branch was given",
             hint="check out a branch (actions/checkout with `ref:`) or pass the branch explicitly",

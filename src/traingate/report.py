@@ -43,7 +43,6 @@ __all__ = [
     "GITHUB_BODY_LIMIT",
     "PR_BODY_MARKER",
     "VALIDATION_COMMENT_MARKER",
-    "actions_run_url",
     "cap_body",
     "code_span",
     "escape_cell",
@@ -101,16 +100,6 @@ def _signed(value: Any) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return ("+" if value > 0 else "") + format_number(value)
     return format_number(value)
-
-
-def actions_run_url(env: Mapping[str, str] | None = None) -> str:
-    """The URL of the current Actions run, or "" outside Actions.
-
-    The link is `ActionsContext.run_url()`: code that has the CLI's context calls that. This
-    name stays for the callers still being moved onto the context (#13)."""
-    from traingate.gha import ActionsContext
-
-    return ActionsContext.from_env(env).run_url()
 
 
 def safe_url(url: Any) -> str:
@@ -509,38 +498,14 @@ def render_pr_body(
     When the body would exceed `limit`, the data tables shrink to 10 rows first, then the learning
     curves go, and only then is the text cut, so the metric table (what a reviewer merges on) stays.
     """
-    gated = [str(m.get("name")) for m in gate_report.get("metrics") or [] if isinstance(m, Mapping)]
-    # At the top: cap_body cuts the tail, never the marker promotion reads.
-    marker = render_promotion_marker(gate_report)
 
     def build(with_curves: bool, errors_cap: int) -> str:
-        parts = [PR_BODY_MARKER, *([marker] if marker else []), "## traingate: the model improved", ""]
-        links = []
-        mlflow_url = safe_url(gate_report.get("run_url"))
-        if mlflow_url:
-            links.append(f"[MLflow run]({mlflow_url})")
-        elif gate_report.get("candidate_run_id"):
-            links.append(f"MLflow run {code_span(gate_report['candidate_run_id'])}")
-        actions_url = safe_url(run_url)
-        if actions_url:
-            links.append(f"[Actions run]({actions_url})")
-        if links:
-            parts += [" · ".join(links), ""]
-        parts.append(render_gate_markdown(gate_report))
-        if data_report:
-            parts.append(render_data_markdown(data_report, max_errors=errors_cap))
-        else:
-            parts += [
-                "### Data",
-                "",
-                "No data report was given (`--data-report`); this run retrained on the stored dataset.",
-                "",
-            ]
-        curves = render_learning_curves(metrics_rows, metrics=gated) if with_curves else ""
-        if curves:
-            parts += ["### Learning curves", "", curves]
-        elif metrics_rows and not with_curves:
-            parts += ["### Learning curves", "", "Left out to stay within GitHub's body limit.", ""]
+        parts = [
+            *_pr_head(gate_report, run_url),
+            render_gate_markdown(gate_report),
+            *_pr_data(data_report, errors_cap),
+            *_pr_curves(gate_report, metrics_rows, with_curves),
+        ]
         if skipped_metric_lines:
             parts.append(
                 f"> {skipped_metric_lines} line(s) of metrics.jsonl were not JSON objects and were skipped.\n"
@@ -558,3 +523,46 @@ def render_pr_body(
     if len(body) > limit:
         body = build(False, min(max_errors, 10))
     return cap_body(body, limit)
+
+
+def _pr_head(gate_report: Mapping[str, Any], run_url: str) -> list[str]:
+    """The markers, the heading and the links to the MLflow and Actions runs."""
+    # At the top: cap_body cuts the tail, never the marker promotion reads.
+    marker = render_promotion_marker(gate_report)
+    parts = [PR_BODY_MARKER, *([marker] if marker else []), "## traingate: the model improved", ""]
+    links = []
+    mlflow_url = safe_url(gate_report.get("run_url"))
+    if mlflow_url:
+        links.append(f"[MLflow run]({mlflow_url})")
+    elif gate_report.get("candidate_run_id"):
+        links.append(f"MLflow run {code_span(gate_report['candidate_run_id'])}")
+    actions_url = safe_url(run_url)
+    if actions_url:
+        links.append(f"[Actions run]({actions_url})")
+    if links:
+        parts += [" · ".join(links), ""]
+    return parts
+
+
+def _pr_data(data_report: Mapping[str, Any] | None, errors_cap: int) -> list[str]:
+    if data_report:
+        return [render_data_markdown(data_report, max_errors=errors_cap)]
+    return [
+        "### Data",
+        "",
+        "No data report was given (`--data-report`); this run retrained on the stored dataset.",
+        "",
+    ]
+
+
+def _pr_curves(
+    gate_report: Mapping[str, Any], metrics_rows: Sequence[Mapping[str, Any]], with_curves: bool
+) -> list[str]:
+    """The gated metrics' learning curves, or a line saying they were left out for the limit."""
+    gated = [str(m.get("name")) for m in gate_report.get("metrics") or [] if isinstance(m, Mapping)]
+    curves = render_learning_curves(metrics_rows, metrics=gated) if with_curves else ""
+    if curves:
+        return ["### Learning curves", "", curves]
+    if metrics_rows and not with_curves:
+        return ["### Learning curves", "", "Left out to stay within GitHub's body limit.", ""]
+    return []

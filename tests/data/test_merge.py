@@ -401,7 +401,7 @@ def test_failed_merge_posts_comment_when_asked(project: Project, make_pair: Make
     with pytest.raises(DataError):
         merge_step(project.cfg, comment=True, token="t0ken", sleep=lambda _s: None)
     token, _repo, _sha, report = calls[0]["args"]
-    assert len(calls) == 1 and token == "t0ken" and calls[0]["env"]["GITHUB_REPOSITORY"] == "o/r"
+    assert len(calls) == 1 and token == "t0ken" and calls[0]["actions"].repository == "o/r"
     assert Path(report).exists()
     with pytest.raises(DataError):
         merge_step(project.cfg, comment=False, sleep=lambda _s: None)

@@ -9,11 +9,12 @@ import responses
 
 from tests.github.conftest import FakeGitHub
 from traingate.errors import CredentialsError, GitHubError, UsageError
+from traingate.gha import ActionsContext
 from traingate.github.automerge import automerge_step
 from traingate.state import update_state
 
 HEAD = "data/20240501-101500"
-ENV = {"GITHUB_REPOSITORY": "o/r"}
+ACTIONS = ActionsContext(repository="o/r")
 
 
 def _automerge(cfg: Any, factory: Any, **kw: Any) -> Any:
@@ -25,7 +26,7 @@ def _automerge(cfg: Any, factory: Any, **kw: Any) -> Any:
         "delete_branch": None,
     }
     args.update(kw)
-    return automerge_step(cfg, forge_factory=factory, env=ENV, **args)
+    return automerge_step(cfg, forge_factory=factory, actions=ACTIONS, **args)
 
 
 def test_enables_automerge_with_the_gated_head_sha(
@@ -36,6 +37,8 @@ def test_enables_automerge_with_the_gated_head_sha(
     result = _automerge(cfg, forge_factory)
 
     assert result.outputs == {"pr_number": 1, "merge_state": "auto_merge_enabled", "method": "squash"}
+    assert result.value is not None and result.value.outputs() == result.outputs
+    assert result.value.url == "https://github.com/o/r/pull/1" and result.value.merged_sha == ""
     [call] = fake_github.graphql
     assert "mutation" in call["query"] and "enablePullRequestAutoMerge" in call["query"]
     assert call["variables"] == {

@@ -38,9 +38,7 @@ def _outputs(tmp_path: Path) -> dict[str, str]:
 def github(fake_github: FakeGitHub, forge_factory: Any, monkeypatch: pytest.MonkeyPatch) -> FakeGitHub:
     """The fake GitHub, with every `pr` command's forge made by `forge_factory`."""
     # No throttling and a recorded sleep; the forge is still the real PyGithub one.
-    monkeypatch.setattr("traingate.github.pr.make_forge", forge_factory)
-    monkeypatch.setattr("traingate.github.automerge.make_forge", forge_factory)
-    monkeypatch.setattr("traingate.github.status.make_forge", forge_factory)
+    monkeypatch.setattr("traingate.github.forge.make_forge", forge_factory)
     return fake_github
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from tests.github.conftest import FakeGitHub
 from traingate.errors import CredentialsError, GitHubError, UsageError
-from traingate.github.forge import api_url, classify_automerge_refusal, resolve_repo
+from traingate.gha import ActionsContext
+from traingate.github.forge import classify_automerge_refusal, resolve_repo
 
 
 def test_dropped_connection_is_retried(
@@ -70,13 +71,20 @@ def test_classify_automerge_refusal(message: str, reason: str) -> None:
     assert classify_automerge_refusal(message) == reason
 
 
-def test_repo_and_api_url_resolution() -> None:
+def test_repo_resolution_and_run_link() -> None:
+    assert resolve_repo(None, ActionsContext(repository="o/r")) == "o/r"
+    assert resolve_repo("a/b", ActionsContext(repository="o/r")) == "a/b"
+    assert resolve_repo(None, ActionsContext()) is None
+    assert resolve_repo(None) is None  # no context: nothing is guessed from the environment
+    # A mapping is read as an environment (tracking/promote.py still passes one).
     assert resolve_repo(None, {"GITHUB_REPOSITORY": "o/r"}) == "o/r"
-    assert resolve_repo(None, {}) is None
     with pytest.raises(UsageError, match="owner/name"):
-        resolve_repo("o/r; rm -rf /", {})
-    assert api_url({}) == "https://api.github.com"
-    assert api_url({"GITHUB_API_URL": "https://ghe.example.com/api/v3/"}) == "https://ghe.example.com/api/v3"
+        resolve_repo("o/r; rm -rf /", ActionsContext())
+    where = {"server_url": "https://ghe.example.com", "repository": "o/r", "run_id": "9"}
+    assert ActionsContext(**where).run_url() == "https://ghe.example.com/o/r/actions/runs/9"
+    again = ActionsContext(**where, run_attempt="2")
+    assert again.run_url().endswith("/runs/9/attempts/2")
+    assert ActionsContext().run_url() == ""
 
 
 def test_head_branch_not_on_github(fake_github: FakeGitHub, forge_factory: Any) -> None:
@@ -97,3 +105,17 @@ def test_read_file_at_a_commit(fake_github: FakeGitHub, forge_factory: Any, slee
     assert len(sleeps) == 1
     assert forge.read_file("data/training.dvc", "a" * 40) is None
     assert forge.read_file("data/other.dvc", sha) is None
+
+
+def test_typed_results_write_exactly_the_declared_outputs(tmp_path: Any) -> None:
+    """The PR stages' outputs are derived from their dataclasses: one place to match the registry."""
+    from traingate.github.automerge import AutomergeResult
+    from traingate.github.pr import PrResult
+    from traingate.github.status import CommentResult
+    from traingate.outputs import OUTPUTS
+
+    pr = PrResult(operation="rendered", body_path=tmp_path / "pr.md")
+    assert tuple(pr.outputs()) == OUTPUTS["pr create"] and pr.outputs()["pr_number"] == ""
+    merged = AutomergeResult(merge_state="off", method="off")
+    assert tuple(merged.outputs()) == OUTPUTS["pr automerge"]
+    assert tuple(CommentResult(url="u", operation="created", sha="s").outputs()) == OUTPUTS["pr comment"]

@@ -12,7 +12,9 @@ import responses
 
 from tests.github.conftest import GATE_REPORT, FakeGitHub
 from traingate.errors import CredentialsError, GitHubError, UsageError
-from traingate.github.pr import create_step
+from traingate.gha import ActionsContext
+from traingate.github.pr import PrResult
+from traingate.pipeline.pr import create_step
 from traingate.report import GITHUB_BODY_LIMIT
 from traingate.state import read_state
 
@@ -36,8 +38,8 @@ def _create(cfg: Any, factory: Any, **kw: Any) -> Any:
         "metrics_log": None,
     }
     args.update(kw)
-    env = args.pop("env", ENV)
-    return create_step(cfg, forge_factory=factory, env=env, **args)
+    actions = ActionsContext.from_env(args.pop("env", ENV))
+    return create_step(cfg, forge_factory=factory, actions=actions, **args)
 
 
 def test_creates_pr_posts_status_and_labels(
@@ -64,6 +66,17 @@ def test_creates_pr_posts_status_and_labels(
     assert read_state(cfg.workspace_dir).pr_number == 1
     # compare (the PR's diff holds data only), list, create, status, labels
     assert [m for m, _ in fake_github.log] == ["GET", "GET", "POST", "POST", "POST"]
+    # The typed value the outputs are derived from (what a composer reads).
+    assert result.value == PrResult(
+        operation="created",
+        body_path=Path(result.outputs["body_path"]),
+        title=pr["title"],
+        number=1,
+        url="https://github.com/o/r/pull/1",
+        head_sha=fake_github.branches[HEAD],
+        status="success",
+    )
+    assert result.outputs == result.value.outputs()
 
 
 def test_body_has_counts_checks_metric_table_links_and_mermaid(
@@ -267,14 +280,21 @@ def test_github_enterprise_via_github_api_url(workspace: Any, monkeypatch: pytes
     cfg, _ = workspace
     from traingate.github.forge import PyGithubForge
 
-    monkeypatch.setenv("GITHUB_API_URL", "https://ghe.example.com/api/v3")
+    made: list[str] = []
+
+    def make_forge(token: str, repo: str, *, base_url: str) -> PyGithubForge:
+        made.append(base_url)
+        return PyGithubForge(
+            token, repo, base_url=base_url, seconds_between_requests=0, seconds_between_writes=0
+        )
+
+    # The default forge (no factory handed in) takes its API URL from the Actions context.
+    monkeypatch.setattr("traingate.github.forge.make_forge", make_forge)
+    env = dict(ENV, GITHUB_API_URL="https://ghe.example.com/api/v3")
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         fake = FakeGitHub(rsps, api="https://ghe.example.com:443/api/v3")
-
-        def factory(token: str, repo: str) -> PyGithubForge:
-            return PyGithubForge(token, repo, seconds_between_requests=0, seconds_between_writes=0)
-
-        result = _create(cfg, factory)
+        result = _create(cfg, None, env=env)
+    assert made == ["https://ghe.example.com/api/v3"]
     assert result.outputs["operation"] == "created"
     assert fake.statuses and fake.log[1][1] == "/api/v3/repos/o/r/pulls"
     assert fake.log[0][1].startswith("/api/v3/repos/o/r/compare/main...")
@@ -329,12 +349,14 @@ def test_refuses_a_pr_whose_diff_changes_more_than_data(
     """Issue #11 case 3: the PR an auto-merge would land carries data pointers only."""
     from traingate.errors import UntrustedChangeError
 
-    cfg, _ = workspace
+    cfg, reports = workspace
     fake_github.changed[HEAD] = changed
+    (reports / "data-report.json").unlink()  # a warning gathered before the refusal
     with pytest.raises(UntrustedChangeError) as info:
         _create(cfg, forge_factory)
     err = info.value
     assert err.exit_code == 1 and err.code == "untrusted_change"
+    assert any("no data report" in w for w in err.warnings)  # it survives the error
     assert named in err.message and "main" in err.message
     assert fake_github.pulls == {} and fake_github.statuses == []
     assert [p for _, p in fake_github.log] == [fake_github.log[0][1]]  # only the compare

@@ -9,6 +9,7 @@ import pytest
 
 from tests.github.conftest import GATE_REPORT, FakeGitHub
 from traingate.errors import UsageError
+from traingate.gha import ActionsContext
 from traingate.github.status import comment_step, gate_status_description, post_gate_status
 from traingate.report import VALIDATION_COMMENT_MARKER
 
@@ -44,9 +45,9 @@ def test_first_model_description() -> None:
 
 
 def _comment(cfg: Any, factory: Any, path: Any, **kw: Any) -> Any:
-    env = {"GITHUB_REPOSITORY": "o/r", "GITHUB_SHA": SHA, "GITHUB_RUN_ID": "5"}
+    actions = ActionsContext(repository="o/r", sha=SHA, run_id="5")
     return comment_step(
-        cfg, kw.pop("token", "t"), None, kw.pop("sha", None), path, forge_factory=factory, env=env
+        cfg, kw.pop("token", "t"), None, kw.pop("sha", None), path, forge_factory=factory, actions=actions
     )
 
 
@@ -66,6 +67,7 @@ def test_comment_created_then_updated_on_rerun(
     assert "| `missing_mask` | `images/a\\|b.jpg` | no masks/a\\|b.png |" in body
     assert "`non_binary_mask`" in body and "https://github.com/o/r/actions/runs/5" in body
     assert first.outputs["comment_url"].endswith(f"#commitcomment-{cid}")
+    assert first.value.sha == SHA and first.value.outputs() == first.outputs
 
     FAILED_REPORT_2 = dict(FAILED_REPORT, errors=FAILED_REPORT["errors"][:1])
     path.write_text(json.dumps(FAILED_REPORT_2))
@@ -104,13 +106,13 @@ def test_errors_capped_with_and_n_more(fake_github: FakeGitHub, forge_factory: A
 def test_comment_needs_sha_repo_and_report(workspace: Any) -> None:
     cfg, reports = workspace
     with pytest.raises(UsageError, match="GITHUB_SHA"):
-        comment_step(cfg, "t", "o/r", None, None, env={})
+        comment_step(cfg, "t", "o/r", None, None, actions=ActionsContext())
     with pytest.raises(UsageError, match="GITHUB_REPOSITORY"):
-        comment_step(cfg, "t", None, SHA, None, env={})
+        comment_step(cfg, "t", None, SHA, None, actions=ActionsContext())
     from traingate.errors import GitHubError
 
     with pytest.raises(GitHubError, match="data report not found"):
-        comment_step(cfg, "t", "o/r", SHA, reports / "nope.json", env={})
+        comment_step(cfg, "t", "o/r", SHA, reports / "nope.json", actions=ActionsContext())
 
 
 def test_comment_validation_failure_never_raises(

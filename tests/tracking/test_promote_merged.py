@@ -17,8 +17,9 @@ from tests.tracking.helpers import Project, make_run, open_adapter
 from traingate import report as reports
 from traingate.config import Config
 from traingate.errors import GateError
+from traingate.gha import ActionsContext
 from traingate.github.automerge import automerge_step
-from traingate.github.pr import create_step
+from traingate.pipeline.pr import create_step
 from traingate.tracking.gate import gate_step
 from traingate.tracking.promote import (
     LABEL_PROMOTED,
@@ -53,7 +54,9 @@ def _gated_prs(project: Project, fake: FakeGitHub, factory: Any, dices: list[flo
         run_id = make_run(tr, cfg, {"dice": dice, "iou": dice - 0.1})
         tr.set_tags(run_id, {"traingate.data_version": _md5(i)})
         gate_step(cfg, run_id=run_id, tracking=tr)
-        create_step(cfg, "t", "o/r", branch, None, None, None, None, forge_factory=factory, env={})
+        create_step(
+            cfg, "t", "o/r", branch, None, None, None, None, forge_factory=factory, actions=ActionsContext()
+        )
     return cfg
 
 
@@ -140,7 +143,9 @@ def test_automerge_that_merged_directly_then_promotes_that_pr(
 ) -> None:
     cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82])
     fake_github.pulls[1]["mergeable_state"] = "clean"  # nothing to wait for: merged directly
-    merged = automerge_step(cfg, "t", "o/r", 1, None, None, forge_factory=forge_factory, env={})
+    merged = automerge_step(
+        cfg, "t", "o/r", 1, None, None, forge_factory=forge_factory, actions=ActionsContext()
+    )
     assert merged.outputs["merge_state"] == "merged"
     _reconcile(cfg, forge_factory, pr_number=1)
     assert open_adapter(cfg).get_aliases(MODEL) == {"champion": "1", "challenger": "2"}

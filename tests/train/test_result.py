@@ -8,7 +8,7 @@ import pytest
 
 from traingate.gha import ActionsContext
 from traingate.outputs import OUTPUTS, outputs_of
-from traingate.train.runner import TrainResult, actions_run_url
+from traingate.train.runner import TrainResult
 
 
 def test_the_outputs_are_exactly_the_registrys() -> None:
@@ -32,10 +32,10 @@ def test_a_skip_writes_no_run_and_the_gates_not_improved() -> None:
 
 def test_the_run_url_comes_from_the_actions_context_and_names_a_rerun() -> None:
     actions = ActionsContext(repository="acme/meters", run_id="42")
-    assert actions_run_url(actions) == "https://github.com/acme/meters/actions/runs/42"
+    assert actions.run_url() == "https://github.com/acme/meters/actions/runs/42"
     rerun = ActionsContext(repository="acme/meters", run_id="42", run_attempt="2")
-    assert actions_run_url(rerun) == "https://github.com/acme/meters/actions/runs/42/attempts/2"
-    assert actions_run_url(ActionsContext()) == ""
+    assert rerun.run_url() == "https://github.com/acme/meters/actions/runs/42/attempts/2"
+    assert ActionsContext().run_url() == ""
 
 
 def test_git_info_falls_back_to_the_context_without_a_checkout(

@@ -118,17 +118,18 @@ def test_docs_declare_the_values() -> None:
 
 # ------------------------------------------------------------------ the code paths
 def _pr_paths(fake: FakeGitHub, factory: Any, cfg: Any, reports: Path) -> list[tuple[str, Any]]:
+    from traingate.gha import ActionsContext
     from traingate.github.automerge import automerge_step
-    from traingate.github.pr import create_step
     from traingate.github.status import comment_step
+    from traingate.pipeline.pr import create_step
 
-    env = {"GITHUB_REPOSITORY": "o/r", "GITHUB_REF_NAME": "data/20240501-101500", "GITHUB_SHA": "f" * 40}
+    actions = ActionsContext(repository="o/r", ref_name="data/20240501-101500", sha="f" * 40)
     out: list[tuple[str, Any]] = []
 
     def create(**kw: Any) -> Any:
         args = {"token": "t", "repo": None, "head": None, "base": None, "data_report": None}
         args |= {"gate_report": None, "metrics_log": None, **kw}
-        return create_step(cfg, forge_factory=factory, env=kw.pop("env", env), **args)
+        return create_step(cfg, forge_factory=factory, actions=actions, **args)
 
     out.append(("pr create", create(render_only=True)))  # rendered
     out.append(("pr create", create()))  # created
@@ -136,7 +137,9 @@ def _pr_paths(fake: FakeGitHub, factory: Any, cfg: Any, reports: Path) -> list[t
     out.append(("pr create", create(head="main")))  # skipped: the base branch itself
 
     def automerge(number: int | None, method: str | None = None) -> Any:
-        return automerge_step(cfg, "t", "o/r", number, method, None, forge_factory=factory, env={})
+        return automerge_step(
+            cfg, "t", "o/r", number, method, None, forge_factory=factory, actions=ActionsContext()
+        )
 
     out.append(("pr automerge", automerge(1, "off")))
     out.append(("pr automerge", automerge(1)))  # auto_merge_enabled (squash)
@@ -149,7 +152,8 @@ def _pr_paths(fake: FakeGitHub, factory: Any, cfg: Any, reports: Path) -> list[t
     failed = reports / "failed.json"
     failed.write_text(json.dumps({"status": "fail", "counts": {}, "errors": [], "warnings": []}))
     for _ in range(2):  # created, then updated on the re-run
-        out.append(("pr comment", comment_step(cfg, "t", None, None, failed, forge_factory=factory, env=env)))
+        posted = comment_step(cfg, "t", None, None, failed, forge_factory=factory, actions=actions)
+        out.append(("pr comment", posted))
     return out
 
 

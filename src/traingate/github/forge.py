@@ -12,15 +12,15 @@ one budget, not two nested ones.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from traingate.errors import CredentialsError, GitHubError, UsageError
+from traingate.gha import ActionsContext
 
 if TYPE_CHECKING:
     from github.PullRequest import PullRequest
@@ -141,9 +141,22 @@ ForgeFactory = Callable[[str, str], Forge]
 
 
 # ------------------------------------------------------------------------------ resolution
-def resolve_repo(repo: str | None, env: dict[str, str] | None = None) -> str | None:
-    env = dict(os.environ) if env is None else env
-    value = (repo or env.get("GITHUB_REPOSITORY") or "").strip()
+def _context(actions: ActionsContext | Mapping[str, str] | None) -> ActionsContext:
+    """The Actions context a caller gave; none means "not in Actions" (nothing is guessed).
+
+    A mapping is read as an environment: tracking/promote.py still hands one in (#13 moves it to
+    the context); stages that take `actions:` pass the context the CLI built.
+    """
+    if actions is None:
+        return ActionsContext()
+    if isinstance(actions, ActionsContext):
+        return actions
+    return ActionsContext.from_env(actions)
+
+
+def resolve_repo(repo: str | None, actions: ActionsContext | Mapping[str, str] | None = None) -> str | None:
+    """`--repo`, else the repository of the Actions run, else None; always owner/name."""
+    value = (repo or _context(actions).repository or "").strip()
     if not value:
         return None
     if not _REPO_RE.match(value):
@@ -154,16 +167,12 @@ def resolve_repo(repo: str | None, env: dict[str, str] | None = None) -> str | N
     return value
 
 
-def api_url(env: dict[str, str] | None = None) -> str:
-    """GitHub Enterprise Server sets GITHUB_API_URL (https://HOST/api/v3) on its runners."""
-    env = dict(os.environ) if env is None else env
-    return (env.get("GITHUB_API_URL") or DEFAULT_API_URL).rstrip("/")
-
-
-def require_repo(repo: str | None, env: dict[str, str] | None = None, *, purpose: str = "") -> str:
+def require_repo(
+    repo: str | None, actions: ActionsContext | Mapping[str, str] | None = None, *, purpose: str = ""
+) -> str:
     """`resolve_repo`, or UsageError when neither --repo nor GITHUB_REPOSITORY names one;
     `purpose` completes "no repository ..." ("to comment in")."""
-    value = resolve_repo(repo, env)
+    value = resolve_repo(repo, actions)
     if not value:
         raise UsageError(
             f"no repository{' ' + purpose if purpose else ''}: --repo was not given and "
@@ -171,6 +180,14 @@ def require_repo(repo: str | None, env: dict[str, str] | None = None, *, purpose
             hint="run inside GitHub Actions or pass --repo owner/name",
         )
     return value
+
+
+def open_forge(token: str, repo: str, actions: ActionsContext, factory: ForgeFactory | None = None) -> Forge:
+    """The forge for `repo`: `factory(token, repo)` when a test hands one in, else PyGithub on the
+    run's API URL (GitHub Enterprise Server sets GITHUB_API_URL, https://HOST/api/v3)."""
+    if factory is not None:
+        return factory(token, repo)
+    return make_forge(token, repo, base_url=actions.api_url)
 
 
 def require_token(token: str | None, repo: str) -> str:
@@ -306,7 +323,7 @@ class PyGithubForge:
         self._rand = rand
         self._gh = Github(
             auth=Auth.Token(token),
-            base_url=(base_url or api_url()).rstrip("/"),
+            base_url=(base_url or DEFAULT_API_URL).rstrip("/"),
             retry=0,
             timeout=timeout,
             seconds_between_requests=seconds_between_requests,
@@ -568,4 +585,8 @@ def _is_github_exception(exc: BaseException) -> bool:
 
 
 def make_forge(token: str, repo: str, **kwargs: Any) -> PyGithubForge:
+    if kwargs.get("base_url") is None:
+        # tracking/promote.py calls make_forge(token, repo) without the context (#13 moves it):
+        # it still reaches GitHub Enterprise through the environment until it passes `api_url`.
+        kwargs["base_url"] = ActionsContext.from_env().api_url
     return PyGithubForge(token, repo, **kwargs)

@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from traingate import report as reports
 from traingate.errors import GitHubError, TraingateError, UsageError
-from traingate.github.forge import CommentInfo, Forge, ForgeFactory, make_forge, require_repo, require_token
+from traingate.gha import ActionsContext
+from traingate.github.forge import (
+    CommentInfo,
+    Forge,
+    ForgeFactory,
+    open_forge,
+    require_repo,
+    require_token,
+)
 from traingate.result import StepResult
 from traingate.state import reports_dir
 
@@ -65,6 +74,18 @@ def post_validation_comment(forge: Forge, sha: str, body: str) -> tuple[CommentI
     return forge.create_commit_comment(sha, body), "created"
 
 
+@dataclass(frozen=True)
+class CommentResult:
+    """What `pr comment` did: the comment on `sha`, created or (on a re-run) updated."""
+
+    url: str
+    operation: str  # created | updated
+    sha: str
+
+    def outputs(self) -> dict[str, Any]:
+        return {"comment_url": self.url, "operation": self.operation}
+
+
 def comment_step(
     cfg: Config,
     token: str | None,
@@ -72,38 +93,43 @@ def comment_step(
     sha: str | None,
     report: Path | None,
     *,
+    actions: ActionsContext,
     forge_factory: ForgeFactory | None = None,
-    env: Mapping[str, str] | None = None,
-) -> StepResult:
+) -> StepResult[CommentResult]:
     """`traingate pr comment`: post the validation errors of a failed `data merge` on the commit."""
-    env = dict(os.environ) if env is None else dict(env)
-    repo_name = require_repo(repo, env, purpose="to comment in")
-    sha = sha or env.get("GITHUB_SHA")
+    repo_name = require_repo(repo, actions, purpose="to comment in")
+    sha = sha or actions.sha
     if not sha:
         raise UsageError(
             "no commit to comment on: --sha was not given and GITHUB_SHA is not set",
             hint="pass --sha with the commit of the data push",
         )
     token = require_token(token, repo_name)
+    data_report = reports.load_json_report(_validation_report(cfg, report), "data report")
+    body = reports.render_validation_comment(
+        data_report, max_errors=cfg.data.max_errors_in_summary, run_url=actions.run_url()
+    )
+    forge = open_forge(token, repo_name, actions, forge_factory)
+    comment, operation = post_validation_comment(forge, sha, reports.cap_body(body))
+    if not comment.url:
+        raise GitHubError(f"GitHub returned no URL for the comment on {sha[:12]}")
+    value = CommentResult(url=comment.url, operation=operation, sha=sha)
+    return StepResult(
+        outputs=value.outputs(),
+        summary=f"Validation errors {operation} as a [commit comment]({comment.url}) on `{sha[:12]}`.\n",
+        message=f"commit comment {operation}: {comment.url}",
+        value=value,
+    )
+
+
+def _validation_report(cfg: Config, report: Path | None) -> Path:
+    """`--report`, else the merge's data report, else (an older layout) validate's report."""
     path = report or reports_dir(cfg.workspace_dir) / "data-report.json"
     if not path.exists():
         fallback = reports_dir(cfg.workspace_dir) / "validation-report.json"
         if report is None and fallback.exists():
             path = fallback
-    data_report = reports.load_json_report(path, "data report")
-    body = reports.render_validation_comment(
-        data_report, max_errors=cfg.data.max_errors_in_summary, run_url=reports.actions_run_url(env)
-    )
-    body = reports.cap_body(body)
-    forge = (forge_factory or make_forge)(token, repo_name)
-    comment, operation = post_validation_comment(forge, sha, body)
-    if not comment.url:
-        raise GitHubError(f"GitHub returned no URL for the comment on {sha[:12]}")
-    return StepResult(
-        outputs={"comment_url": comment.url, "operation": operation},
-        summary=f"Validation errors {operation} as a [commit comment]({comment.url}) on `{sha[:12]}`.\n",
-        message=f"commit comment {operation}: {comment.url}",
-    )
+    return path
 
 
 def comment_validation_failure(
@@ -111,6 +137,7 @@ def comment_validation_failure(
     report: Path,
     *,
     token: str | None = None,
+    actions: ActionsContext | None = None,
     env: Mapping[str, str] | None = None,
     forge_factory: ForgeFactory | None = None,
 ) -> str:
@@ -118,17 +145,20 @@ def comment_validation_failure(
 
     Never raises: the merge's own validation error is what must reach the user and decide the
     exit code. Returns one line for the log; it starts with "could not" when nothing was posted,
-    so the caller can raise it as a warning annotation rather than lose it.
+    so the caller can raise it as a warning annotation rather than lose it. `env` is where the
+    token is read (default os.environ); `actions` defaults to the context of that environment
+    (data/merge.py still calls this without one, #13 moves the call to the CLI).
     """
-    env = dict(os.environ) if env is None else dict(env)
+    env = os.environ if env is None else env
+    actions = actions if actions is not None else ActionsContext.from_env(env)
     token = token or env.get("GITHUB_TOKEN")
-    if not (env.get("GITHUB_REPOSITORY") and env.get("GITHUB_SHA")):
+    if not (actions.repository and actions.sha):
         return (
             "could not post the validation comment: not running in GitHub Actions "
             "(no GITHUB_REPOSITORY/GITHUB_SHA)"
         )
     try:
-        result = comment_step(cfg, token, None, None, report, forge_factory=forge_factory, env=env)
+        result = comment_step(cfg, token, None, None, report, actions=actions, forge_factory=forge_factory)
     except TraingateError as err:
         return f"could not post the validation comment: {err.message}" + (
             f" ({err.hint})" if err.hint else ""

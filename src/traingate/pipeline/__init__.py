@@ -316,7 +316,7 @@ def _stop_infra(run: _Run, holder: str | None, failure: TraingateError | Keyboar
 
 
 def _pr_phase(run: _Run, data_report: Path | None, gated: StepResult) -> StepResult:
-    from traingate.github.pr import create_step
+    from traingate.pipeline.pr import create_step
 
     cfg = run.cfg
     gate_report = Path(str(gated.outputs["report"])) if gated.outputs.get("report") else None
@@ -335,6 +335,7 @@ def _pr_phase(run: _Run, data_report: Path | None, gated: StepResult) -> StepRes
             gate_report=gate_report,
             metrics_log=None,
             render_only=False,
+            actions=run.actions,
             forge_factory=run.forge_factory,
         ),
     )

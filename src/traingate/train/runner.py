@@ -144,14 +144,6 @@ def git_info(cfg: Config, actions: ActionsContext) -> tuple[str, str]:
     return commit, ("" if branch == "HEAD" else branch)
 
 
-def actions_run_url(actions: ActionsContext) -> str:
-    """This workflow run's URL, naming the attempt of a re-run ("" outside Actions)."""
-    url = actions.run_url()
-    if url and actions.run_attempt and actions.run_attempt != "1":
-        return f"{url}/attempts/{actions.run_attempt}"
-    return url
-
-
 def instance_datasets(cfg: Config, workdir: Path) -> list[str]:
     """The DVC pointers the instance must pull itself, checked before anything is shipped."""
     pointer = cfg.data_root.parent / f"{cfg.data_root.name}.dvc"
@@ -180,7 +172,7 @@ def run_tags(
         "mlflow.source.git.commit": commit,
         "traingate.git_commit": commit,
         "traingate.git_branch": branch,
-        "traingate.actions_run_url": actions_run_url(actions),
+        "traingate.actions_run_url": actions.run_url(),
         TAG_DATA_VERSION: data_version or "unknown",
         "traingate.version": __version__,
         "traingate.where": str(cfg.train.where),
