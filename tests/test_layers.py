@@ -123,10 +123,6 @@ KNOWN: frozenset[str] = frozenset(
     {
         "traingate/data/merge.py (stage data) imports the stage traingate.github.status",
         "traingate/github/pr.py (stage github) imports the stage traingate.data.trust",
-        "traingate/tracking/promote.py (stage tracking) imports the stage traingate.data.manifest",
-        "traingate/tracking/promote.py (stage tracking) imports the stage traingate.data.store",
-        "traingate/tracking/promote.py (stage tracking) imports the stage traingate.data.trust",
-        "traingate/tracking/promote.py (stage tracking) imports the stage traingate.github.forge",
         "traingate/train/runner.py (stage train) imports the stage traingate.data",
         "traingate/train/runner.py (stage train) imports the stage traingate.infra.keepalive",
         "traingate/train/runner.py (stage train) imports the stage traingate.infra.remote",

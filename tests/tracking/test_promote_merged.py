@@ -17,16 +17,12 @@ from tests.tracking.helpers import Project, make_run, open_adapter
 from traingate import report as reports
 from traingate.config import Config
 from traingate.errors import GateError
+from traingate.gha import ActionsContext
 from traingate.github.automerge import automerge_step
 from traingate.github.pr import create_step
+from traingate.pipeline.promote import LABEL_PROMOTED, LABEL_SUPERSEDED, reconcile_step
 from traingate.tracking.gate import gate_step
-from traingate.tracking.promote import (
-    LABEL_PROMOTED,
-    LABEL_SUPERSEDED,
-    TAG_MERGED_PR,
-    promote_step,
-    reconcile_step,
-)
+from traingate.tracking.promote import TAG_MERGED_PR, promote_step
 
 MODEL = "tg-model"
 POINTER = "data/training.dvc"  # <data.root>.dvc of the default data.root, from the repository root
@@ -59,7 +55,7 @@ def _gated_prs(project: Project, fake: FakeGitHub, factory: Any, dices: list[flo
 
 def _reconcile(cfg: Config, factory: Any, **kwargs: Any) -> Any:
     return reconcile_step(
-        cfg, "t", "o/r", tracking=open_adapter(cfg), forge_factory=factory, env={}, **kwargs
+        cfg, "t", "o/r", tracking=open_adapter(cfg), forge_factory=factory, actions=ActionsContext(), **kwargs
     )
 
 
@@ -297,12 +293,14 @@ def test_mlflow_on_the_instance_defers_to_the_workflow_that_borrows_it(
     cfg = _gated_prs(project, fake_github, forge_factory, [0.80])
     cfg.infra.mlflow_url = "http://{public_ip}:5000"  # the server lives on the (stopped) instance
     fake_github.merge(1)
-    result = reconcile_step(cfg, "t", "o/r", forge_factory=forge_factory, env={})
+    result = reconcile_step(cfg, "t", "o/r", forge_factory=forge_factory, actions=ActionsContext())
     assert result.outputs["pending"] == "1" and result.outputs["promoted"] == ""
     assert "--tracking-uri" in result.message
     assert open_adapter(cfg).get_aliases(MODEL) == {"challenger": "1"}
     # The workflow that started the instance passes its MLflow URL: now it promotes.
-    done = reconcile_step(cfg, "t", "o/r", forge_factory=forge_factory, env={}, tracking_uri=cfg.tracking_uri)
+    done = reconcile_step(
+        cfg, "t", "o/r", forge_factory=forge_factory, actions=ActionsContext(), tracking_uri=cfg.tracking_uri
+    )
     assert done.outputs["promoted"] == "1"
 
 
