@@ -334,3 +334,19 @@ def test_cli_promote_reconcile(project: Project, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["promote", "--reconcile", "--version", "3"])
     assert result.exit_code == 2
     assert "--reconcile" in result.output and "--version" in result.output
+
+
+def test_warnings_of_the_sweep_survive_a_refused_pr(
+    project: Project, fake_github: FakeGitHub, forge_factory: Any
+) -> None:
+    # PR #3 and #2 are promoted (#2 with a "gated against" warning), PR #1 is refused: the
+    # refusal fails the sweep, and the warning about #2 travels on the error instead of vanishing.
+    cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82, 0.84])
+    _edit_marker(fake_github, 1, run_id="")
+    fake_github.merge(3, merged_at="2024-05-01T10:00:00Z")
+    fake_github.merge(2, merged_at="2024-05-01T10:05:00Z")
+    fake_github.merge(1, merged_at="2024-05-01T10:10:00Z")
+    with pytest.raises(GateError, match=r"PR #1 .*no run id") as err:
+        _reconcile(cfg, forge_factory)
+    assert err.value.outputs == {"promoted": "3 2"}
+    assert any("gated against" in w for w in err.value.warnings)
