@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from traingate.contracts import (
     TAG_MODEL_ID,
@@ -504,7 +504,7 @@ def _champion_from_merge(
 
 def promote_merged(
     tracking: Tracking, cfg: Config, record: VersionRecord, pull: MergedPull, sweep: Sweep
-) -> str:
+) -> Literal["promoted", "superseded"]:
     """Promote the version a merged PR recorded (`claimed_version`), or record it as superseded
     when a newer champion exists: "promoted" or "superseded". GateError when the version's run
     did not train on the data the PR merged."""
