@@ -122,10 +122,6 @@ def test_the_rule_finds_what_it_is_meant_to_find(tmp_path: Path) -> None:
 KNOWN: frozenset[str] = frozenset(
     {
         "traingate/data/merge.py (stage data) imports the stage traingate.github.status",
-        "traingate/tracking/promote.py (stage tracking) imports the stage traingate.data.manifest",
-        "traingate/tracking/promote.py (stage tracking) imports the stage traingate.data.store",
-        "traingate/tracking/promote.py (stage tracking) imports the stage traingate.data.trust",
-        "traingate/tracking/promote.py (stage tracking) imports the stage traingate.github.forge",
     }
 )
 

@@ -475,5 +475,5 @@ def test_the_verdict_is_read_from_the_gates_typed_value() -> None:
 
     assert _improved(StepResult(outputs={"improved": "true"}, value=Verdict(False))) is False
     assert _improved(StepResult(outputs={"improved": False}, value=Verdict(True))) is True
-    assert _improved(StepResult(outputs={"improved": "true"})) is True
-    assert _improved(StepResult(outputs={})) is False
+    with pytest.raises(TraingateError, match="no verdict"):  # no string stands in for the verdict
+        _improved(StepResult(outputs={"improved": "true"}))

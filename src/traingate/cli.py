@@ -506,7 +506,9 @@ def gate_cmd(opts: Options, run_id: str | None, no_promote: bool, tracking_uri: 
     def action(cfg: Config) -> StepResult:
         from traingate.tracking.gate import gate_step
 
-        return gate_step(_with_tracking_uri(cfg, tracking_uri), run_id=run_id, promote=not no_promote)
+        return gate_step(
+            _with_tracking_uri(cfg, tracking_uri), run_id=run_id, promote=not no_promote, actions=opts.actions
+        )
 
     run_step(opts, action)
 
@@ -554,7 +556,7 @@ def promote_cmd(
     gha.mask(token)
 
     def action(cfg: Config) -> StepResult:
-        from traingate.tracking.promote import promote_step, reconcile_step
+        from traingate.tracking.promote import promote_step
 
         if reconcile and (version or rollback):
             raise UsageError(
@@ -565,7 +567,11 @@ def promote_cmd(
         if pr_number is not None and not reconcile:
             raise UsageError("--pr only works with --reconcile", hint="pass --reconcile --pr N")
         if reconcile:
-            return reconcile_step(cfg, token, repo, pr_number=pr_number, tracking_uri=tracking_uri)
+            from traingate.pipeline.promote import reconcile_step
+
+            return reconcile_step(
+                cfg, token, repo, pr_number=pr_number, tracking_uri=tracking_uri, actions=opts.actions
+            )
         return promote_step(_with_tracking_uri(cfg, tracking_uri), version=version, rollback=rollback)
 
     run_step(opts, action)

@@ -14,12 +14,12 @@ consumes, the shape lives here, below both.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from traingate.errors import TrackingError
+from traingate.errors import GateError, TrackingError
 
 # ---------------------------------------------------------------- training job (train <-> infra)
 
@@ -189,3 +189,177 @@ class Tracking(Protocol):
     def delete_alias(self, model: str, alias: str) -> None: ...
 
     def run_url(self, experiment_id: str, run_id: str) -> str: ...
+
+
+# ------------------------------------------------------ gate report (tracking -> github, report)
+
+# Written by `gate` (`tracking/gate.py`) as `<workspace>/reports/gate-report.json`; read by
+# `pr create` (github), the PR body and step summaries (`report.py`) and `traingate run`
+# (`pipeline/`). One type for the writer and every reader: `to_json()` is the file's exact JSON,
+# `from_json()` reads it back (a missing or null key takes its default, a value of another type is
+# a GateError naming the key, so a reader never guesses with `x is True or str(x) == "true"`).
+
+
+def _report_error(where: str, key: str, want: str, value: object) -> GateError:
+    return GateError(
+        f"{where}: {key!r} must be {want}, got {type(value).__name__} {value!r}"[:300],
+        hint="re-run `traingate gate`, which writes this report; do not edit it by hand",
+    )
+
+
+_WANT = {bool: "true or false", str: "a string", list: "a list", float: "a number"}
+
+
+def _typed(data: Mapping[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
+    """`data[key]` when it is of `kind` (float: any number), `default` when missing or null."""
+    value = data.get(key)
+    if value is None:
+        return default
+    # bool is an int: a number must not be true/false, nor a flag 1/0.
+    ok = (
+        isinstance(value, bool)
+        if kind is bool
+        else not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else kind)
+    )
+    if not ok:
+        raise _report_error(where, key, _WANT[kind], value)
+    return float(value) if kind is float else value
+
+
+@dataclass(frozen=True)
+class MetricVerdict:
+    """One gated metric: the candidate's value, the champion's (None on first training), the
+    difference and whether it passed, with the reason in words."""
+
+    name: str
+    direction: str
+    candidate: float | None
+    baseline: float | None
+    delta: float | None
+    passed: bool
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "gate report metric") -> MetricVerdict:
+        if not isinstance(data, Mapping):
+            raise _report_error(where, "metric", "an object", data)
+        return cls(
+            name=_typed(data, "name", str, "", where),
+            direction=_typed(data, "direction", str, "max", where),
+            candidate=_typed(data, "candidate", float, None, where),
+            baseline=_typed(data, "baseline", float, None, where),
+            delta=_typed(data, "delta", float, None, where),
+            passed=_typed(data, "passed", bool, False, where),
+            reason=_typed(data, "reason", str, "", where),
+        )
+
+
+@dataclass(frozen=True)
+class Rescored:
+    """The champion re-scored on the candidate's eval set by `gate.rescore` (issue #12)."""
+
+    version: str
+    run_id: str
+    eval_set: str
+    metrics: dict[str, float]
+    command: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "gate report rescored") -> Rescored:
+        if not isinstance(data, Mapping):
+            raise _report_error(where, "rescored", "an object or null", data)
+        metrics = data.get("metrics") or {}
+        if not isinstance(metrics, Mapping):
+            raise _report_error(where, "metrics", "an object", metrics)
+        return cls(
+            version=_typed(data, "version", str, "", where),
+            run_id=_typed(data, "run_id", str, "", where),
+            eval_set=_typed(data, "eval_set", str, "", where),
+            metrics={str(k): _typed(metrics, k, float, 0.0, f"{where} metrics") for k in metrics},
+            command=_typed(data, "command", str, "", where),
+        )
+
+
+@dataclass(frozen=True)
+class GateReport:
+    improved: bool
+    # The champion's version compared with, "none" on first training.
+    baseline: str = "none"
+    baseline_run_id: str | None = None
+    candidate_run_id: str = ""
+    model: str = ""
+    alias: str = "champion"
+    # The version registered for the candidate (None when nothing was registered).
+    model_version: str | None = None
+    # True when `alias` (the champion) now points at `model_version`.
+    promoted: bool = False
+    # The alias that points at `model_version`: the champion, or the challenger (on-merge).
+    promoted_alias: str | None = None
+    promote_mode: str = ""
+    require: str = "all"
+    reason: str = ""
+    run_url: str = ""
+    metrics: tuple[MetricVerdict, ...] = ()
+    warnings: tuple[str, ...] = ()
+    eval_set: str | None = None
+    rescored: Rescored | None = None
+
+    @property
+    def first_model(self) -> bool:
+        return self.baseline in ("", "none")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "improved": self.improved,
+            "baseline": self.baseline,
+            "baseline_run_id": self.baseline_run_id,
+            "candidate_run_id": self.candidate_run_id,
+            "model": self.model,
+            "alias": self.alias,
+            "model_version": self.model_version,
+            "promoted": self.promoted,
+            "promoted_alias": self.promoted_alias,
+            "promote_mode": self.promote_mode,
+            "require": self.require,
+            "reason": self.reason,
+            "run_url": self.run_url,
+            "metrics": [m.to_json() for m in self.metrics],
+            "warnings": list(self.warnings),
+            "eval_set": self.eval_set,
+            "rescored": self.rescored.to_json() if self.rescored else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "gate report") -> GateReport:
+        if isinstance(data, GateReport):
+            return data
+        if not isinstance(data, Mapping):
+            raise _report_error(where, "report", "a JSON object", data)
+        metrics = _typed(data, "metrics", list, [], where)
+        warnings = _typed(data, "warnings", list, [], where)
+        rescored = data.get("rescored")
+        return cls(
+            improved=_typed(data, "improved", bool, False, where),
+            baseline=_typed(data, "baseline", str, "none", where),
+            baseline_run_id=_typed(data, "baseline_run_id", str, None, where),
+            candidate_run_id=_typed(data, "candidate_run_id", str, "", where),
+            model=_typed(data, "model", str, "", where),
+            alias=_typed(data, "alias", str, "champion", where),
+            model_version=_typed(data, "model_version", str, None, where),
+            promoted=_typed(data, "promoted", bool, False, where),
+            promoted_alias=_typed(data, "promoted_alias", str, None, where),
+            promote_mode=_typed(data, "promote_mode", str, "", where),
+            require=_typed(data, "require", str, "all", where),
+            reason=_typed(data, "reason", str, "", where),
+            run_url=_typed(data, "run_url", str, "", where),
+            metrics=tuple(MetricVerdict.from_json(m, f"{where} metrics[{i}]") for i, m in enumerate(metrics)),
+            warnings=tuple(_typed({"warning": w}, "warning", str, "", where) for w in warnings),
+            eval_set=_typed(data, "eval_set", str, None, where),
+            rescored=None if rescored is None else Rescored.from_json(rescored, f"{where} rescored"),
+        )

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from traingate.contracts import GateReport
 from traingate.errors import ConfigError, GitHubError
 
 GITHUB_BODY_LIMIT = 65_536
@@ -263,45 +264,38 @@ def render_validation_comment(
 
 
 # ------------------------------------------------------------------------------- gate report
-def render_gate_markdown(gate_report: Mapping[str, Any], *, heading: int = 3) -> str:
-    """Verdict and the metric table: candidate, champion, delta, verdict per metric."""
+def render_gate_markdown(gate_report: GateReport | Mapping[str, Any], *, heading: int = 3) -> str:
+    """Verdict and the metric table: candidate, champion, delta, verdict per metric.
+
+    Takes the typed report, or its JSON (read with `GateReport.from_json`)."""
+    gate = GateReport.from_json(gate_report)
     h = "#" * heading
-    improved = bool(gate_report.get("improved"))
-    baseline = gate_report.get("baseline")
-    model = escape_cell(gate_report.get("model", ""))
-    alias = escape_cell(gate_report.get("alias", "champion"))
-    verdict = "✅ improved" if improved else "⛔ not improved"
+    verdict = "✅ improved" if gate.improved else "⛔ not improved"
     lines = [f"{h} Quality gate: {verdict}", ""]
-    if baseline in (None, "", "none"):
+    model, alias = escape_cell(gate.model), escape_cell(gate.alias)
+    if gate.first_model:
         against = f"no `@{alias}` yet (first model of `{model}`)"
     else:
-        against = f"`{model}` version {escape_cell(baseline)} (`@{alias}`)"
-    lines.append(
-        f"Candidate compared with {against}; require: {escape_cell(gate_report.get('require', 'all'))}."
-    )
-    if gate_report.get("reason"):
-        lines.append(f"Reason: {escape_cell(gate_report['reason'])}")
-    if gate_report.get("model_version"):
-        promoted = " (promoted)" if gate_report.get("promoted") else ""
-        lines.append(
-            f"Candidate registered as version {escape_cell(gate_report['model_version'])}{promoted}."
-        )
+        against = f"`{model}` version {escape_cell(gate.baseline)} (`@{alias}`)"
+    lines.append(f"Candidate compared with {against}; require: {escape_cell(gate.require)}.")
+    if gate.reason:
+        lines.append(f"Reason: {escape_cell(gate.reason)}")
+    if gate.model_version:
+        promoted = " (promoted)" if gate.promoted else ""
+        lines.append(f"Candidate registered as version {escape_cell(gate.model_version)}{promoted}.")
     lines.append("")
     lines += [
         "| metric | direction | candidate | champion | delta | verdict |",
         "|---|---|---:|---:|---:|---|",
     ]
-    for m in gate_report.get("metrics") or []:
-        if not isinstance(m, Mapping):
-            continue
-        ok = m.get("passed")
-        mark = "✅ better" if ok else ("⛔ " + escape_cell(m.get("reason") or "not better"))
-        if ok and m.get("reason"):
-            mark = "✅ " + escape_cell(m["reason"])
+    for m in gate.metrics:
+        mark = "✅ better" if m.passed else ("⛔ " + escape_cell(m.reason or "not better"))
+        if m.passed and m.reason:
+            mark = "✅ " + escape_cell(m.reason)
         lines.append(
-            f"| {escape_cell(m.get('name'))} | {escape_cell(m.get('direction', 'max'))} "
-            f"| {format_number(m.get('candidate'))} | {format_number(m.get('baseline'))} "
-            f"| {_signed(m.get('delta'))} | {mark} |"
+            f"| {escape_cell(m.name)} | {escape_cell(m.direction)} "
+            f"| {format_number(m.candidate)} | {format_number(m.baseline)} "
+            f"| {_signed(m.delta)} | {mark} |"
         )
     return "\n".join(lines).rstrip() + "\n"
 
@@ -451,19 +445,19 @@ def cap_body(body: str, limit: int = GITHUB_BODY_LIMIT) -> str:
     return cut + note
 
 
-def render_promotion_marker(gate_report: Mapping[str, Any]) -> str:
+def render_promotion_marker(gate_report: GateReport | Mapping[str, Any]) -> str:
     """`<!-- traingate: {"model", "version", "run_id", "promote"} -->`, or "" without a version.
 
     JSON inside an HTML comment: `>` is written as `\\u003e` so no value can close the comment.
     """
-    version = gate_report.get("model_version")
-    if not version or not gate_report.get("model"):
+    gate = GateReport.from_json(gate_report)
+    if not gate.model_version or not gate.model:
         return ""
     data = {
-        "model": str(gate_report["model"]),
-        "version": str(version),
-        "run_id": str(gate_report.get("candidate_run_id") or ""),
-        "promote": str(gate_report.get("promote_mode") or ""),
+        "model": gate.model,
+        "version": gate.model_version,
+        "run_id": gate.candidate_run_id,
+        "promote": gate.promote_mode,
     }
     return "<!-- traingate: " + json.dumps(data, sort_keys=True).replace(">", "\\u003e") + " -->"
 

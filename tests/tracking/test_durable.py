@@ -17,6 +17,7 @@ from tests.tracking.helpers import Project, make_run, open_adapter
 from traingate import gha
 from traingate.cli import cli
 from traingate.errors import ConfigError
+from traingate.gha import ActionsContext
 from traingate.pipeline.train import train_step
 from traingate.tracking.durable import local_store_kind
 from traingate.tracking.gate import gate_step
@@ -56,15 +57,12 @@ def test_remote_stores(uri: str) -> None:
     assert local_store_kind(uri) is None
 
 
-def test_gate_in_actions_refuses_a_local_sqlite_store(
-    project: Project, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_gate_in_actions_refuses_a_local_sqlite_store(project: Project) -> None:
     cfg = project.config()
     tr = open_adapter(cfg, sleep=lambda _s: None)
     run_id = make_run(tr, cfg, {"dice": 0.01, "iou": 0.01})
-    monkeypatch.setenv("GITHUB_ACTIONS", "true")
     with pytest.raises(ConfigError) as info:
-        gate_step(cfg, run_id=run_id, tracking=tr)
+        gate_step(cfg, run_id=run_id, tracking=tr, actions=ActionsContext(in_actions=True))
     assert info.value.exit_code == 2
     assert "tracking.uri" in info.value.message and "sqlite:///.traingate/mlflow.db" in info.value.message
     assert "outlives the job" in (info.value.hint or "")
@@ -72,11 +70,13 @@ def test_gate_in_actions_refuses_a_local_sqlite_store(
     assert not (cfg.workspace_dir / "reports" / "gate-report.json").exists()
 
 
-def test_gate_locally_accepts_the_same_store(project: Project) -> None:
+def test_gate_locally_accepts_the_same_store(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = project.config()
     tr = open_adapter(cfg, sleep=lambda _s: None)
     run_id = make_run(tr, cfg, {"dice": 0.8, "iou": 0.7})
-    assert gate_step(cfg, run_id=run_id, tracking=tr).outputs["improved"] is True
+    # The context the caller passes decides, not an environment a test (or a runner) left set.
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    assert gate_step(cfg, run_id=run_id, tracking=tr, actions=ActionsContext()).outputs["improved"] is True
 
 
 def test_cli_gate_in_actions_exits_2_without_improved(

@@ -20,14 +20,9 @@ from traingate.errors import GateError
 from traingate.gha import ActionsContext
 from traingate.github.automerge import automerge_step
 from traingate.pipeline.pr import create_step
+from traingate.pipeline.promote import LABEL_PROMOTED, LABEL_SUPERSEDED, reconcile_step
 from traingate.tracking.gate import gate_step
-from traingate.tracking.promote import (
-    LABEL_PROMOTED,
-    LABEL_SUPERSEDED,
-    TAG_MERGED_PR,
-    promote_step,
-    reconcile_step,
-)
+from traingate.tracking.promote import TAG_MERGED_PR, promote_step
 
 MODEL = "tg-model"
 POINTER = "data/training.dvc"  # <data.root>.dvc of the default data.root, from the repository root
@@ -62,7 +57,7 @@ def _gated_prs(project: Project, fake: FakeGitHub, factory: Any, dices: list[flo
 
 def _reconcile(cfg: Config, factory: Any, **kwargs: Any) -> Any:
     return reconcile_step(
-        cfg, "t", "o/r", tracking=open_adapter(cfg), forge_factory=factory, env={}, **kwargs
+        cfg, "t", "o/r", tracking=open_adapter(cfg), forge_factory=factory, actions=ActionsContext(), **kwargs
     )
 
 
@@ -302,12 +297,14 @@ def test_mlflow_on_the_instance_defers_to_the_workflow_that_borrows_it(
     cfg = _gated_prs(project, fake_github, forge_factory, [0.80])
     cfg.infra.mlflow_url = "http://{public_ip}:5000"  # the server lives on the (stopped) instance
     fake_github.merge(1)
-    result = reconcile_step(cfg, "t", "o/r", forge_factory=forge_factory, env={})
+    result = reconcile_step(cfg, "t", "o/r", forge_factory=forge_factory, actions=ActionsContext())
     assert result.outputs["pending"] == "1" and result.outputs["promoted"] == ""
     assert "--tracking-uri" in result.message
     assert open_adapter(cfg).get_aliases(MODEL) == {"challenger": "1"}
     # The workflow that started the instance passes its MLflow URL: now it promotes.
-    done = reconcile_step(cfg, "t", "o/r", forge_factory=forge_factory, env={}, tracking_uri=cfg.tracking_uri)
+    done = reconcile_step(
+        cfg, "t", "o/r", forge_factory=forge_factory, actions=ActionsContext(), tracking_uri=cfg.tracking_uri
+    )
     assert done.outputs["promoted"] == "1"
 
 
@@ -341,3 +338,19 @@ def test_cli_promote_reconcile(project: Project, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["promote", "--reconcile", "--version", "3"])
     assert result.exit_code == 2
     assert "--reconcile" in result.output and "--version" in result.output
+
+
+def test_warnings_of_the_sweep_survive_a_refused_pr(
+    project: Project, fake_github: FakeGitHub, forge_factory: Any
+) -> None:
+    # PR #3 and #2 are promoted (#2 with a "gated against" warning), PR #1 is refused: the
+    # refusal fails the sweep, and the warning about #2 travels on the error instead of vanishing.
+    cfg = _gated_prs(project, fake_github, forge_factory, [0.80, 0.82, 0.84])
+    _edit_marker(fake_github, 1, run_id="")
+    fake_github.merge(3, merged_at="2024-05-01T10:00:00Z")
+    fake_github.merge(2, merged_at="2024-05-01T10:05:00Z")
+    fake_github.merge(1, merged_at="2024-05-01T10:10:00Z")
+    with pytest.raises(GateError, match=r"PR #1 .*no run id") as err:
+        _reconcile(cfg, forge_factory)
+    assert err.value.outputs == {"promoted": "3 2"}
+    assert any("gated against" in w for w in err.value.warnings)

@@ -30,6 +30,7 @@ from traingate.gha import ActionsContext
 if TYPE_CHECKING:
     from traingate.config import Config
     from traingate.result import StepResult
+    from traingate.tracking.gate import GateResult
 
 
 @dataclass
@@ -168,16 +169,17 @@ class _Trained:
     """What the train phase hands to the PR phase."""
 
     run_id: str = ""
-    gated: StepResult | None = None
+    gated: StepResult[GateResult] | None = None
 
 
-def _improved(gated: StepResult) -> bool:
-    """The gate's verdict, typed. Once the gate returns `StepResult[GateResult]` on main this is
-    `gated.value.improved`; until then its `improved` output (True or "true") is the verdict."""
-    if gated.value is not None:
-        return bool(gated.value.improved)
-    flag = gated.outputs.get("improved")
-    return flag is True or str(flag) == "true"
+def _improved(gated: StepResult[GateResult]) -> bool:
+    """The gate's typed verdict (`GateResult.improved`), never its `improved` output re-parsed."""
+    if gated.value is None:
+        raise TraingateError(
+            "internal error: the gate returned no verdict",
+            hint="this is a traingate bug: report it with the gate's output",
+        )
+    return gated.value.improved
 
 
 def run_pipeline(
@@ -286,7 +288,9 @@ def _train_phase(run: _Run) -> _Trained:
             lambda: train_step(cfg, attach=None, pull=True, with_gate=False, actions=run.actions),
         )
         run_id = trained.run_id = str(result.outputs["run_id"])
-        trained.gated = run_stage(progress, "gate", lambda: gate_step(cfg, run_id=run_id, promote=True))
+        trained.gated = run_stage(
+            progress, "gate", lambda: gate_step(cfg, run_id=run_id, promote=True, actions=run.actions)
+        )
     except (TraingateError, KeyboardInterrupt) as err:
         failure = err
         raise

@@ -61,7 +61,9 @@ def train_step(
         return result
     from traingate.tracking.gate import gate_step
 
-    return train.with_gate(result, gate_step(cfg, run_id=run.run_id, promote=True, tracking=tracking))
+    return train.with_gate(
+        result, gate_step(cfg, run_id=run.run_id, promote=True, tracking=tracking, actions=actions)
+    )
 
 
 def _ready_tracking(cfg: Config, tracking: Tracking | None, *, with_gate: bool) -> Tracking:

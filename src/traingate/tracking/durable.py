@@ -20,6 +20,7 @@ from traingate.gha import in_actions
 
 if TYPE_CHECKING:
     from traingate.config import Config
+    from traingate.gha import ActionsContext
 
 # URIs MLflow accepts without `://` that name a hosted store.
 _REMOTE_WORDS = frozenset({"databricks", "databricks-uc", "uc"})
@@ -49,10 +50,19 @@ def in_ci(env: Mapping[str, str]) -> bool:
     return in_actions(env) or env.get("CI", "").strip().lower() in {"true", "1", "yes"}
 
 
-def require_lasting_registry(cfg: Config, *, command: str, env: Mapping[str, str] | None = None) -> None:
-    """Refuse (ConfigError, exit 2) to judge a model in Actions against a store on the runner."""
-    env = os.environ if env is None else env
-    if not in_actions(env):
+def require_lasting_registry(
+    cfg: Config,
+    *,
+    command: str,
+    actions: ActionsContext | None = None,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse (ConfigError, exit 2) to judge a model in Actions against a store on the runner.
+
+    Whether this is Actions comes from `actions` (what `cli.py` read once); without it, from
+    `env` (default os.environ), for callers that do not pass the context yet."""
+    running = actions.in_actions if actions is not None else in_actions(os.environ if env is None else env)
+    if not running:
         return
     uri = cfg.tracking.uri
     kind = local_store_kind(uri)

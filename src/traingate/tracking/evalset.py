@@ -20,11 +20,11 @@ import os
 import re
 import shlex
 import subprocess
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from traingate.contracts import RunRecord
+from traingate.contracts import Rescored, RunRecord
 from traingate.errors import ConfigError, GateError, TrainError, TraingateError
 
 if TYPE_CHECKING:
@@ -83,18 +83,6 @@ def _short(value: str) -> str:
     return value[:12] if value else "none"
 
 
-@dataclass
-class Rescored:
-    version: str
-    run_id: str
-    eval_set: str
-    metrics: dict[str, float]
-    command: str
-
-    def report(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def comparable_baseline(
     cfg: Config, candidate: RunRecord, baseline_version: str | None, baseline: RunRecord | None
 ) -> tuple[RunRecord | None, Rescored | None]:
@@ -136,12 +124,8 @@ def comparable_baseline(
     return replace(baseline, metrics=dict(rescored.metrics), tags=tags), rescored
 
 
-def rescore(cfg: Config, candidate: RunRecord, version: str, champion: RunRecord) -> Rescored:
-    """Run `gate.rescore` for the champion's model on the eval set on disk, which must be the
-    set the candidate was measured on; read the metrics file it wrote."""
-    from traingate.metrics import read_final_metrics
-    from traingate.tracking.mlflow_client import mlflow_env
-
+def _rescore_eval_set(cfg: Config, candidate: RunRecord) -> str:
+    """The candidate's eval-set fingerprint, once the set on disk is checked to be that set."""
     mine = candidate.tags[TAG_EVAL_SET]
     try:
         here = eval_set_fingerprint(cfg) if cfg.gate.eval_set else ""
@@ -154,13 +138,16 @@ def rescore(cfg: Config, candidate: RunRecord, version: str, champion: RunRecord
             f"({_short(mine)})",
             hint="run the gate in the checkout that trained the candidate (same gate.eval_set)",
         )
-    workdir = cfg.path(cfg.train.workdir).resolve()
-    out_dir = (cfg.workspace_dir / "rescore").resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    safe_name = re.sub(r"[^A-Za-z0-9._-]+", "-", cfg.gate.model)
-    metrics_path = out_dir / f"{safe_name}-v{version}-metrics.json"
-    metrics_path.unlink(missing_ok=True)
-    env = {
+    return mine
+
+
+def _rescore_env(
+    cfg: Config, version: str, champion: RunRecord, mine: str, metrics_path: Path
+) -> dict[str, str]:
+    """What the scoring command is told: where MLflow is, which model, which set, where to write."""
+    from traingate.tracking.mlflow_client import mlflow_env
+
+    return {
         **os.environ,
         **mlflow_env(cfg.tracking),
         **cfg.train.env,
@@ -173,7 +160,12 @@ def rescore(cfg: Config, candidate: RunRecord, version: str, champion: RunRecord
         "TRAINGATE_EVAL_SET_FINGERPRINT": mine,
         "TRAINGATE_RESCORE_METRICS": str(metrics_path),
     }
+
+
+def _run_rescore(cfg: Config, version: str, env: dict[str, str]) -> None:
+    """Run `gate.rescore` in train.workdir; GateError (or ConfigError) unless it exits 0."""
     command = cfg.gate.rescore
+    workdir = cfg.path(cfg.train.workdir).resolve()
     try:
         argv = shlex.split(command)
     except ValueError as err:
@@ -200,14 +192,21 @@ def rescore(cfg: Config, candidate: RunRecord, version: str, champion: RunRecord
             f"gate.rescore {command!r} did not finish within {cfg.train.timeout_minutes:g} minutes",
             hint="nothing was promoted; make the scoring faster or raise train.timeout_minutes",
         ) from err
-    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-10:])
     if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-10:])
         raise GateError(
             f"gate.rescore {command!r} exited with code {proc.returncode} while scoring version "
             f"{version} of {cfg.gate.model!r}; nothing was promoted; last lines:\n{tail}",
             hint="fix the scoring command (it must load $TRAINGATE_CHAMPION_MODEL_URI and write "
             "$TRAINGATE_RESCORE_METRICS)",
         )
+
+
+def _rescored_metrics(cfg: Config, version: str, metrics_path: Path) -> dict[str, float]:
+    """The metrics file the command wrote, holding every gated metric."""
+    from traingate.metrics import read_final_metrics
+
+    command = cfg.gate.rescore
     try:
         metrics = read_final_metrics(metrics_path)
     except TraingateError as err:
@@ -222,7 +221,21 @@ def rescore(cfg: Config, candidate: RunRecord, version: str, champion: RunRecord
             f"{version} of {cfg.gate.model!r} (it wrote: {', '.join(sorted(metrics))}); nothing was promoted",
             hint="write every gated metric (gate.metrics) to $TRAINGATE_RESCORE_METRICS",
         )
-    return Rescored(version, champion.run_id, mine, metrics, command)
+    return metrics
+
+
+def rescore(cfg: Config, candidate: RunRecord, version: str, champion: RunRecord) -> Rescored:
+    """Run `gate.rescore` for the champion's model on the eval set on disk, which must be the
+    set the candidate was measured on; read the metrics file it wrote."""
+    mine = _rescore_eval_set(cfg, candidate)
+    out_dir = (cfg.workspace_dir / "rescore").resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    safe_name = re.sub(r"[^A-Za-z0-9._-]+", "-", cfg.gate.model)
+    metrics_path = out_dir / f"{safe_name}-v{version}-metrics.json"
+    metrics_path.unlink(missing_ok=True)
+    _run_rescore(cfg, version, _rescore_env(cfg, version, champion, mine, metrics_path))
+    metrics = _rescored_metrics(cfg, version, metrics_path)
+    return Rescored(version, champion.run_id, mine, metrics, cfg.gate.rescore)
 
 
 __all__ = [

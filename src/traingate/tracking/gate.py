@@ -18,12 +18,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from traingate.contracts import (
     TAG_ARTIFACTS,
     TAG_MODEL_SOURCE,
+    GateReport,
+    MetricVerdict,
+    Rescored,
     RunRecord,
     Tracking,
     TrackingNotFound,
@@ -35,21 +39,11 @@ from traingate.state import atomic_write_json, read_state, reports_dir
 
 if TYPE_CHECKING:
     from traingate.config import Config, GateMetric
+    from traingate.gha import ActionsContext
 
 # Differences below this (relative to the baseline's magnitude) are float noise, not progress:
 # 0.1 + 0.2 must tie with 0.3.
 _TOLERANCE = 1e-9
-
-
-@dataclass
-class MetricVerdict:
-    name: str
-    direction: str
-    candidate: float
-    baseline: float | None
-    delta: float | None
-    passed: bool
-    reason: str
 
 
 @dataclass
@@ -85,58 +79,54 @@ def _finite(values: dict[str, float], name: str, side: str, run_id: str) -> floa
     return value
 
 
-def evaluate(
-    rules: list[GateMetric],
-    require: str,
-    candidate: RunRecord,
-    baseline: RunRecord | None,
-) -> Decision:
-    """The verdict per metric and overall. Raises GateError when a value is missing."""
-    verdicts: list[MetricVerdict] = []
-    floors_ok = True
-    for rule in rules:
-        c = _finite(candidate.metrics, rule.name, "candidate", candidate.run_id)
-        floor = _meets_threshold(rule, c)
-        floors_ok = floors_ok and floor
-        sign = ">=" if rule.direction == "max" else "<="
-        floor_note = "" if rule.threshold is None else f"{sign} threshold {_fmt(rule.threshold)}"
-        if baseline is None:
-            if rule.threshold is None:
-                reason = "no champion yet; no threshold"
-            elif floor:
-                reason = f"no champion yet; {_fmt(c)} {floor_note}"
-            else:
-                reason = f"no champion yet; {_fmt(c)} misses the threshold ({floor_note})"
-            verdicts.append(MetricVerdict(rule.name, str(rule.direction), c, None, None, floor, reason))
-            continue
-        b = _finite(baseline.metrics, rule.name, "baseline", baseline.run_id)
-        delta = c - b
-        gain = delta if rule.direction == "max" else -delta
-        tol = _TOLERANCE * max(1.0, abs(b))
-        need = max(rule.min_delta, rule.min_relative_delta * abs(b))
-        better = gain > tol
-        enough = gain >= need - tol
-        if not floor:
-            reason = f"{_fmt(c)} misses the threshold ({floor_note})"
-        elif abs(gain) <= tol:
-            reason = "tie with the champion" + (f" (needs {_fmt(need)} better)" if need > 0 else "")
-        elif not better:
-            reason = f"worse than the champion by {_fmt(abs(delta))}"
-        elif not enough:
-            reason = f"better by {_fmt(gain)}, less than the required {_fmt(need)}"
-        else:
-            reason = f"better by {_fmt(gain)}" + (f" (required {_fmt(need)})" if need > 0 else "")
-        passed = floor and better and enough
-        verdicts.append(MetricVerdict(rule.name, str(rule.direction), c, b, delta, passed, reason))
+def _floor_note(rule: GateMetric) -> str:
+    sign = ">=" if rule.direction == "max" else "<="
+    return "" if rule.threshold is None else f"{sign} threshold {_fmt(rule.threshold)}"
 
-    if baseline is None:
-        improved = floors_ok
+
+def _first_model_verdict(rule: GateMetric, c: float) -> MetricVerdict:
+    """No champion yet: only the threshold (if any) decides."""
+    floor = _meets_threshold(rule, c)
+    if rule.threshold is None:
+        reason = "no champion yet; no threshold"
+    elif floor:
+        reason = f"no champion yet; {_fmt(c)} {_floor_note(rule)}"
+    else:
+        reason = f"no champion yet; {_fmt(c)} misses the threshold ({_floor_note(rule)})"
+    return MetricVerdict(rule.name, str(rule.direction), c, None, None, floor, reason)
+
+
+def _compared_verdict(rule: GateMetric, c: float, b: float) -> MetricVerdict:
+    """Candidate `c` against champion `b`: above the floor, better, and by the required margin."""
+    floor = _meets_threshold(rule, c)
+    delta = c - b
+    gain = delta if rule.direction == "max" else -delta
+    tol = _TOLERANCE * max(1.0, abs(b))
+    need = max(rule.min_delta, rule.min_relative_delta * abs(b))
+    better = gain > tol
+    enough = gain >= need - tol
+    if not floor:
+        reason = f"{_fmt(c)} misses the threshold ({_floor_note(rule)})"
+    elif abs(gain) <= tol:
+        reason = "tie with the champion" + (f" (needs {_fmt(need)} better)" if need > 0 else "")
+    elif not better:
+        reason = f"worse than the champion by {_fmt(abs(delta))}"
+    elif not enough:
+        reason = f"better by {_fmt(gain)}, less than the required {_fmt(need)}"
+    else:
+        reason = f"better by {_fmt(gain)}" + (f" (required {_fmt(need)})" if need > 0 else "")
+    passed = floor and better and enough
+    return MetricVerdict(rule.name, str(rule.direction), c, b, delta, passed, reason)
+
+
+def _overall(verdicts: list[MetricVerdict], require: str, floors_ok: bool, first: bool) -> Decision:
+    if first:
         reason = (
             "no champion yet: first model, it meets every threshold"
-            if improved
+            if floors_ok
             else "no champion yet, but a threshold is not met"
         )
-        return Decision(improved, reason, verdicts)
+        return Decision(floors_ok, reason, verdicts)
     beaten = [v.passed for v in verdicts]
     improved = floors_ok and (all(beaten) if require == "all" else any(beaten))
     if not floors_ok:
@@ -151,6 +141,26 @@ def evaluate(
             else "not better than the champion on any gated metric"
         )
     return Decision(improved, reason, verdicts)
+
+
+def evaluate(
+    rules: list[GateMetric],
+    require: str,
+    candidate: RunRecord,
+    baseline: RunRecord | None,
+) -> Decision:
+    """The verdict per metric and overall. Raises GateError when a value is missing."""
+    verdicts: list[MetricVerdict] = []
+    floors_ok = True
+    for rule in rules:
+        c = _finite(candidate.metrics, rule.name, "candidate", candidate.run_id)
+        floors_ok = floors_ok and _meets_threshold(rule, c)
+        if baseline is None:
+            verdicts.append(_first_model_verdict(rule, c))
+        else:
+            b = _finite(baseline.metrics, rule.name, "baseline", baseline.run_id)
+            verdicts.append(_compared_verdict(rule, c, b))
+    return _overall(verdicts, require, floors_ok, first=baseline is None)
 
 
 def _read_candidate(tracking: Tracking, run_id: str) -> RunRecord:
@@ -203,32 +213,75 @@ def _gate_tag(decision: Decision, baseline: str | None) -> str:
     return " ".join(parts)[:5000]
 
 
-def gate_step(
-    cfg: Config,
-    run_id: str | None = None,
-    promote: bool = True,
-    *,
-    tracking: Tracking | None = None,
-    wall: Callable[[], float] = time.time,
-    after_register: Callable[[Any], None] | None = None,
-) -> StepResult:
-    workspace = cfg.workspace_dir
-    candidate_id = run_id or read_state(workspace).run_id
+@dataclass(frozen=True)
+class GateResult:
+    """What `gate` decided: `result.value` for composers; the step's outputs derive from it."""
+
+    report: GateReport
+    report_path: Path
+
+    @property
+    def improved(self) -> bool:
+        return self.report.improved
+
+    @property
+    def baseline(self) -> str:
+        return self.report.baseline
+
+    @property
+    def model_version(self) -> str:
+        return self.report.model_version or ""
+
+    @property
+    def run_id(self) -> str:
+        return self.report.candidate_run_id
+
+    @property
+    def metrics(self) -> tuple[MetricVerdict, ...]:
+        return self.report.metrics
+
+    def outputs(self) -> dict[str, Any]:
+        return {
+            "improved": self.improved,
+            "baseline": self.baseline,
+            "model_version": self.model_version,
+            "run_id": self.run_id,
+            "metrics": [m.to_json() for m in self.metrics],
+            "report": str(self.report_path),
+        }
+
+
+@dataclass
+class _Comparison:
+    """What the comparison found, handed from one phase of `gate_step` to the next."""
+
+    candidate: RunRecord
+    baseline_version: str | None
+    baseline_run: RunRecord | None
+    rescored: Rescored | None
+    decision: Decision
+
+
+@dataclass
+class _Promoted:
+    model_version: str = ""
+    # The alias that now points at model_version ("" when nothing was registered).
+    alias: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+def _candidate_id(cfg: Config, run_id: str | None) -> str:
+    candidate_id = run_id or read_state(cfg.workspace_dir).run_id
     if not candidate_id:
         raise GateError(
             "no candidate run to gate: no --run-id given and no successful `traingate train` recorded "
-            f"in {workspace / 'state.json'}",
+            f"in {cfg.workspace_dir / 'state.json'}",
             hint="pass --run-id (the `run_id` output of the train step)",
         )
-    candidate_id = str(candidate_id)
-    from traingate.tracking.durable import require_lasting_registry
+    return str(candidate_id)
 
-    require_lasting_registry(cfg, command="gate")
-    if tracking is None:
-        from traingate.tracking.mlflow_client import open_tracking
 
-        tracking = open_tracking(cfg)
-
+def _compare(tracking: Tracking, cfg: Config, candidate_id: str) -> _Comparison:
     candidate = _read_candidate(tracking, candidate_id)
     baseline_version, baseline_run = _read_baseline(tracking, cfg)
     if baseline_run is not None and baseline_run.run_id == candidate.run_id:
@@ -237,119 +290,178 @@ def gate_step(
             "nothing to compare",
             hint="gate a new training run",
         )
-    from traingate.tracking.evalset import TAG_EVAL_SET, comparable_baseline
+    from traingate.tracking.evalset import comparable_baseline
 
     # Scores on different evaluation sets are not compared (issue #12): same fingerprint, or the
     # champion re-scored on the candidate's set with gate.rescore, or GateError.
     baseline_run, rescored = comparable_baseline(cfg, candidate, baseline_version, baseline_run)
     decision = evaluate(cfg.gate.metrics, str(cfg.gate.require), candidate, baseline_run)
+    return _Comparison(candidate, baseline_version, baseline_run, rescored, decision)
 
-    warnings: list[str] = []
-    model_version = ""
-    promoted_alias = ""
-    mode = str(cfg.gate.promote)
-    wants_promotion = decision.improved and promote and mode != "off"
-    if wants_promotion and candidate.tags.get(TAG_ARTIFACTS) == "missing":
-        warnings.append(
-            f"run {candidate.run_id} improved, but its model files never reached the artifact store "
-            "(train.artifacts_policy: best-effort), so no version was registered and "
-            f"@{cfg.gate.alias} did not move; fix the artifact store permissions, re-run training, "
-            "or register the locally kept model by hand"
+
+def _promote(
+    tracking: Tracking,
+    cfg: Config,
+    compared: _Comparison,
+    promote: bool,
+    wall: Callable[[], float],
+    after_register: Callable[[Any], None] | None,
+) -> _Promoted:
+    """Register an improved candidate and move the alias (gate.promote), or say why not."""
+    candidate = compared.candidate
+    if not (compared.decision.improved and promote and str(cfg.gate.promote) != "off"):
+        return _Promoted()
+    if candidate.tags.get(TAG_ARTIFACTS) == "missing":
+        return _Promoted(
+            warnings=[
+                f"run {candidate.run_id} improved, but its model files never reached the artifact "
+                "store (train.artifacts_policy: best-effort), so no version was registered and "
+                f"@{cfg.gate.alias} did not move; fix the artifact store permissions, re-run "
+                "training, or register the locally kept model by hand"
+            ]
         )
-    elif wants_promotion:
-        from traingate.tracking.promote import register_and_promote
+    from traingate.tracking.promote import register_and_promote
 
-        promotion = register_and_promote(
-            tracking,
-            cfg,
-            candidate,
-            baseline_version,
-            _gate_tag(decision, baseline_version),
-            wall=wall,
-            after_register=after_register,
+    gate_tag = _gate_tag(compared.decision, compared.baseline_version)
+    promotion = register_and_promote(
+        tracking,
+        cfg,
+        candidate,
+        compared.baseline_version,
+        gate_tag,
+        wall=wall,
+        after_register=after_register,
+    )
+    done = _Promoted(promotion.version, promotion.alias)
+    if not candidate.tags.get(TAG_MODEL_SOURCE):
+        done.warnings.append(
+            f"version {done.model_version} of {cfg.gate.model!r} is the raw files of train.artifacts, "
+            f"not an MLflow model: mlflow.pyfunc.load_model('models:/{cfg.gate.model}@{done.alias}') "
+            "cannot be loaded; save an MLflow model (an MLmodel file) into train.model_dir "
+            f"({cfg.train.model_dir}) in the training script (docs/gate.md)"
         )
-        model_version = promotion.version
-        promoted_alias = promotion.alias
-        if not candidate.tags.get(TAG_MODEL_SOURCE):
-            warnings.append(
-                f"version {model_version} of {cfg.gate.model!r} is the raw files of train.artifacts, not "
-                f"an MLflow model: mlflow.pyfunc.load_model('models:/{cfg.gate.model}@{promoted_alias}') "
-                "cannot be loaded; save an MLflow model (an MLmodel file) into train.model_dir "
-                f"({cfg.train.model_dir}) in the training script (docs/gate.md)"
-            )
+    return done
 
+
+def _tag_run(tracking: Tracking, compared: _Comparison, promoted: _Promoted) -> list[str]:
+    """Record the verdict on the candidate run; a failure here is a warning, the verdict stands."""
+    run_id = compared.candidate.run_id
     try:
         tracking.set_tags(
-            candidate.run_id,
+            run_id,
             {
-                "traingate.gate.improved": str(decision.improved).lower(),
-                "traingate.gate.baseline": baseline_version or "none",
-                "traingate.gate.model_version": model_version or "",
+                "traingate.gate.improved": str(compared.decision.improved).lower(),
+                "traingate.gate.baseline": compared.baseline_version or "none",
+                "traingate.gate.model_version": promoted.model_version or "",
             },
         )
     except TraingateError as err:
-        warnings.append(f"the gate decided but could not tag run {candidate.run_id}: {err.message}")
+        return [f"the gate decided but could not tag run {run_id}: {err.message}"]
+    return []
 
-    run_url = tracking.run_url(candidate.experiment_id, candidate.run_id)
-    metrics_out = [asdict(v) for v in decision.metrics]
-    report = {
-        "improved": decision.improved,
-        "baseline": baseline_version or "none",
-        "baseline_run_id": baseline_run.run_id if baseline_run else None,
-        "candidate_run_id": candidate.run_id,
-        "model": cfg.gate.model,
-        "alias": cfg.gate.alias,
-        "model_version": model_version or None,
-        "promoted": bool(promoted_alias),
-        "promoted_alias": promoted_alias or None,
-        "promote_mode": mode if promote else "off",
-        "require": str(cfg.gate.require),
-        "reason": decision.reason,
-        "run_url": run_url,
-        "metrics": metrics_out,
-        "warnings": warnings,
-        "eval_set": candidate.tags.get(TAG_EVAL_SET) or None,
-        "rescored": rescored.report() if rescored else None,
-    }
-    report_path = reports_dir(workspace) / "gate-report.json"
-    atomic_write_json(report_path, report)
 
+def _report(
+    cfg: Config,
+    tracking: Tracking,
+    compared: _Comparison,
+    promoted: _Promoted,
+    promote: bool,
+    warnings: list[str],
+) -> GateReport:
+    from traingate.tracking.evalset import TAG_EVAL_SET
+
+    candidate, decision = compared.candidate, compared.decision
+    return GateReport(
+        improved=decision.improved,
+        baseline=compared.baseline_version or "none",
+        baseline_run_id=compared.baseline_run.run_id if compared.baseline_run else None,
+        candidate_run_id=candidate.run_id,
+        model=cfg.gate.model,
+        alias=cfg.gate.alias,
+        model_version=promoted.model_version or None,
+        promoted=bool(promoted.alias),
+        promoted_alias=promoted.alias or None,
+        promote_mode=str(cfg.gate.promote) if promote else "off",
+        require=str(cfg.gate.require),
+        reason=decision.reason,
+        run_url=tracking.run_url(candidate.experiment_id, candidate.run_id),
+        metrics=tuple(decision.metrics),
+        warnings=tuple(warnings),
+        eval_set=candidate.tags.get(TAG_EVAL_SET) or None,
+        rescored=compared.rescored,
+    )
+
+
+def _summary(cfg: Config, report: GateReport) -> str:
     summary = render_gate_markdown(report)
-    if promoted_alias == cfg.gate.alias:
-        summary += f"\nPromoted: version {model_version} is now `@{cfg.gate.alias}`"
-        if baseline_version:
-            summary += f" (previous: `@{cfg.gate.previous_alias}` = {baseline_version})"
+    version, alias = report.model_version, report.promoted_alias
+    if alias == cfg.gate.alias:
+        summary += f"\nPromoted: version {version} is now `@{cfg.gate.alias}`"
+        if not report.first_model:
+            summary += f" (previous: `@{cfg.gate.previous_alias}` = {report.baseline})"
         summary += "\n"
-    elif promoted_alias:
+    elif alias:
         summary += (
-            f"\nRegistered version {model_version} as `@{promoted_alias}`; `traingate promote` after "
+            f"\nRegistered version {version} as `@{alias}`; `traingate promote` after "
             f"the merge makes it `@{cfg.gate.alias}`.\n"
         )
+    rescored = report.rescored
     if rescored:
         summary += (
             f"\nThe champion (version {rescored.version}) was measured on another eval set; it was "
             f"re-scored on `{rescored.eval_set[:12]}` with `{rescored.command}` before the comparison.\n"
         )
-    for text in warnings:
+    for text in report.warnings:
         summary += f"\n> ⚠️ {text}\n"
-    verdict = "improved" if decision.improved else "not improved"
-    message = f"gate: {verdict} ({decision.reason})" + (
-        f"; version {model_version} is @{promoted_alias}" if promoted_alias else ""
-    )
+    return summary
+
+
+def _message(report: GateReport) -> str:
+    verdict = "improved" if report.improved else "not improved"
+    message = f"gate: {verdict} ({report.reason})"
+    if report.promoted_alias:
+        message += f"; version {report.model_version} is @{report.promoted_alias}"
+    return message
+
+
+def gate_step(
+    cfg: Config,
+    run_id: str | None = None,
+    promote: bool = True,
+    *,
+    actions: ActionsContext | None = None,
+    tracking: Tracking | None = None,
+    wall: Callable[[], float] = time.time,
+    after_register: Callable[[Any], None] | None = None,
+) -> StepResult[GateResult]:
+    """`traingate gate`: compare, promote when improved (gate.promote), write gate-report.json.
+
+    `actions` says whether this runs in GitHub Actions (a runner-local registry is refused
+    there); None reads it from the environment, for callers that do not pass it yet."""
+    candidate_id = _candidate_id(cfg, run_id)
+    from traingate.tracking.durable import require_lasting_registry
+
+    require_lasting_registry(cfg, command="gate", actions=actions)
+    if tracking is None:
+        from traingate.tracking.mlflow_client import open_tracking
+
+        tracking = open_tracking(cfg)
+    compared = _compare(tracking, cfg, candidate_id)
+    promoted = _promote(tracking, cfg, compared, promote, wall, after_register)
+    warnings = promoted.warnings + _tag_run(tracking, compared, promoted)
+    report = _report(cfg, tracking, compared, promoted, promote, warnings)
+    report_path = reports_dir(cfg.workspace_dir) / "gate-report.json"
+    payload = report.to_json()
+    atomic_write_json(report_path, payload)
+    value = GateResult(report, report_path)
     return StepResult(
-        outputs={
-            "improved": decision.improved,
-            "baseline": baseline_version or "none",
-            "model_version": model_version,
-            "run_id": candidate.run_id,
-            "metrics": metrics_out,
-            "report": str(report_path),
-        },
-        summary=summary,
-        message=message,
-        warnings=warnings,
-        data={"report": report},
+        outputs=value.outputs(),
+        summary=_summary(cfg, report),
+        message=_message(report),
+        warnings=list(report.warnings),
+        data={"report": payload},
+        value=value,
     )
 
 
-__all__ = ["Decision", "MetricVerdict", "evaluate", "gate_step"]
+__all__ = ["Decision", "GateResult", "MetricVerdict", "evaluate", "gate_step"]

@@ -388,15 +388,6 @@ def _log_tail_summary(outcome: TrainOutcome) -> str:
     return "### ❌ Training failed\n\nLast lines of the output:\n\n```text\n" + tail + "\n```\n"
 
 
-def _last_lines(outcome: TrainOutcome, count: int = 10) -> str:
-    return "\n".join(outcome.log_tail.strip().splitlines()[-count:])
-
-
-def _log_tail_summary(outcome: TrainOutcome) -> str:
-    tail = outcome.log_tail.strip() or "(no output)"
-    return "### ❌ Training failed\n\nLast lines of the output:\n\n```text\n" + tail + "\n```\n"
-
-
 def fail_run(run: TrainRun, err: BaseException) -> None:
     """Mark the run FAILED; the warnings gathered so far travel with the error (the failure's
     report is never written). Best effort: the original error is what the user needs; a dead
