@@ -385,7 +385,10 @@ def test_corrected_mask_for_a_stored_image(project: Project) -> None:
 
 
 def test_failed_merge_posts_comment_when_asked(project: Project, make_pair: MakePair, monkeypatch) -> None:
+    """The merge stage returns the refused batch; the `data merge` composer posts the comment."""
     import traingate.github.status as status
+    from traingate.gha import ActionsContext
+    from traingate.pipeline.merge import data_merge_step
 
     first_merge(project)
     project.add_incoming(make_pair, ["a0"], seed=999)  # name conflict
@@ -396,13 +399,49 @@ def test_failed_merge_posts_comment_when_asked(project: Project, make_pair: Make
         return StepResult(message="commented")
 
     monkeypatch.setattr(status, "comment_step", fake_comment_step)
-    monkeypatch.setenv("GITHUB_REPOSITORY", "o/r")
-    monkeypatch.setenv("GITHUB_SHA", "abc")
+    actions = ActionsContext(repository="o/r", sha="abc")
+    with pytest.raises(DataError) as info:
+        data_merge_step(project.cfg, comment=True, token="t0ken", actions=actions, sleep=lambda _s: None)
+    token, repo, sha, report = calls[0]["args"]
+    assert len(calls) == 1 and (token, repo, sha) == ("t0ken", "o/r", "abc")
+    assert Path(report).exists() and info.value.warnings == []
     with pytest.raises(DataError):
-        merge_step(project.cfg, comment=True, token="t0ken", sleep=lambda _s: None)
-    token, _repo, _sha, report = calls[0]["args"]
-    assert len(calls) == 1 and token == "t0ken" and calls[0]["env"]["GITHUB_REPOSITORY"] == "o/r"
-    assert Path(report).exists()
-    with pytest.raises(DataError):
-        merge_step(project.cfg, comment=False, sleep=lambda _s: None)
+        data_merge_step(project.cfg, comment=False, actions=actions, sleep=lambda _s: None)
     assert len(calls) == 1
+    with pytest.raises(DataError):
+        merge_step(project.cfg, actions=actions, sleep=lambda _s: None)  # the stage alone never comments
+    assert len(calls) == 1
+
+
+def test_comment_not_posted_is_a_warning_on_the_merge_error(
+    project: Project, make_pair: MakePair, monkeypatch
+) -> None:
+    """Issue #13: a failed comment travels on the DataError (no string stands in for it)."""
+    import traingate.github.status as status
+    from traingate.errors import GitHubError
+    from traingate.gha import ActionsContext
+    from traingate.pipeline.merge import data_merge_step
+
+    first_merge(project)
+    project.add_incoming(make_pair, ["a0"], seed=999)  # name conflict
+
+    def denied(cfg, *args, **kw):
+        raise GitHubError("403 Resource not accessible by integration", hint="grant contents: write")
+
+    monkeypatch.setattr(status, "comment_step", denied)
+    with pytest.raises(DataError) as info:
+        data_merge_step(
+            project.cfg,
+            comment=True,
+            token="t",
+            actions=ActionsContext(repository="o/r", sha="abc"),
+            sleep=lambda _s: None,
+        )
+    assert info.value.warnings == [
+        "could not post the validation comment: 403 Resource not accessible by integration "
+        "(grant contents: write)"
+    ]
+    assert info.value.outputs["validation_passed"] is False
+    with pytest.raises(DataError) as info:
+        data_merge_step(project.cfg, comment=True, actions=ActionsContext(), sleep=lambda _s: None)
+    assert info.value.warnings[0].startswith("could not post the validation comment: not running in GitHub")

@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from traingate.contracts import DataIssue, DataReport, MergeSummary
 from traingate.data.images import (
@@ -828,38 +828,19 @@ class ValidationResult:
         }
 
 
-def raise_data_errors(
-    v: Validation,
-    *,
-    hint: str,
-    summary: str,
-    outputs: dict[str, Any],
-    what: str = "",
-    report: DataReport | None = None,
-) -> NoReturn:
-    """Raise the DataError of a failed validation: the count, the first error and its file in the
-    message; the whole report (default: the validation's) for `--json`."""
-    raise data_error(v, hint=hint, summary=summary, outputs=outputs, what=what, report=report)
-
-
 def data_error(
-    v: Validation,
-    *,
-    hint: str,
-    summary: str,
-    outputs: dict[str, Any],
-    what: str = "",
-    report: DataReport | None = None,
+    root: Path, report: DataReport, *, hint: str, summary: str, outputs: dict[str, Any], what: str = ""
 ) -> DataError:
-    """The DataError of a failed validation (see `raise_data_errors`)."""
-    first = v.errors[0]
+    """The DataError of a failed validation of `root`: the count, the first error and its file
+    in the message; the whole report for `--json`."""
+    first = report.errors[0]
     return DataError(
-        f"{len(v.errors)} data error(s) in {v.root}; {what}first: {first.message}",
+        f"{len(report.errors)} data error(s) in {root}; {what}first: {first.message}",
         hint=hint,
-        file=str(v.root / first.path) if first.path else None,
+        file=str(root / first.path) if first.path else None,
         summary=summary,
         outputs=outputs,
-        data={"report": (report if report is not None else v.data_report()).to_json()},
+        data={"report": report.to_json()},
     )
 
 
@@ -950,7 +931,7 @@ def validate_step(
         warnings.append(v.cache_note)
     if not v.passed:
         hint = f"fix the files listed in the step summary / {result.report_path}, then re-run"
-        raise data_error(v, hint=hint, summary=summary, outputs=result.outputs(), report=result.report)
+        raise data_error(root, result.report, hint=hint, summary=summary, outputs=result.outputs())
     return StepResult(
         outputs=result.outputs(),
         summary=summary,
