@@ -10,6 +10,8 @@ consumes, the shape lives here, below both.
 - The `Tracking` protocol: everything train, gate and promote need from a tracking server. The
   MLflow specifics (retries, batching, error codes) stay in `tracking/mlflow_client.py`; records
   are plain dataclasses so nothing outside the adapter touches MLflow entities.
+- The data report: `data validate` and `data merge` write a `DataReport`; `report.py` renders it
+  (step summary, validation comment, PR body) and `pr create` reads it from its file.
 """
 
 from __future__ import annotations
