@@ -58,9 +58,9 @@ def test_optional_merge_keys_stay_absent() -> None:
 def test_missing_keys_are_tolerated_wrong_types_are_not() -> None:
     assert DataReport.from_json({}).status == "unknown"
     assert DataReport.from_json({"merge": {"checks": ["pairs"]}}).merge.checks == (MergeCheck("pairs"),)
-    with pytest.raises(DataError, match="merge.new_images must be int, got str"):
+    with pytest.raises(DataError, match=r"merge\.new_images must be int, got str"):
         DataReport.from_json({"merge": {"new_images": "12"}})
-    with pytest.raises(DataError, match="counts.pairs must be int"):
+    with pytest.raises(DataError, match=r"counts\.pairs must be int"):
         DataReport.from_json({"counts": {"pairs": True}})
     with pytest.raises(DataError, match="errors must be list"):
         DataReport.from_json({"errors": "x"})

@@ -489,7 +489,7 @@ def merge_step(
     commit: bool = True,
     message: str | None = None,
     *,
-    actions: ActionsContext | None = None,
+    actions: ActionsContext,
     store: Store | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> StepResult[MergeResult]:
@@ -511,21 +511,19 @@ def run_merge(
     commit: bool = True,
     message: str | None = None,
     *,
-    actions: ActionsContext | None = None,
+    actions: ActionsContext,
     store: Store | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> MergeResult | MergeRejected:
     """Refuse early, validate and plan, then store the data, then commit the pointer.
 
     A refused batch comes back as `MergeRejected` (its report written); anything that stops
-    the merge otherwise raises. `actions` None: the context is read from the environment (for
-    callers that do not pass it yet).
+    the merge otherwise raises. `actions`: where this runs (in Actions the remote must outlive
+    the runner; the branch a detached checkout is about).
     """
-    from traingate.gha import ActionsContext
-
     started = time.perf_counter()
     req = MergeRequest.resolve(cfg, source, on_conflict, push, commit, message)
-    git = _refuse_early(req, actions if actions is not None else ActionsContext.from_env())
+    git = _refuse_early(req, actions)
     if not holds_files(req.src, cfg.data.ignore):
         return _nothing_new(req, git, sleep)
     store = store or open_store(cfg, req.repo_root)

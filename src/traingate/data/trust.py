@@ -292,7 +292,7 @@ def check_data_only(
     head: str | None = None,
     what: str | None = None,
     outputs: dict[str, Any] | None = None,
-    actions: ActionsContext | None = None,
+    actions: ActionsContext,
 ) -> TrustReport:
     """Compare `head` (default: the checked-out branch and its working tree) with `base` and
     raise UntrustedChangeError listing every change outside `rules`.
@@ -302,7 +302,6 @@ def check_data_only(
     """
     from traingate.git import Git
 
-    actions = _context(actions)
     git = Git(repo_dir, author=None)
     if not git.is_repo() or not git.has_commits():
         return TrustReport(base, "", "", "", skipped=f"{repo_dir} is not a git repository with commits")
@@ -343,7 +342,7 @@ def check_branch(
         rules=rules_for(cfg, repo_root, [source] if source is not None else []),
         remote=cfg.store.git_remote,
         outputs=outputs,
-        actions=actions,
+        actions=_context(actions),
     )
 
 
