@@ -358,3 +358,17 @@ def test_an_unreachable_remote_falls_back_to_the_last_fetched_base_and_says_so(p
     git(project.root, "update-ref", "-d", "refs/remotes/origin/main")
     with pytest.raises(UntrustedChangeError, match="could not be fetched from remote 'origin'"):
         check_branch(project.cfg)
+
+
+def test_a_detached_checkout_is_the_branch_the_actions_context_names(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #13: the branch of a detached checkout comes from the ActionsContext passed in,
+    not from GITHUB_* read inside the stage."""
+    git(project.root, "checkout", "-q", "--detach", "main")
+    monkeypatch.setenv("GITHUB_REF_NAME", "data/upload")  # ignored: the context is what counts
+    on_base = check_branch(project.cfg, actions=ActionsContext(ref_name="main"))
+    assert on_base.skipped == "on the base branch main"
+    on_pr = check_branch(project.cfg, actions=ActionsContext(ref_name="7/merge", head_ref="main"))
+    assert on_pr.skipped == "on the base branch main"
+    assert check_branch(project.cfg, actions=LOCAL).skipped == ""  # detached, no context: compared
