@@ -67,6 +67,9 @@ def main() -> None:
     from traingate.config import load_config
     from traingate.data.merge import merge_step
     from traingate.data.store import DvcStore
+    from traingate.gha import ActionsContext
+
+    LOCAL = ActionsContext()  # a run outside GitHub Actions
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -115,7 +118,7 @@ def main() -> None:
             git(seed, "add", ".")
             git(seed, "commit", "-q", "-m", "seed")
             t0 = time.perf_counter()
-            merge_step(load_config(seed / "traingate.yml"), sleep=lambda _s: None)
+            merge_step(load_config(seed / "traingate.yml"), sleep=lambda _s: None, actions=LOCAL)
             t_seed = time.perf_counter() - t0
             objects = s3_count("bench")
             print(f"stored dataset: {stored} pairs ({objects} objects on S3), seeded in {t_seed:.1f} s")
@@ -135,7 +138,7 @@ def main() -> None:
             cfg = load_config(a / "traingate.yml")
             store = DvcStore(cfg)
             t0 = time.perf_counter()
-            result = merge_step(cfg, store=store, push=False, sleep=lambda _s: None)
+            result = merge_step(cfg, store=store, push=False, sleep=lambda _s: None, actions=LOCAL)
             t_tg = time.perf_counter() - t0
             tg_up = s3_count("bench") - before
             tg_down = store.transfer.downloaded

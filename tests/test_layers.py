@@ -117,21 +117,9 @@ def test_the_rule_finds_what_it_is_meant_to_find(tmp_path: Path) -> None:
     assert got == {"traingate.tracking.gate", "traingate.pipeline", "click"}
 
 
-# Violations still being moved into the composition layer (#13). Each fix removes its line here;
-# the test fails both on a new violation and on an entry that no longer happens.
-KNOWN: frozenset[str] = frozenset(
-    {
-        "traingate/data/merge.py (stage data) imports the stage traingate.github.status",
-    }
-)
-
-
 def test_no_stage_imports_another_stage_and_only_cli_imports_click() -> None:
-    found = {_without_line(v) for v in violations()}
-    new = sorted(found - KNOWN)
-    gone = sorted(KNOWN - found)
-    assert not new, "new violations of the import rule:\n" + "\n".join(new)
-    assert not gone, "fixed: remove these from KNOWN:\n" + "\n".join(gone)
+    found = sorted({_without_line(v) for v in violations()})
+    assert found == [], "violations of the import rule (docs/architecture.md):\n" + "\n".join(found)
 
 
 @pytest.mark.parametrize("core", ["git", "contracts", "metrics", "runtime", "gha", "errors", "config"])

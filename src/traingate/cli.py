@@ -296,9 +296,9 @@ def data_merge(
     gha.mask(github_token)
 
     def action(cfg: Config) -> StepResult:
-        from traingate.data.merge import merge_step
+        from traingate.pipeline.merge import data_merge_step
 
-        return merge_step(
+        return data_merge_step(
             cfg,
             Path(source) if source else None,
             on_conflict=on_conflict,
@@ -307,6 +307,7 @@ def data_merge(
             message=message,
             comment=comment,
             token=github_token,
+            actions=opts.actions,
         )
 
     run_step(opts, action)

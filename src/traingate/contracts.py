@@ -10,6 +10,8 @@ consumes, the shape lives here, below both.
 - The `Tracking` protocol: everything train, gate and promote need from a tracking server. The
   MLflow specifics (retries, batching, error codes) stay in `tracking/mlflow_client.py`; records
   are plain dataclasses so nothing outside the adapter touches MLflow entities.
+- The data report: `data validate` and `data merge` write a `DataReport`; `report.py` renders it
+  (step summary, validation comment, PR body) and `pr create` reads it from its file.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from traingate.errors import GateError, TrackingError
+from traingate.errors import DataError, GateError, TrackingError
 
 # ---------------------------------------------------------------- training job (train <-> infra)
 
@@ -79,6 +81,207 @@ class Executor(Protocol):
     def attach(self, run_ref: str, job: TrainJob, log: LogSink) -> TrainOutcome:
         """Follow a job started earlier (a re-run after the runner disconnected)."""
         ...
+
+
+# ------------------------------------------------------- data report (data -> report, github, run)
+# `data validate` and `data merge` write it (reports/validation-report.json, data-report.json);
+# `report.render_data_markdown`, the validation comment and `pr create`'s body read it. to_json()
+# is the file's exact shape; from_json() accepts a report with keys missing (an older version, a
+# hand-written one) and refuses a key of the wrong type, naming it.
+
+
+def _bad(what: str, value: object, expected: str) -> DataError:
+    return DataError(
+        f"data report: {what} must be {expected}, got {type(value).__name__} {value!r:.60}",
+        hint="re-run the `data validate` / `data merge` step that writes the report",
+    )
+
+
+def _typed(
+    payload: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any, where: str
+) -> Any:
+    value = payload.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _kinds(kind)):
+        names = " or ".join(k.__name__ for k in _kinds(kind))
+        raise _bad(f"{where}{key}", value, names)
+    return value
+
+
+def _kinds(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _mapping(payload: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(payload, Mapping):
+        raise _bad(where, payload, "an object")
+    return payload
+
+
+@dataclass(frozen=True)
+class DataIssue:
+    """One finding, always naming its file (`path` is "" for the dataset as a whole)."""
+
+    code: str
+    path: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "path": self.path, "message": self.message}
+
+    @classmethod
+    def from_json(cls, payload: Any) -> DataIssue:
+        if isinstance(payload, str):  # a bare message
+            return cls("", "", payload)
+        item = _mapping(payload, "an error or warning")
+        return cls(*(str(_typed(item, k, str, "", "issue ")) for k in ("code", "path", "message")))
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """A stored file replaced on purpose (`--on-conflict replace`): `replaces` had md5 `old`."""
+
+    path: str
+    replaces: str
+    old: str
+    new: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "replaces": self.replaces, "old": self.old, "new": self.new}
+
+    @classmethod
+    def from_json(cls, payload: Any) -> Replacement:
+        if isinstance(payload, str):
+            return cls(payload, payload, "", "")
+        item = _mapping(payload, "merge.replaced[]")
+        return cls(*(str(_typed(item, k, str, "", "replaced ")) for k in ("path", "replaces", "old", "new")))
+
+
+@dataclass(frozen=True)
+class MergeCheck:
+    """A check the merge ran against the stored dataset; `passed` None: ran, no verdict."""
+
+    name: str
+    passed: bool | None = True
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail}
+
+    @classmethod
+    def from_json(cls, payload: Any) -> MergeCheck:
+        if isinstance(payload, str):  # a bare name: it ran and passed
+            return cls(payload)
+        item = _mapping(payload, "merge.checks[]")
+        return cls(
+            str(_typed(item, "name", str, "", "check ") or "check"),
+            _typed(item, "passed", bool, None, "check "),
+            str(_typed(item, "detail", str, "", "check ")),
+        )
+
+
+@dataclass(frozen=True)
+class MergeSummary:
+    """The `merge` section: what a merge changed. The optional fields are written only by the
+    steps that know them (a rejected merge uploaded nothing; a finished interrupted merge did
+    not look at the store), so the file keeps exactly the keys it always had."""
+
+    existing_images: int = 0
+    new_images: int = 0
+    total_images: int = 0
+    replaced: tuple[Replacement, ...] = ()
+    data_version: str = ""
+    commit: str = ""
+    checks: tuple[MergeCheck, ...] = ()
+    already_stored: int | None = None
+    store: str | None = None
+    uploaded_objects: int | None = None
+    downloaded_objects: int | None = None
+    duration_seconds: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "existing_images": self.existing_images,
+            "new_images": self.new_images,
+            "total_images": self.total_images,
+            "replaced": [r.to_json() for r in self.replaced],
+            "data_version": self.data_version,
+            "commit": self.commit,
+            "checks": [c.to_json() for c in self.checks],
+        }
+        for key in ("already_stored", "store", "uploaded_objects", "downloaded_objects", "duration_seconds"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+    @classmethod
+    def from_json(cls, payload: Any) -> MergeSummary:
+        item = _mapping(payload, "merge")
+        ints = {
+            k: _typed(item, k, int, 0, "merge.") for k in ("existing_images", "new_images", "total_images")
+        }
+        optional = {
+            "already_stored": _typed(item, "already_stored", int, None, "merge."),
+            "store": _typed(item, "store", str, None, "merge."),
+            "uploaded_objects": _typed(item, "uploaded_objects", int, None, "merge."),
+            "downloaded_objects": _typed(item, "downloaded_objects", int, None, "merge."),
+            "duration_seconds": _typed(item, "duration_seconds", (int, float), None, "merge."),
+        }
+        return cls(
+            **ints,
+            replaced=tuple(Replacement.from_json(r) for r in _typed(item, "replaced", list, [], "merge.")),
+            data_version=str(_typed(item, "data_version", str, "", "merge.")),
+            commit=str(_typed(item, "commit", str, "", "merge.")),
+            checks=tuple(MergeCheck.from_json(c) for c in _typed(item, "checks", list, [], "merge.")),
+            **optional,
+        )
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """The validation (and merge) report: `status` is "pass" or "fail" (anything else read from
+    a file is kept, and rendered as unknown)."""
+
+    status: str = "unknown"
+    counts: dict[str, int] = field(default_factory=dict)
+    errors: tuple[DataIssue, ...] = ()
+    warnings: tuple[DataIssue, ...] = ()
+    statistics: dict[str, Any] = field(default_factory=dict)
+    merge: MergeSummary | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "status": self.status,
+            "counts": dict(self.counts),
+            "errors": [e.to_json() for e in self.errors],
+            "warnings": [w.to_json() for w in self.warnings],
+            "statistics": dict(self.statistics),
+        }
+        if self.merge is not None:
+            out["merge"] = self.merge.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, payload: Any) -> DataReport:
+        item = _mapping(payload, "the report")
+        counts = _typed(item, "counts", Mapping, {}, "")
+        for key, value in counts.items():
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise _bad(f"counts.{key}", value, "int")
+        merge = item.get("merge")
+        return cls(
+            status=str(_typed(item, "status", str, "unknown", "")),
+            counts=dict(counts),
+            errors=tuple(DataIssue.from_json(e) for e in _typed(item, "errors", list, [], "")),
+            warnings=tuple(DataIssue.from_json(w) for w in _typed(item, "warnings", list, [], "")),
+            statistics=dict(_typed(item, "statistics", Mapping, {}, "")),
+            merge=MergeSummary.from_json(merge) if merge else None,
+        )
 
 
 # ---------------------------------------------------------------- tracking (train <-> tracking)
@@ -210,7 +413,7 @@ def _report_error(where: str, key: str, want: str, value: object) -> GateError:
 _WANT = {bool: "true or false", str: "a string", list: "a list", float: "a number"}
 
 
-def _typed(data: Mapping[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
+def _gate_field(data: Mapping[str, Any], key: str, kind: type, default: Any, where: str) -> Any:
     """`data[key]` when it is of `kind` (float: any number), `default` when missing or null."""
     value = data.get(key)
     if value is None:
@@ -247,13 +450,13 @@ class MetricVerdict:
         if not isinstance(data, Mapping):
             raise _report_error(where, "metric", "an object", data)
         return cls(
-            name=_typed(data, "name", str, "", where),
-            direction=_typed(data, "direction", str, "max", where),
-            candidate=_typed(data, "candidate", float, None, where),
-            baseline=_typed(data, "baseline", float, None, where),
-            delta=_typed(data, "delta", float, None, where),
-            passed=_typed(data, "passed", bool, False, where),
-            reason=_typed(data, "reason", str, "", where),
+            name=_gate_field(data, "name", str, "", where),
+            direction=_gate_field(data, "direction", str, "max", where),
+            candidate=_gate_field(data, "candidate", float, None, where),
+            baseline=_gate_field(data, "baseline", float, None, where),
+            delta=_gate_field(data, "delta", float, None, where),
+            passed=_gate_field(data, "passed", bool, False, where),
+            reason=_gate_field(data, "reason", str, "", where),
         )
 
 
@@ -278,11 +481,11 @@ class Rescored:
         if not isinstance(metrics, Mapping):
             raise _report_error(where, "metrics", "an object", metrics)
         return cls(
-            version=_typed(data, "version", str, "", where),
-            run_id=_typed(data, "run_id", str, "", where),
-            eval_set=_typed(data, "eval_set", str, "", where),
-            metrics={str(k): _typed(metrics, k, float, 0.0, f"{where} metrics") for k in metrics},
-            command=_typed(data, "command", str, "", where),
+            version=_gate_field(data, "version", str, "", where),
+            run_id=_gate_field(data, "run_id", str, "", where),
+            eval_set=_gate_field(data, "eval_set", str, "", where),
+            metrics={str(k): _gate_field(metrics, k, float, 0.0, f"{where} metrics") for k in metrics},
+            command=_gate_field(data, "command", str, "", where),
         )
 
 
@@ -341,25 +544,25 @@ class GateReport:
             return data
         if not isinstance(data, Mapping):
             raise _report_error(where, "report", "a JSON object", data)
-        metrics = _typed(data, "metrics", list, [], where)
-        warnings = _typed(data, "warnings", list, [], where)
+        metrics = _gate_field(data, "metrics", list, [], where)
+        warnings = _gate_field(data, "warnings", list, [], where)
         rescored = data.get("rescored")
         return cls(
-            improved=_typed(data, "improved", bool, False, where),
-            baseline=_typed(data, "baseline", str, "none", where),
-            baseline_run_id=_typed(data, "baseline_run_id", str, None, where),
-            candidate_run_id=_typed(data, "candidate_run_id", str, "", where),
-            model=_typed(data, "model", str, "", where),
-            alias=_typed(data, "alias", str, "champion", where),
-            model_version=_typed(data, "model_version", str, None, where),
-            promoted=_typed(data, "promoted", bool, False, where),
-            promoted_alias=_typed(data, "promoted_alias", str, None, where),
-            promote_mode=_typed(data, "promote_mode", str, "", where),
-            require=_typed(data, "require", str, "all", where),
-            reason=_typed(data, "reason", str, "", where),
-            run_url=_typed(data, "run_url", str, "", where),
+            improved=_gate_field(data, "improved", bool, False, where),
+            baseline=_gate_field(data, "baseline", str, "none", where),
+            baseline_run_id=_gate_field(data, "baseline_run_id", str, None, where),
+            candidate_run_id=_gate_field(data, "candidate_run_id", str, "", where),
+            model=_gate_field(data, "model", str, "", where),
+            alias=_gate_field(data, "alias", str, "champion", where),
+            model_version=_gate_field(data, "model_version", str, None, where),
+            promoted=_gate_field(data, "promoted", bool, False, where),
+            promoted_alias=_gate_field(data, "promoted_alias", str, None, where),
+            promote_mode=_gate_field(data, "promote_mode", str, "", where),
+            require=_gate_field(data, "require", str, "all", where),
+            reason=_gate_field(data, "reason", str, "", where),
+            run_url=_gate_field(data, "run_url", str, "", where),
             metrics=tuple(MetricVerdict.from_json(m, f"{where} metrics[{i}]") for i, m in enumerate(metrics)),
-            warnings=tuple(_typed({"warning": w}, "warning", str, "", where) for w in warnings),
-            eval_set=_typed(data, "eval_set", str, None, where),
+            warnings=tuple(_gate_field({"warning": w}, "warning", str, "", where) for w in warnings),
+            eval_set=_gate_field(data, "eval_set", str, None, where),
             rescored=None if rescored is None else Rescored.from_json(rescored, f"{where} rescored"),
         )

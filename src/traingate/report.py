@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from traingate.contracts import GateReport
+from traingate.contracts import DataReport, GateReport, MergeSummary, Replacement
 from traingate.errors import ConfigError, GitHubError
 
 GITHUB_BODY_LIMIT = 65_536
@@ -166,96 +166,104 @@ def load_metrics_log(path: Path | None) -> tuple[list[dict[str, Any]], int]:
 
 
 # ------------------------------------------------------------------------------- data report
-def _checks(merge: Mapping[str, Any]) -> list[str]:
+def _data_report(data_report: DataReport | Mapping[str, Any]) -> DataReport:
+    return data_report if isinstance(data_report, DataReport) else DataReport.from_json(data_report)
+
+
+def _checks(merge: MergeSummary | Mapping[str, Any] | None) -> list[str]:
+    if merge is not None and not isinstance(merge, MergeSummary):
+        merge = MergeSummary.from_json(merge)
     out = []
-    for check in merge.get("checks") or []:
-        if isinstance(check, Mapping):
-            name = check.get("name") or check.get("check") or check.get("code") or "check"
-            status = check.get("status") or check.get("result")
-            if status is None and isinstance(check.get("passed"), bool):
-                status = "pass" if check["passed"] else "fail"
-            detail = check.get("detail") or check.get("message")
-            mark = {"pass": "✅", "passed": "✅", "ok": "✅", "fail": "❌", "failed": "❌"}.get(
-                str(status).lower(), "•"
-            )
-            text = f"{mark} {escape_cell(name)}"
-            if detail:
-                text += f" — {escape_cell(detail)}"
-            out.append(text)
-        else:
-            out.append(f"✅ {escape_cell(check)}")
+    for check in merge.checks if merge is not None else ():
+        mark = "•" if check.passed is None else ("✅" if check.passed else "❌")
+        text = f"{mark} {escape_cell(check.name)}"
+        if check.detail:
+            text += f" — {escape_cell(check.detail)}"
+        out.append(text)
     return out
 
 
-def render_data_markdown(data_report: Mapping[str, Any], *, max_errors: int = 50, heading: int = 3) -> str:
-    """Validation and merge summary: counts, checks that ran, and the errors table (capped)."""
-    h = "#" * heading
-    status = str(data_report.get("status", "unknown"))
-    icon = {"pass": "✅", "fail": "❌"}.get(status, "•")
-    lines = [f"{h} {icon} Data: validation {escape_cell(status)}", ""]
-    merge = data_report.get("merge") or {}
-    counts = data_report.get("counts") or {}
-    lines += ["| | count |", "|---|---:|"]
-    if merge:
-        for key, label in (
-            ("existing_images", "existing images"),
-            ("new_images", "new images"),
-            ("total_images", "total images"),
-        ):
-            lines.append(f"| {label} | {format_number(merge.get(key))} |")
-    for key, label in (("pairs", "pairs checked"), ("valid_pairs", "valid pairs")):
-        if key in counts:
-            lines.append(f"| {label} | {format_number(counts.get(key))} |")
-    errors = list(data_report.get("errors") or [])
-    warnings = list(data_report.get("warnings") or [])
-    lines.append(f"| errors | {len(errors)} |")
-    lines.append(f"| warnings | {len(warnings)} |")
-    lines.append("")
-    if merge.get("data_version") or merge.get("commit"):
-        parts = []
-        if merge.get("data_version"):
-            parts.append(f"data version {code_span(merge['data_version'])}")
-        if merge.get("commit"):
-            parts.append(f"commit {code_span(merge['commit'])}")
+def _replacement(r: Replacement) -> str:
+    shown = code_span(r.path)
+    return shown if r.replaces in ("", r.path) else f"{shown} (replaces {code_span(r.replaces)})"
+
+
+def _merge_lines(merge: MergeSummary) -> list[str]:
+    """Data version and commit, what was replaced, the checks that ran."""
+    lines: list[str] = []
+    parts = []
+    if merge.data_version:
+        parts.append(f"data version {code_span(merge.data_version)}")
+    if merge.commit:
+        parts.append(f"commit {code_span(merge.commit)}")
+    if parts:
         text = ", ".join(parts)
         lines += [text[:1].upper() + text[1:], ""]  # not .capitalize(): it lower-cases hashes
-    replaced = merge.get("replaced") or []
+    replaced = merge.replaced
     if replaced:
-        shown = ", ".join(code_span(p) for p in replaced[:20])
+        shown = ", ".join(_replacement(r) for r in replaced[:20])
         more = f" and {len(replaced) - 20} more" if len(replaced) > 20 else ""
         lines += [f"Replaced (on_conflict: replace): {shown}{more}", ""]
     checks = _checks(merge)
     if checks:
         lines += ["Checks that ran: " + " · ".join(checks), ""]
-    stats = data_report.get("statistics") or {}
-    if stats:
-        lines += [
-            "Statistics: "
-            + ", ".join(f"{escape_cell(k)} {format_number(v)}" for k, v in sorted(stats.items())),
-            "",
-        ]
-    for title, items in (("Errors", errors), ("Warnings", warnings)):
+    return lines
+
+
+def _issue_tables(report: DataReport, max_errors: int) -> list[str]:
+    lines: list[str] = []
+    for title, items in (("Errors", report.errors), ("Warnings", report.warnings)):
         if not items:
             continue
         lines += [f"**{title}**", "", "| code | file | message |", "|---|---|---|"]
-        for item in items[:max_errors]:
-            item = item if isinstance(item, Mapping) else {"message": item}
-            lines.append(
-                f"| {code_span(item.get('code', ''))} | {code_span(item.get('path', ''))} "
-                f"| {escape_cell(item.get('message', ''))} |"
-            )
+        lines += [
+            f"| {code_span(i.code)} | {code_span(i.path)} | {escape_cell(i.message)} |"
+            for i in items[:max_errors]
+        ]
         if len(items) > max_errors:
             lines.append(f"| | | … and {len(items) - max_errors} more |")
         lines.append("")
+    return lines
+
+
+def render_data_markdown(
+    data_report: DataReport | Mapping[str, Any], *, max_errors: int = 50, heading: int = 3
+) -> str:
+    """Validation and merge summary: counts, checks that ran, and the errors table (capped).
+    `data_report`: the typed report, or its JSON as read from the file."""
+    report = _data_report(data_report)
+    icon = {"pass": "✅", "fail": "❌"}.get(report.status, "•")
+    lines = [f"{'#' * heading} {icon} Data: validation {escape_cell(report.status)}", ""]
+    merge = report.merge
+    lines += ["| | count |", "|---|---:|"]
+    if merge is not None:
+        for value, label in (
+            (merge.existing_images, "existing images"),
+            (merge.new_images, "new images"),
+            (merge.total_images, "total images"),
+        ):
+            lines.append(f"| {label} | {format_number(value)} |")
+    for key, label in (("pairs", "pairs checked"), ("valid_pairs", "valid pairs")):
+        if key in report.counts:
+            lines.append(f"| {label} | {format_number(report.counts[key])} |")
+    lines += [f"| errors | {len(report.errors)} |", f"| warnings | {len(report.warnings)} |", ""]
+    if merge is not None:
+        lines += _merge_lines(merge)
+    if report.statistics:
+        stats = ", ".join(
+            f"{escape_cell(k)} {format_number(v)}" for k, v in sorted(report.statistics.items())
+        )
+        lines += ["Statistics: " + stats, ""]
+    lines += _issue_tables(report, max_errors)
     return "\n".join(lines).rstrip() + "\n"
 
 
 def render_validation_comment(
-    data_report: Mapping[str, Any], *, max_errors: int = 50, run_url: str = ""
+    data_report: DataReport | Mapping[str, Any], *, max_errors: int = 50, run_url: str = ""
 ) -> str:
     """The commit comment posted when `data merge` fails: the errors table, and how to fix."""
     body = [VALIDATION_COMMENT_MARKER, "## traingate: this data push was not merged", ""]
-    body.append(render_data_markdown(data_report, max_errors=max_errors))
+    body.append(render_data_markdown(_data_report(data_report), max_errors=max_errors))
     body.append("Fix the files listed above and push again; nothing was merged into the dataset.")
     url = safe_url(run_url)
     if url:

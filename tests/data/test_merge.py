@@ -16,8 +16,12 @@ from traingate.data.manifest import read_pointer, tree_hash
 from traingate.data.merge import merge_step
 from traingate.data.store import DvcStore, _folder_entries, dataset_version, pull_dataset
 from traingate.errors import DataError, StoreError
+from traingate.gha import ActionsContext
 from traingate.git import BOT_NAME
 from traingate.result import StepResult
+
+# A run outside GitHub Actions: the tests state the context instead of the environment.
+LOCAL = ActionsContext()
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +84,7 @@ def project(tmp_path: Path, make_pair: MakePair) -> Project:
 
 
 def first_merge(p: Project):
-    return merge_step(p.cfg, sleep=lambda _s: None)
+    return merge_step(p.cfg, sleep=lambda _s: None, actions=LOCAL)
 
 
 def test_first_merge_initialises_dvc_pushes_data_then_commits(project: Project, tmp_path: Path) -> None:
@@ -127,7 +131,7 @@ def test_second_merge_reads_only_the_manifest(project: Project, make_pair: MakeP
     shutil.rmtree(project.root / "data" / "training", ignore_errors=True)
     project.add_incoming(make_pair, ["b0", "b1"])
     store = DvcStore(project.cfg)
-    result = merge_step(project.cfg, store=store, sleep=lambda _s: None)
+    result = merge_step(project.cfg, store=store, sleep=lambda _s: None, actions=LOCAL)
     assert (result.outputs["new_images"], result.outputs["existing_images"]) == (2, 4)
     assert result.outputs["total_images"] == 6
     assert store.transfer.downloaded == 1  # the listing, not the dataset
@@ -144,7 +148,7 @@ def test_name_conflict_fails_and_changes_nothing(project: Project, make_pair: Ma
     project.add_incoming(make_pair, ["c0"])
     head = git(project.root, "rev-parse", "HEAD")
     with pytest.raises(DataError) as info:
-        merge_step(project.cfg, sleep=lambda _s: None)
+        merge_step(project.cfg, sleep=lambda _s: None, actions=LOCAL)
     err = info.value
     assert err.exit_code == 1 and err.outputs["validation_passed"] is False
     assert "name_conflict" in (err.summary or "") and "--on-conflict replace" in (err.summary or "")
@@ -159,7 +163,7 @@ def test_name_conflict_fails_and_changes_nothing(project: Project, make_pair: Ma
 def test_replace_is_explicit_and_recorded(project: Project, make_pair: MakePair) -> None:
     first_merge(project)
     project.add_incoming(make_pair, ["a1"], seed=12345)
-    result = merge_step(project.cfg, on_conflict="replace", sleep=lambda _s: None)
+    result = merge_step(project.cfg, on_conflict="replace", sleep=lambda _s: None, actions=LOCAL)
     report = json.loads(Path(result.outputs["report"]).read_text())
     replaced = {r["path"] for r in report["merge"]["replaced"]}
     assert "images/a1.jpg" in replaced
@@ -175,7 +179,7 @@ def test_duplicate_of_stored_content_and_resolution(project: Project, make_pair:
     (project.root / "data" / "new" / "images" / "copy.jpg").write_bytes(stored)
     project.add_incoming(make_pair, ["wide"], size=(96, 64))
     with pytest.raises(DataError) as info:
-        merge_step(project.cfg, sleep=lambda _s: None)
+        merge_step(project.cfg, sleep=lambda _s: None, actions=LOCAL)
     codes = {
         e["path"]: e["code"] for e in json.loads(Path(info.value.outputs["report"]).read_text())["errors"]
     }
@@ -194,13 +198,13 @@ def test_rerun_with_already_stored_files_is_idempotent(project: Project, make_pa
     __import__("traingate.git", fromlist=["Git"]).Git.commit = crash
     try:
         with pytest.raises(KeyboardInterrupt):
-            merge_step(cfg, store=store, sleep=lambda _s: None)
+            merge_step(cfg, store=store, sleep=lambda _s: None, actions=LOCAL)
     finally:
         __import__("traingate.git", fromlist=["Git"]).Git.commit = original_commit
     objects = project.remote_objects()
     assert len(objects) == 9
     store2 = DvcStore(project.cfg)
-    result = merge_step(project.cfg, store=store2, sleep=lambda _s: None)
+    result = merge_step(project.cfg, store=store2, sleep=lambda _s: None, actions=LOCAL)
     assert store2.transfer.uploaded == 0  # everything was already there
     assert result.outputs["total_images"] == 4 and result.outputs["commit_sha"]
     assert "data/training.dvc" in project.head_files()
@@ -268,7 +272,7 @@ def test_dataset_version_untracked_and_local_store(tmp_path: Path, make_pair: Ma
     cfg = p.cfg
     assert dataset_version(cfg) == ""
     p.add_incoming(make_pair, ["x0", "x1"], commit=False)
-    result = merge_step(cfg, commit=False, sleep=lambda _s: None)
+    result = merge_step(cfg, commit=False, sleep=lambda _s: None, actions=LOCAL)
     assert result.outputs["total_images"] == 2
     assert dataset_version(cfg) == result.outputs["data_version"] == pull_dataset(cfg)
     assert len(_folder_entries(p.root / "data" / "training")) == 4
@@ -277,10 +281,10 @@ def test_dataset_version_untracked_and_local_store(tmp_path: Path, make_pair: Ma
 def test_local_store_replace_removes_the_replaced_file(tmp_path: Path, make_pair: MakePair) -> None:
     p = make_project(tmp_path, "locr", {"store": {"kind": "local"}})
     p.add_incoming(make_pair, ["x0", "x1"], commit=False)
-    merge_step(p.cfg, commit=False, sleep=lambda _s: None)
+    merge_step(p.cfg, commit=False, sleep=lambda _s: None, actions=LOCAL)
     shutil.rmtree(p.root / "data" / "new")
     make_pair(p.root / "data" / "new", "x0", ext="png", seed=7)  # x0.jpg's replacement
-    result = merge_step(p.cfg, commit=False, on_conflict="replace", sleep=lambda _s: None)
+    result = merge_step(p.cfg, commit=False, on_conflict="replace", sleep=lambda _s: None, actions=LOCAL)
     stored = _folder_entries(p.root / "data" / "training")
     assert "images/x0.jpg" not in stored and "images/x0.png" in stored
     assert result.outputs["total_images"] == 2
@@ -292,7 +296,7 @@ def test_untracked_existing_dataset_is_refused(tmp_path: Path, make_pair: MakePa
     make_pair(p.root / "data" / "training", "old")
     p.add_incoming(make_pair, ["n0"])
     with pytest.raises(StoreError, match="not tracked by DVC"):
-        merge_step(p.cfg, sleep=lambda _s: None)
+        merge_step(p.cfg, sleep=lambda _s: None, actions=LOCAL)
 
 
 def test_cli_merge_writes_outputs(project: Project, monkeypatch) -> None:
@@ -355,7 +359,7 @@ def test_rerun_after_pointer_written_before_commit(project: Project, monkeypatch
     assert read_pointer(project.root / "data" / "training").tracked
     assert "data/training.dvc" not in project.head_files()
     store = DvcStore(project.cfg)
-    result = merge_step(project.cfg, store=store, sleep=lambda _s: None)
+    result = merge_step(project.cfg, store=store, sleep=lambda _s: None, actions=LOCAL)
     assert store.transfer.uploaded == 0 and result.outputs["new_images"] == 0
     assert result.outputs["total_images"] == 4
     files = project.head_files()
@@ -375,17 +379,20 @@ def test_corrected_mask_for_a_stored_image(project: Project) -> None:
     git(project.root, "add", "data/new")
     git(project.root, "commit", "-q", "-m", "fix mask")
     with pytest.raises(DataError) as info:
-        merge_step(project.cfg, sleep=lambda _s: None)
+        merge_step(project.cfg, sleep=lambda _s: None, actions=LOCAL)
     report = json.loads(Path(info.value.outputs["report"]).read_text())
     assert [e["code"] for e in report["errors"]] == ["name_conflict"]  # not missing_image
-    result = merge_step(project.cfg, on_conflict="replace", sleep=lambda _s: None)
+    result = merge_step(project.cfg, on_conflict="replace", sleep=lambda _s: None, actions=LOCAL)
     assert result.outputs["total_images"] == 4 and result.outputs["new_images"] == 0
     report = json.loads(Path(result.outputs["report"]).read_text())
     assert [r["path"] for r in report["merge"]["replaced"]] == ["masks/a2.png"]
 
 
 def test_failed_merge_posts_comment_when_asked(project: Project, make_pair: MakePair, monkeypatch) -> None:
+    """The merge stage returns the refused batch; the `data merge` composer posts the comment."""
     import traingate.github.status as status
+    from traingate.gha import ActionsContext
+    from traingate.pipeline.merge import data_merge_step
 
     first_merge(project)
     project.add_incoming(make_pair, ["a0"], seed=999)  # name conflict
@@ -396,13 +403,50 @@ def test_failed_merge_posts_comment_when_asked(project: Project, make_pair: Make
         return StepResult(message="commented")
 
     monkeypatch.setattr(status, "comment_step", fake_comment_step)
-    monkeypatch.setenv("GITHUB_REPOSITORY", "o/r")
-    monkeypatch.setenv("GITHUB_SHA", "abc")
+    actions = ActionsContext(repository="o/r", sha="abc")
+    with pytest.raises(DataError) as info:
+        data_merge_step(project.cfg, comment=True, token="t0ken", actions=actions, sleep=lambda _s: None)
+    token, repo, sha, report = calls[0]["args"]
+    assert len(calls) == 1 and (token, repo, sha) == ("t0ken", "o/r", "abc")
+    assert calls[0]["actions"] is actions  # the run's one context, passed down
+    assert Path(report).exists() and info.value.warnings == []
     with pytest.raises(DataError):
-        merge_step(project.cfg, comment=True, token="t0ken", sleep=lambda _s: None)
-    token, _repo, _sha, report = calls[0]["args"]
-    assert len(calls) == 1 and token == "t0ken" and calls[0]["actions"].repository == "o/r"
-    assert Path(report).exists()
-    with pytest.raises(DataError):
-        merge_step(project.cfg, comment=False, sleep=lambda _s: None)
+        data_merge_step(project.cfg, comment=False, actions=actions, sleep=lambda _s: None)
     assert len(calls) == 1
+    with pytest.raises(DataError):
+        merge_step(project.cfg, actions=actions, sleep=lambda _s: None)  # the stage alone never comments
+    assert len(calls) == 1
+
+
+def test_comment_not_posted_is_a_warning_on_the_merge_error(
+    project: Project, make_pair: MakePair, monkeypatch
+) -> None:
+    """Issue #13: a failed comment travels on the DataError (no string stands in for it)."""
+    import traingate.github.status as status
+    from traingate.errors import GitHubError
+    from traingate.gha import ActionsContext
+    from traingate.pipeline.merge import data_merge_step
+
+    first_merge(project)
+    project.add_incoming(make_pair, ["a0"], seed=999)  # name conflict
+
+    def denied(cfg, *args, **kw):
+        raise GitHubError("403 Resource not accessible by integration", hint="grant contents: write")
+
+    monkeypatch.setattr(status, "comment_step", denied)
+    with pytest.raises(DataError) as info:
+        data_merge_step(
+            project.cfg,
+            comment=True,
+            token="t",
+            actions=ActionsContext(repository="o/r", sha="abc"),
+            sleep=lambda _s: None,
+        )
+    assert info.value.warnings == [
+        "could not post the validation comment: 403 Resource not accessible by integration "
+        "(grant contents: write)"
+    ]
+    assert info.value.outputs["validation_passed"] is False
+    with pytest.raises(DataError) as info:
+        data_merge_step(project.cfg, comment=True, actions=ActionsContext(), sleep=lambda _s: None)
+    assert info.value.warnings[0].startswith("could not post the validation comment: not running in GitHub")

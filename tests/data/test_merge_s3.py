@@ -15,6 +15,10 @@ from traingate.data.manifest import read_pointer, tree_hash
 from traingate.data.merge import merge_step
 from traingate.data.store import DvcStore, _folder_entries, pull_dataset
 from traingate.errors import StoreError
+from traingate.gha import ActionsContext
+
+# A run outside GitHub Actions: the tests state the context instead of the environment.
+LOCAL = ActionsContext()
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +36,7 @@ def test_merge_and_pull_on_s3(aws_env: str, tmp_path: Path, make_pair: MakePair)
     boto3.client("s3").create_bucket(Bucket="datasets")
     p = make_project(tmp_path, "s3p", {"store": {"remote": "s3://datasets/wm", "endpoint_url": aws_env}})
     p.add_incoming(make_pair, ["a0", "a1", "a2"])
-    first = merge_step(p.cfg, sleep=lambda _s: None)
+    first = merge_step(p.cfg, sleep=lambda _s: None, actions=LOCAL)
     keys = s3_keys("datasets")
     assert len(keys) == 7 and all(k.startswith("wm/files/md5/") for k in keys)  # 6 files + listing
 
@@ -45,7 +49,7 @@ def test_merge_and_pull_on_s3(aws_env: str, tmp_path: Path, make_pair: MakePair)
     git(clone, "commit", "-q", "-m", "more")
     cfg = load_config(clone / "traingate.yml")
     store = DvcStore(cfg)
-    second = merge_step(cfg, store=store, sleep=lambda _s: None)
+    second = merge_step(cfg, store=store, sleep=lambda _s: None, actions=LOCAL)
     assert (store.transfer.downloaded, store.transfer.uploaded) == (1, 5)
     assert second.outputs["total_images"] == 5 and second.outputs["existing_images"] == 3
     assert len(s3_keys("datasets")) == 12
@@ -64,7 +68,7 @@ def test_s3_push_failure_commits_nothing(aws_env: str, tmp_path: Path, make_pair
     p.add_incoming(make_pair, ["a0"])
     head = git(p.root, "rev-parse", "HEAD")
     with pytest.raises(StoreError) as info:
-        merge_step(p.cfg, sleep=lambda _s: None)
+        merge_step(p.cfg, sleep=lambda _s: None, actions=LOCAL)
     assert "no-such-bucket" in info.value.message and info.value.exit_code == 1
     assert git(p.root, "rev-parse", "HEAD") == head
     assert not read_pointer(p.root / "data" / "training").tracked
@@ -79,7 +83,7 @@ def test_s3_broken_endpoint_commits_nothing(
     p.add_incoming(make_pair, ["a0"])
     head = git(p.root, "rev-parse", "HEAD")
     with pytest.raises(StoreError) as info:
-        merge_step(p.cfg, sleep=lambda _s: None)
+        merge_step(p.cfg, sleep=lambda _s: None, actions=LOCAL)
     assert dead in info.value.message or "connect" in info.value.message.lower()
     assert git(p.root, "rev-parse", "HEAD") == head
     assert not (p.root / "data" / "training.dvc").exists()
@@ -97,7 +101,7 @@ def test_s3_access_denied_commits_nothing(
     boto3.client("s3").create_bucket(Bucket="guarded")
     p = make_project(tmp_path, "deny", {"store": {"remote": "s3://guarded/ds", "endpoint_url": aws_env}})
     p.add_incoming(make_pair, ["a0", "a1"])
-    merge_step(p.cfg, sleep=lambda _s: None)  # the stored dataset, written with full rights
+    merge_step(p.cfg, sleep=lambda _s: None, actions=LOCAL)  # the stored dataset, written with full rights
 
     iam = boto3.client("iam")
     iam.create_user(UserName="reader")
@@ -122,7 +126,7 @@ def test_s3_access_denied_commits_nothing(
     requests.post(f"{aws_env}/moto-api/reset-auth", data=b"0", timeout=10)  # enforce IAM from now on
     try:
         with pytest.raises(StoreError) as info:
-            merge_step(p.cfg, sleep=lambda _s: None)
+            merge_step(p.cfg, sleep=lambda _s: None, actions=LOCAL)
     finally:
         requests.post(f"{aws_env}/moto-api/reset-auth", data=b"inf", timeout=10)
     text = (info.value.message + " " + (info.value.hint or "")).lower()
@@ -145,6 +149,6 @@ def test_in_actions_an_s3_remote_merges_and_the_bot_commits(
     p = make_project(tmp_path, "ci", {"store": {"remote": "s3://ci-data/wm", "endpoint_url": aws_env}})
     p.add_incoming(make_pair, ["a0"])
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
-    result = merge_step(p.cfg, sleep=lambda _s: None)
+    result = merge_step(p.cfg, sleep=lambda _s: None, actions=ActionsContext(in_actions=True))
     assert result.outputs["new_images"] == 1 and len(s3_keys("ci-data")) == 3
     assert git(p.root, "log", "-1", "--format=%an|%cn") == f"{BOT_NAME}|{BOT_NAME}"

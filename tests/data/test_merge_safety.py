@@ -17,6 +17,10 @@ from traingate.config import load_config
 from traingate.data.manifest import read_pointer
 from traingate.data.merge import merge_step
 from traingate.errors import ConfigError, DataError, TraingateError, UsageError
+from traingate.gha import ActionsContext
+
+# A run outside GitHub Actions: the tests state the context instead of the environment.
+LOCAL = ActionsContext()
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +57,7 @@ def test_source_repository_root_is_refused_and_nothing_moves(root_with_pairs: Pr
     before = snapshot(p.root)
     head = git(p.root, "rev-parse", "HEAD")
     with pytest.raises(UsageError) as info:
-        merge_step(p.cfg, p.root, sleep=no_sleep)
+        merge_step(p.cfg, p.root, sleep=no_sleep, actions=LOCAL)
     assert info.value.exit_code == 2
     assert str(p.root) in info.value.message and "repository" in info.value.message
     assert info.value.hint
@@ -98,7 +102,7 @@ def test_source_must_be_a_plain_folder_inside_the_repository(
         subprocess.run(["git", "init", "-q", str(source)], check=True)
     before = snapshot(p.root)
     with pytest.raises(UsageError) as info:
-        merge_step(p.cfg, source, sleep=no_sleep)
+        merge_step(p.cfg, source, sleep=no_sleep, actions=LOCAL)
     assert info.value.exit_code == 2
     assert str(source) in info.value.message and words in info.value.message
     assert snapshot(p.root) == before
@@ -114,7 +118,7 @@ def test_source_holding_the_configuration_is_refused(tmp_path: Path, make_pair: 
     make_pair(project, "s0")
     cfg = load_config(project / "traingate.yml")
     with pytest.raises(UsageError) as info:
-        merge_step(cfg, project, sleep=no_sleep)
+        merge_step(cfg, project, sleep=no_sleep, actions=LOCAL)
     assert "traingate.yml" in info.value.message and str(project) in info.value.message
 
 
@@ -122,7 +126,7 @@ def test_data_incoming_in_the_config_is_named_when_it_is_refused(tmp_path: Path,
     p = make_project(tmp_path, extra={"data": {"incoming": "data/training"}})
     make_pair(p.root / "data" / "training", "s0")
     with pytest.raises(ConfigError) as info:
-        merge_step(p.cfg, sleep=no_sleep)
+        merge_step(p.cfg, sleep=no_sleep, actions=LOCAL)
     assert info.value.exit_code == 2 and "data.incoming" in info.value.message
 
 
@@ -150,7 +154,7 @@ def test_files_that_are_not_pairs_are_errors_before_anything_moves(
     before = snapshot(p.root, skip=skip)
     head = git(p.root, "rev-parse", "HEAD")
     with pytest.raises(DataError) as info:
-        merge_step(p.cfg, sleep=no_sleep)
+        merge_step(p.cfg, sleep=no_sleep, actions=LOCAL)
     assert info.value.exit_code == 1 and info.value.outputs["validation_passed"] is False
     report = json.loads(Path(info.value.outputs["report"]).read_text())
     unexpected = sorted(e["path"] for e in report["errors"] if e["code"] == "unexpected_file")
@@ -170,7 +174,7 @@ def test_ignored_files_are_left_alone_and_only_stored_pairs_are_removed(
     add_strays(p)
     git(p.root, "add", "data/new/.gitkeep")
     git(p.root, "commit", "-q", "-m", "keep the folder")
-    result = merge_step(p.cfg, sleep=no_sleep)
+    result = merge_step(p.cfg, sleep=no_sleep, actions=LOCAL)
     assert result.outputs["new_images"] == 2
     incoming = p.root / "data" / "new"
     # Left alone on disk, with their content ...
@@ -199,7 +203,7 @@ def test_a_lone_gitkeep_stays_after_the_merge(tmp_path: Path, make_pair: MakePai
     (p.root / "data" / "new").mkdir(parents=True)
     (p.root / "data" / "new" / ".gitkeep").write_text("")
     p.add_incoming(make_pair, ["a0"])
-    merge_step(p.cfg, sleep=no_sleep)
+    merge_step(p.cfg, sleep=no_sleep, actions=LOCAL)
     assert "data/new/.gitkeep" in p.head_files()
     assert (p.root / "data" / "new" / ".gitkeep").exists()
 
@@ -216,7 +220,7 @@ def test_config_of_init_without_flags_merges_locally(tmp_path: Path, make_pair: 
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "init + data")
     cfg = load_config(root / "traingate.yml")
-    result = merge_step(cfg, push=False, sleep=no_sleep)
+    result = merge_step(cfg, push=False, sleep=no_sleep, actions=LOCAL)
     assert result.outputs["new_images"] == 1
     assert read_pointer(root / "data" / "training").tracked
     assert "region" not in (root / ".dvc" / "config").read_text()
@@ -236,7 +240,7 @@ def test_remote_changed_from_s3_to_a_folder_drops_the_s3_settings(
     git(p.root, "add", ".dvc")
     git(p.root, "commit", "-q", "-m", "dvc on s3")
     p.add_incoming(make_pair, ["a0"])
-    merge_step(p.cfg, sleep=no_sleep)
+    merge_step(p.cfg, sleep=no_sleep, actions=LOCAL)
     text = (p.root / ".dvc" / "config").read_text()
     assert str(p.remote) in text and "region" not in text and "endpointurl" not in text
 
@@ -255,7 +259,7 @@ def test_actions_refuses_a_remote_on_the_runner_before_anything_moves(
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     before = snapshot(p.root)
     with pytest.raises(ConfigError) as info:
-        merge_step(p.cfg, sleep=no_sleep)
+        merge_step(p.cfg, sleep=no_sleep, actions=ActionsContext(in_actions=True))
     err = info.value
     assert err.exit_code == 2 and "store.remote" in err.message and "s3://" in (err.hint or "")
     assert snapshot(p.root) == before
@@ -266,7 +270,7 @@ def test_actions_refuses_a_remote_on_the_runner_before_anything_moves(
 def test_outside_actions_the_pointer_commit_is_the_users(tmp_path: Path, make_pair: MakePair) -> None:
     p = make_project(tmp_path)
     p.add_incoming(make_pair, ["a0"])
-    merge_step(p.cfg, sleep=no_sleep)
+    merge_step(p.cfg, sleep=no_sleep, actions=LOCAL)
     # conftest.py gives the test process the identity `traingate-test` (as a developer's git would).
     who = git(p.root, "log", "-1", "--format=%an <%ae>|%cn")
     assert who == "traingate-test <test@example.invalid>|traingate-test"
@@ -281,7 +285,7 @@ def test_outside_actions_without_a_git_identity_fails_before_anything_moves(
         monkeypatch.delenv(name, raising=False)
     before = snapshot(p.root)
     with pytest.raises(TraingateError) as info:
-        merge_step(p.cfg, sleep=no_sleep)
+        merge_step(p.cfg, sleep=no_sleep, actions=LOCAL)
     assert info.value.exit_code == 2
     assert "identity" in info.value.message and "git config" in (info.value.hint or "")
     assert snapshot(p.root) == before and not p.remote.exists()
@@ -311,6 +315,6 @@ def test_a_file_url_remote_is_that_folder(tmp_path: Path, make_pair: MakePair) -
     (DVC takes the URL for a relative path), where a `git add -A` would commit it."""
     p = make_project(tmp_path, extra={"store": {"remote": (tmp_path / "proj-dvc-remote").as_uri()}})
     p.add_incoming(make_pair, ["a0"])
-    merge_step(p.cfg, sleep=no_sleep)
+    merge_step(p.cfg, sleep=no_sleep, actions=LOCAL)
     assert len(p.remote_objects()) == 3
     assert not (p.root / "file:").exists()

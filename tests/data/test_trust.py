@@ -21,6 +21,10 @@ from traingate.data.trust import (
     verify_pointer_text,
 )
 from traingate.errors import UntrustedChangeError
+from traingate.gha import ActionsContext
+
+# A run outside GitHub Actions: the tests state the context instead of the environment.
+LOCAL = ActionsContext()
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +51,7 @@ def project(tmp_path: Path, make_pair: MakePair) -> Project:
 
 
 def _merge(p: Project):
-    return merge_step(p.cfg, sleep=lambda _s: None)
+    return merge_step(p.cfg, sleep=lambda _s: None, actions=LOCAL)
 
 
 def test_merge_refuses_a_data_branch_that_also_changes_train_py(project: Project) -> None:
@@ -337,7 +341,9 @@ def test_a_merge_source_other_than_incoming_is_data_too(project: Project, make_p
         check_branch(project.cfg)  # not data.incoming
     with pytest.raises(UntrustedChangeError, match=r"uploads/batch/images/b0\.jpg"):
         check_branch(project.cfg, source=project.root / "uploads" / "other")
-    out = merge_step(project.cfg, project.root / "uploads" / "batch", sleep=lambda _s: None).outputs
+    out = merge_step(
+        project.cfg, project.root / "uploads" / "batch", sleep=lambda _s: None, actions=LOCAL
+    ).outputs
     assert out["new_images"] == 2
     # Merged and removed: the branch's net change is the pointer, which any check accepts.
     assert {c.path for c in check_branch(project.cfg).changes} >= {"data/training.dvc"}
@@ -352,3 +358,17 @@ def test_an_unreachable_remote_falls_back_to_the_last_fetched_base_and_says_so(p
     git(project.root, "update-ref", "-d", "refs/remotes/origin/main")
     with pytest.raises(UntrustedChangeError, match="could not be fetched from remote 'origin'"):
         check_branch(project.cfg)
+
+
+def test_a_detached_checkout_is_the_branch_the_actions_context_names(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #13: the branch of a detached checkout comes from the ActionsContext passed in,
+    not from GITHUB_* read inside the stage."""
+    git(project.root, "checkout", "-q", "--detach", "main")
+    monkeypatch.setenv("GITHUB_REF_NAME", "data/upload")  # ignored: the context is what counts
+    on_base = check_branch(project.cfg, actions=ActionsContext(ref_name="main"))
+    assert on_base.skipped == "on the base branch main"
+    on_pr = check_branch(project.cfg, actions=ActionsContext(ref_name="7/merge", head_ref="main"))
+    assert on_pr.skipped == "on the base branch main"
+    assert check_branch(project.cfg, actions=LOCAL).skipped == ""  # detached, no context: compared

@@ -19,17 +19,20 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from dataclasses import replace as dataclass_replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from traingate.contracts import DataReport, MergeCheck, MergeSummary, Replacement
 from traingate.data.globs import glob_regex
 from traingate.data.images import IMAGE_EXTENSIONS
 from traingate.data.store import NewObject, Store, find_repo_root, open_store
 from traingate.data.trust import check_branch
 from traingate.data.validate import (
+    FileInfo,
     Issue,
     Validation,
-    raise_data_errors,
+    data_error,
     render_summary,
     resolve_cache_dir,
     split_rel,
@@ -39,6 +42,8 @@ from traingate.errors import ConfigError, DataError, StoreError, UsageError
 
 if TYPE_CHECKING:
     from traingate.config import Config
+    from traingate.data.manifest import Pointer
+    from traingate.gha import ActionsContext
     from traingate.git import Git
     from traingate.result import StepResult
 
@@ -48,13 +53,53 @@ class MergePlan:
     entries: dict[str, str]  # the merged listing: relpath -> md5
     new: list[NewObject] = field(default_factory=list)
     already_stored: list[str] = field(default_factory=list)
-    replaced: list[dict[str, str]] = field(default_factory=list)
+    replaced: list[Replacement] = field(default_factory=list)
     removed_for_replace: list[str] = field(default_factory=list)
-    checks: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[MergeCheck] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
         return bool(self.new or self.replaced)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """The stored dataset's listing, indexed the ways the plan asks it."""
+
+    manifest: dict[str, str]
+    images_dir: str
+    masks_dir: str
+    by_stem: dict[tuple[str, str], list[str]]
+    image_md5: dict[str, str]  # md5 -> the first stored image with that content
+
+    @classmethod
+    def index(cls, manifest: dict[str, str], images_dir: str, masks_dir: str) -> _Stored:
+        stored = cls(manifest, images_dir, masks_dir, {}, {})
+        for rel, md5 in manifest.items():
+            k = stored.key(rel)
+            if k is not None:
+                stored.by_stem.setdefault(k, []).append(rel)
+            if k is not None and k[0] == "image":
+                stored.image_md5.setdefault(md5, rel)
+        return stored
+
+    def key(self, rel: str) -> tuple[str, str] | None:
+        return split_rel(rel, self.images_dir, self.masks_dir)
+
+    def completes(self, issue: Issue) -> bool:
+        """A pairing error of the new set that the stored dataset completes (a corrected mask
+        for a stored image): not an error in a merge."""
+        k = self.key(issue.path)
+        if k is None:
+            return False
+        partner = {"missing_mask": "mask", "missing_image": "image"}.get(issue.code)
+        return partner is not None and (partner, k[1]) in self.by_stem
+
+    def clashing(self, rel: str) -> list[str]:
+        """Stored files the new `rel` would take the place of: same name, or same stem."""
+        k = self.key(rel)
+        siblings = [s for s in self.by_stem.get(k, []) if s != rel] if k is not None else []
+        return ([rel] if rel in self.manifest else []) + siblings
 
 
 def plan_merge(
@@ -73,100 +118,71 @@ def plan_merge(
     new set's pairing errors that the stored dataset completes (a corrected mask for a stored
     image). Nothing stored is removed unless `replace`, and then it is recorded.
     """
+    stored = _Stored.index(manifest, images_dir, masks_dir)
     plan = MergePlan(entries=dict(manifest))
-
-    def key(rel: str) -> tuple[str, str] | None:
-        return split_rel(rel, images_dir, masks_dir)
-
-    stored_by_stem: dict[tuple[str, str], list[str]] = {}
-    stored_image_md5: dict[str, str] = {}
-    for rel, md5 in manifest.items():
-        k = key(rel)
-        if k is not None:
-            stored_by_stem.setdefault(k, []).append(rel)
-        if k is not None and k[0] == "image":
-            stored_image_md5.setdefault(md5, rel)
-
-    # Pairing completed by the stored dataset is not an error in a merge.
-    kept: list[Issue] = []
-    for issue in v.errors:
-        k = key(issue.path)
-        if k is not None and issue.code == "missing_mask" and ("mask", k[1]) in stored_by_stem:
-            continue
-        if k is not None and issue.code == "missing_image" and ("image", k[1]) in stored_by_stem:
-            continue
-        kept.append(issue)
-    v.errors = kept
-
-    conflicts = duplicates = 0
-    for rel, info in sorted(v.files.items()):
-        stored_same_name = manifest.get(rel)
-        if stored_same_name == info.md5:
-            plan.already_stored.append(rel)
-            continue
-        k = key(rel)
-        siblings = [s for s in stored_by_stem.get(k, []) if s != rel] if k is not None else []
-        clashing = ([rel] if stored_same_name is not None else []) + siblings
-        if clashing:
-            if replace:
-                for old in clashing:
-                    plan.replaced.append(
-                        {"path": rel, "replaces": old, "old": manifest[old], "new": info.md5}
-                    )
-                    plan.entries.pop(old, None)
-                    plan.removed_for_replace.append(old)
-            else:
-                conflicts += 1
-                olds = ", ".join(f"{old} (md5 {manifest[old]})" for old in clashing)
-                v.errors.append(
-                    Issue(
-                        "name_conflict",
-                        rel,
-                        f"{rel} (md5 {info.md5}) has the name of stored {olds}; nothing was changed",
-                    )
-                )
-                continue
-        if info.kind == "image" and info.md5 in stored_image_md5 and stored_image_md5[info.md5] != rel:
-            duplicates += 1
-            v.errors.append(
-                Issue(
-                    "duplicate_content",
-                    rel,
-                    f"{rel}: same content as stored {stored_image_md5[info.md5]} (md5 {info.md5})",
-                )
-            )
-            continue
-        plan.entries[rel] = info.md5
-        plan.new.append(NewObject(rel, v.root / rel, info.md5, info.size))
-
-    resolution_errors = 0
+    v.errors = [issue for issue in v.errors if not stored.completes(issue)]
+    placed = Counter(
+        _place(v, plan, stored, rel, info, replace=replace) for rel, info in sorted(v.files.items())
+    )
     stored_res = stored_meta.get("resolution")
-    if not size_configured and stored_res and stored_res != "mixed" and manifest:
-        for rel, info in sorted(v.files.items()):
-            facts = info.facts
-            if info.kind == "image" and "width" in facts and not facts.get("error"):
-                res = f"{facts['width']}x{facts['height']}"
-                if res != stored_res:
-                    resolution_errors += 1
-                    v.errors.append(
-                        Issue(
-                            "resolution_mismatch",
-                            rel,
-                            f"{rel}: image is {res}, the stored dataset is {stored_res} "
-                            "(set data.size to make the resolution explicit)",
-                        )
-                    )
+    mismatches = 0 if size_configured else _check_resolution(v, stored_res, manifest)
     v.errors.sort(key=lambda i: (i.path, i.code))
     plan.checks = [
-        {"name": "names", "passed": conflicts == 0, "detail": f"{conflicts} conflict(s)"},
-        {"name": "content duplicates", "passed": duplicates == 0, "detail": f"{duplicates} duplicate(s)"},
-        {
-            "name": "resolution consistency",
-            "passed": resolution_errors == 0,
-            "detail": f"stored {stored_res or 'unknown'}",
-        },
+        MergeCheck("names", placed["conflict"] == 0, f"{placed['conflict']} conflict(s)"),
+        MergeCheck("content duplicates", placed["duplicate"] == 0, f"{placed['duplicate']} duplicate(s)"),
+        MergeCheck("resolution consistency", mismatches == 0, f"stored {stored_res or 'unknown'}"),
     ]
     return plan
+
+
+def _place(
+    v: Validation, plan: MergePlan, stored: _Stored, rel: str, info: FileInfo, *, replace: bool
+) -> str:
+    """Decide one new file: "stored" already (same content), a "conflict" or a "duplicate"
+    (an error in `v`), or "new" (in the plan, replacing what it clashes with when `replace`)."""
+    if stored.manifest.get(rel) == info.md5:
+        plan.already_stored.append(rel)
+        return "stored"
+    clashing = stored.clashing(rel)
+    if clashing and not replace:
+        olds = ", ".join(f"{old} (md5 {stored.manifest[old]})" for old in clashing)
+        msg = f"{rel} (md5 {info.md5}) has the name of stored {olds}; nothing was changed"
+        v.errors.append(Issue("name_conflict", rel, msg))
+        return "conflict"
+    for old in clashing:
+        plan.replaced.append(Replacement(rel, old, stored.manifest[old], info.md5))
+        plan.entries.pop(old, None)
+        plan.removed_for_replace.append(old)
+    same = stored.image_md5.get(info.md5)
+    if info.kind == "image" and same is not None and same != rel:
+        v.errors.append(
+            Issue("duplicate_content", rel, f"{rel}: same content as stored {same} (md5 {info.md5})")
+        )
+        return "duplicate"
+    plan.entries[rel] = info.md5
+    plan.new.append(NewObject(rel, v.root / rel, info.md5, info.size))
+    return "new"
+
+
+def _check_resolution(v: Validation, stored_res: str | None, manifest: dict[str, str]) -> int:
+    """New images whose resolution differs from the stored dataset's single one (when data.size
+    does not state it): `resolution_mismatch` errors in `v`; returns how many."""
+    if not stored_res or stored_res == "mixed" or not manifest:
+        return 0
+    mismatches = 0
+    for rel, info in sorted(v.files.items()):
+        facts = info.facts
+        if info.kind != "image" or "width" not in facts or facts.get("error"):
+            continue
+        res = f"{facts['width']}x{facts['height']}"
+        if res != stored_res:
+            mismatches += 1
+            msg = (
+                f"{rel}: image is {res}, the stored dataset is {stored_res} "
+                "(set data.size to make the resolution explicit)"
+            )
+            v.errors.append(Issue("resolution_mismatch", rel, msg))
+    return mismatches
 
 
 def _count_images(entries: dict[str, str], images_dir: str) -> int:
@@ -191,14 +207,15 @@ def _merged_meta(v: Validation, plan: MergePlan, stored: dict[str, Any], images_
     return meta
 
 
-def _commit_message(cfg: Config, plan: MergePlan, version: str, source: Path, message: str | None) -> str:
-    new_images = sum(1 for o in plan.new if o.rel.startswith(cfg.data.images.strip("/") + "/"))
-    total = _count_images(plan.entries, cfg.data.images.strip("/"))
-    head = message or f"data: merge {new_images} new image(s) into {cfg.data.root} ({total} total)"
-    lines = [head, "", f"Data version: {version}", f"Source: {source}"]
+def _commit_message(req: MergeRequest, plan: MergePlan, version: str) -> str:
+    cfg = req.cfg
+    new_images = sum(1 for o in plan.new if o.rel.startswith(req.images_dir + "/"))
+    total = _count_images(plan.entries, req.images_dir)
+    head = req.message or f"data: merge {new_images} new image(s) into {cfg.data.root} ({total} total)"
+    lines = [head, "", f"Data version: {version}", f"Source: {req.src}"]
     if plan.replaced:
         lines += ["", "Replaced with --on-conflict replace (old md5 -> new md5):"]
-        lines += [f"- {r['replaces']} -> {r['path']}: {r['old']} -> {r['new']}" for r in plan.replaced]
+        lines += [f"- {r.replaces} -> {r.path}: {r.old} -> {r.new}" for r in plan.replaced]
     return "\n".join(lines) + "\n"
 
 
@@ -337,6 +354,133 @@ def _open_git(repo_root: Path) -> Git | None:
     return git if git.is_repo() else None
 
 
+# ----------------------------------------------------------------------------------- merge
+@dataclass(frozen=True)
+class MergeRequest:
+    """What `data merge` was asked to do, resolved once; every phase reads it."""
+
+    cfg: Config
+    src: Path
+    explicit: bool  # SOURCE given on the command line (not data.incoming)
+    replace: bool
+    commit: bool
+    push: bool  # push the commit (asked, store.git_push, and there is a commit)
+    message: str | None
+    repo_root: Path
+    report_path: Path
+
+    @property
+    def images_dir(self) -> str:
+        return self.cfg.data.images.strip("/")
+
+    @property
+    def masks_dir(self) -> str:
+        return self.cfg.data.masks.strip("/")
+
+    @classmethod
+    def resolve(
+        cls,
+        cfg: Config,
+        source: Path | None,
+        on_conflict: str | None,
+        push: bool,
+        commit: bool,
+        message: str | None,
+    ) -> MergeRequest:
+        from traingate.state import reports_dir
+
+        return cls(
+            cfg=cfg,
+            src=(source if source is not None else cfg.path(cfg.data.incoming)).resolve(),
+            explicit=source is not None,
+            replace=(on_conflict or cfg.data.on_conflict.value) == "replace",
+            commit=commit,
+            push=push and cfg.store.git_push and commit,
+            message=message,
+            repo_root=find_repo_root(cfg.base_dir),
+            report_path=reports_dir(cfg.workspace_dir) / "data-report.json",
+        )
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """A merge that went through, or an interrupted one finished (`resumed`)."""
+
+    report: DataReport  # with its `merge` section
+    report_path: Path
+    summary: str = ""
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+    resumed: bool = False
+
+    @property
+    def merge(self) -> MergeSummary:
+        return self.report.merge or MergeSummary()
+
+    def outputs(self) -> dict[str, Any]:
+        return {
+            **_count_outputs(True, self.merge, self.report_path),
+            "data_version": self.merge.data_version,
+            "commit_sha": self.merge.commit,
+        }
+
+    def step_result(self) -> StepResult[MergeResult]:
+        from traingate.result import StepResult
+
+        return StepResult(
+            outputs=self.outputs(),
+            summary=self.summary,
+            message=self.message,
+            data={} if self.resumed else {"report": self.report.to_json()},
+            warnings=list(self.warnings),
+            value=self,
+        )
+
+
+@dataclass(frozen=True)
+class MergeRejected:
+    """A batch the merge refused: nothing was stored or committed; the report says why.
+    A value, not an exception, so the composer can act on it (post the commit comment)
+    before it raises `error()`."""
+
+    src: Path
+    report: DataReport
+    report_path: Path
+    summary: str
+
+    def outputs(self) -> dict[str, Any]:
+        return _count_outputs(False, self.report.merge or MergeSummary(), self.report_path)
+
+    def error(self) -> DataError:
+        return data_error(
+            self.src,
+            self.report,
+            what="nothing was merged; ",
+            hint=f"fix the files listed in the step summary / {self.report_path}, then push again",
+            summary=self.summary,
+            outputs=self.outputs(),
+        )
+
+
+def _count_outputs(passed: bool, merge: MergeSummary, report_path: Path) -> dict[str, Any]:
+    return {
+        "validation_passed": passed,
+        "total_images": merge.total_images,
+        "new_images": merge.new_images,
+        "existing_images": merge.existing_images,
+        "report": str(report_path),
+    }
+
+
+def _count_rows(merge: MergeSummary) -> list[tuple[str, Any]]:
+    return [
+        ("stored before", merge.existing_images),
+        ("new images", merge.new_images),
+        ("total images", merge.total_images),
+        ("replaced", len(merge.replaced)),
+    ]
+
+
 def merge_step(
     cfg: Config,
     source: Path | None = None,
@@ -344,269 +488,314 @@ def merge_step(
     push: bool = True,
     commit: bool = True,
     message: str | None = None,
-    comment: bool = False,
     *,
-    token: str | None = None,
+    actions: ActionsContext,
     store: Store | None = None,
     sleep: Callable[[float], None] = time.sleep,
-) -> StepResult:
-    from traingate import gha
-    from traingate.data.store import require_durable_remote
-    from traingate.result import StepResult
-    from traingate.state import atomic_write_json, reports_dir, update_state
+) -> StepResult[MergeResult]:
+    """`data merge` without the commit comment (`traingate.pipeline.merge` adds it): the
+    merge's result, or its DataError when the batch was refused."""
+    outcome = run_merge(
+        cfg, source, on_conflict, push, commit, message, actions=actions, store=store, sleep=sleep
+    )
+    if isinstance(outcome, MergeRejected):
+        raise outcome.error()
+    return outcome.step_result()
 
+
+def run_merge(
+    cfg: Config,
+    source: Path | None = None,
+    on_conflict: str | None = None,
+    push: bool = True,
+    commit: bool = True,
+    message: str | None = None,
+    *,
+    actions: ActionsContext,
+    store: Store | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> MergeResult | MergeRejected:
+    """Refuse early, validate and plan, then store the data, then commit the pointer.
+
+    A refused batch comes back as `MergeRejected` (its report written); anything that stops
+    the merge otherwise raises. `actions`: where this runs (in Actions the remote must outlive
+    the runner; the branch a detached checkout is about).
+    """
     started = time.perf_counter()
-    src = (source if source is not None else cfg.path(cfg.data.incoming)).resolve()
-    replace = (on_conflict or cfg.data.on_conflict.value) == "replace"
-    images_dir, masks_dir = cfg.data.images.strip("/"), cfg.data.masks.strip("/")
-    repo_root = find_repo_root(cfg.base_dir)
-    # Refusals that need no data and move nothing come first (exit 2).
-    check_source(cfg, src, repo_root, explicit=source is not None)
-    require_durable_remote(cfg, gha.in_actions())
-    git = _open_git(repo_root) if cfg.store.kind == "dvc" or commit else None
-    if commit and git is not None:
-        git.identity()
-    report_path = reports_dir(cfg.workspace_dir) / "data-report.json"
-    warnings: list[str] = []
-    do_push = push and cfg.store.git_push and commit
-    # A data branch changes data only: refuse before anything is validated, stored or committed.
-    check_branch(cfg, source=src, outputs={"validation_passed": False})
-
-    if not holds_files(src, cfg.data.ignore):
-        finished = _finish_interrupted(cfg, git, src, repo_root, commit, do_push, message, sleep, report_path)
-        if finished is not None:
-            return finished
-        raise DataError(
-            f"no new data to merge: {src} has no files",
-            hint=f"push the new files under {cfg.data.incoming}/{images_dir} and "
-            f"{cfg.data.incoming}/{masks_dir}, or pass the folder as SOURCE",
-            outputs={"validation_passed": False},
-        )
-
-    store = store or open_store(cfg, repo_root)
+    req = MergeRequest.resolve(cfg, source, on_conflict, push, commit, message)
+    git = _refuse_early(req, actions)
+    if not holds_files(req.src, cfg.data.ignore):
+        return _nothing_new(req, git, sleep)
+    store = store or open_store(cfg, req.repo_root)
     try:
-        v = validate_dataset(
-            src, cfg.data, cache_dir=resolve_cache_dir(cfg), workers=cfg.data.workers, require_data=True
+        checked = _check(req, store)
+        if not checked.v.passed:
+            return _reject(req, checked)
+        version, to_commit = _store_data(req, checked, store)
+        sha, warnings = _commit_and_push(req, git, checked, version, to_commit, sleep)
+        merge = dataclass_replace(
+            checked.merge,
+            data_version=version,
+            commit=sha,
+            uploaded_objects=store.transfer.uploaded,
+            downloaded_objects=store.transfer.downloaded,
+            duration_seconds=round(time.perf_counter() - started, 3),
         )
-        v.errors += unexpected_files(src, images_dir, masks_dir, cfg.data.ignore)
-        prepared = store.prepare()
-        pointer = store.pointer()
-        if pointer is not None and not pointer.tracked and holds_files(cfg.data_root):
-            raise StoreError(
-                f"{cfg.data_root} holds files but is not tracked by DVC ({pointer.path.name} is missing)",
-                hint=f"track the existing dataset first (`dvc add {cfg.data.root} && dvc push`), or move "
-                f"its files into {cfg.data.incoming} so this merge adds them",
-            )
-        manifest = store.manifest()
-        stored_meta = pointer.meta if pointer is not None else {}
-        plan = plan_merge(
-            v,
-            manifest,
-            stored_meta,
-            replace=replace,
-            images_dir=images_dir,
-            masks_dir=masks_dir,
-            size_configured=cfg.data.size is not None,
-        )
-        existing_images = _count_images(manifest, images_dir)
-        merge_info: dict[str, Any] = {
-            "existing_images": existing_images,
-            "new_images": sum(1 for o in plan.new if o.rel.startswith(images_dir + "/")),
-            "total_images": _count_images(plan.entries, images_dir),
-            "already_stored": len(plan.already_stored),
-            "replaced": plan.replaced,
-            "data_version": pointer.md5 if pointer is not None else "",
-            "commit": "",
-            "checks": plan.checks,
-            "store": store.describe(),
-        }
-        report = v.report()
-        report["merge"] = merge_info
-        summary_rows = [
-            ("stored before", existing_images),
-            ("new images", merge_info["new_images"]),
-            ("total images", merge_info["total_images"]),
-            ("replaced", len(plan.replaced)),
-        ]
-        outputs: dict[str, Any] = {
-            "validation_passed": v.passed,
-            "total_images": merge_info["total_images"],
-            "new_images": merge_info["new_images"],
-            "existing_images": existing_images,
-            "report": str(report_path),
-        }
-        if not v.passed:
-            atomic_write_json(report_path, report)
-            summary = render_summary(
-                report,
-                title=f"Data merge of `{src}`: rejected",
-                cap=cfg.data.max_errors_in_summary,
-                extra_rows=summary_rows,
-            )
-            if any(e.code == "unexpected_file" for e in v.errors):
-                summary += (
-                    f"\nThe merge removes from `{src.name}` only the image/mask files it stored. Move the "
-                    "other files out of it, or list them in `data.ignore` (globs) to leave them there.\n"
-                )
-            if any(e.code == "name_conflict" for e in v.errors):
-                summary += (
-                    "\nA stored file has the same name but different content. Rename the new file, or "
-                    "re-run with `--on-conflict replace` to replace the stored version on purpose "
-                    "(recorded in the commit message).\n"
-                )
-            _maybe_comment(cfg, comment, token, report_path, warnings)
-            raise_data_errors(
-                v,
-                what="nothing was merged; ",
-                hint=f"fix the files listed in the step summary / {report_path}, then push again",
-                summary=summary,
-                outputs=outputs,
-            )
-
-        # Data first: upload and verify, then the pointer.
-        version = merge_info["data_version"]
-        if plan.changed or not version:
-            version = store.put(plan.new, plan.entries)
-        old_size = pointer.size if pointer is not None else 0
-        removed_sizes = store.sizes([r["old"] for r in plan.replaced])
-        size = old_size + sum(o.size for o in plan.new) - sum(removed_sizes.values())
-        meta = _merged_meta(v, plan, stored_meta, images_dir)
-        changed_files = store.finalize(plan.entries, version, max(size, 0), meta)
-        merge_info["data_version"] = version
-        merge_info["uploaded_objects"] = store.transfer.uploaded
-        merge_info["downloaded_objects"] = store.transfer.downloaded
-        _update_workspace(cfg, plan)
-
-        sha = ""
-        if commit and git is not None:
-            to_commit = [*prepared, *changed_files]
-            if git.tracked(src):
-                # The raw pair files now live in the store; the branch keeps only the pointer.
-                # Exactly those: every other file in SOURCE was refused or ignored above.
-                _remove_stored(src, list(v.files))
-                removals = _pending_removals(git, src, repo_root, images_dir, masks_dir)
-                to_commit += [Path(rel) for rel in removals]
-            rel_paths = [p.resolve().relative_to(repo_root) if p.is_absolute() else p for p in to_commit]
-            sha = git.commit(rel_paths, _commit_message(cfg, plan, version, src, message))
-            if do_push:
-                if git.has_remote(cfg.store.git_remote):
-                    sha = git.push(cfg.store.git_remote, sleep=sleep)
-                else:
-                    warnings.append(
-                        f"git remote {cfg.store.git_remote!r} is not configured: the commit was not pushed"
-                    )
-        elif commit:
-            warnings.append(f"{repo_root} is not a git repository: the pointer was written but not committed")
-        merge_info["commit"] = sha
-        merge_info["duration_seconds"] = round(time.perf_counter() - started, 3)
-        atomic_write_json(report_path, report)
+        return _merged(req, checked, merge, warnings)
     finally:
         close = getattr(store, "close", None)
         if close is not None:
             close()
 
-    update_state(cfg.workspace_dir, data_report=str(report_path))
-    outputs.update({"report": str(report_path), "data_version": version, "commit_sha": sha})
+
+def _refuse_early(req: MergeRequest, actions: ActionsContext) -> Git | None:
+    """Refusals that need no data and move nothing come first (exit 2); returns the repository
+    to commit in (None when there is none and none is needed)."""
+    from traingate.data.store import require_durable_remote
+
+    cfg = req.cfg
+    check_source(cfg, req.src, req.repo_root, explicit=req.explicit)
+    require_durable_remote(cfg, actions.in_actions)
+    git = _open_git(req.repo_root) if cfg.store.kind == "dvc" or req.commit else None
+    if req.commit and git is not None:
+        git.identity()
+    # A data branch changes data only: refuse before anything is validated, stored or committed.
+    check_branch(cfg, source=req.src, outputs={"validation_passed": False}, actions=actions)
+    return git
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """The new files validated and planned against the stored dataset."""
+
+    v: Validation
+    plan: MergePlan
+    pointer: Pointer | None
+    stored_meta: dict[str, Any]
+    prepared: list[Path]  # files the store's set-up wrote (to commit)
+    merge: MergeSummary  # the report's merge section as far as it is known before storing
+
+
+def _check(req: MergeRequest, store: Store) -> _Checked:
+    cfg = req.cfg
+    v = validate_dataset(
+        req.src, cfg.data, cache_dir=resolve_cache_dir(cfg), workers=cfg.data.workers, require_data=True
+    )
+    v.errors += unexpected_files(req.src, req.images_dir, req.masks_dir, cfg.data.ignore)
+    prepared = store.prepare()
+    pointer = store.pointer()
+    if pointer is not None and not pointer.tracked and holds_files(cfg.data_root):
+        raise StoreError(
+            f"{cfg.data_root} holds files but is not tracked by DVC ({pointer.path.name} is missing)",
+            hint=f"track the existing dataset first (`dvc add {cfg.data.root} && dvc push`), or move "
+            f"its files into {cfg.data.incoming} so this merge adds them",
+        )
+    manifest = store.manifest()
+    stored_meta = pointer.meta if pointer is not None else {}
+    plan = plan_merge(
+        v,
+        manifest,
+        stored_meta,
+        replace=req.replace,
+        images_dir=req.images_dir,
+        masks_dir=req.masks_dir,
+        size_configured=cfg.data.size is not None,
+    )
+    merge = MergeSummary(
+        existing_images=_count_images(manifest, req.images_dir),
+        new_images=sum(1 for o in plan.new if o.rel.startswith(req.images_dir + "/")),
+        total_images=_count_images(plan.entries, req.images_dir),
+        already_stored=len(plan.already_stored),
+        replaced=tuple(plan.replaced),
+        data_version=pointer.md5 if pointer is not None else "",
+        checks=tuple(plan.checks),
+        store=store.describe(),
+    )
+    return _Checked(v, plan, pointer, stored_meta, prepared, merge)
+
+
+def _reject(req: MergeRequest, checked: _Checked) -> MergeRejected:
+    from traingate.state import atomic_write_json
+
+    report = checked.v.data_report(checked.merge)
+    atomic_write_json(req.report_path, report.to_json())
     summary = render_summary(
         report,
-        title=f"Data merge of `{src.name}`: {merge_info['new_images']} new image(s)",
+        title=f"Data merge of `{req.src}`: rejected",
+        cap=req.cfg.data.max_errors_in_summary,
+        extra_rows=_count_rows(checked.merge),
+    )
+    codes = {e.code for e in report.errors}
+    if "unexpected_file" in codes:
+        summary += (
+            f"\nThe merge removes from `{req.src.name}` only the image/mask files it stored. Move the "
+            "other files out of it, or list them in `data.ignore` (globs) to leave them there.\n"
+        )
+    if "name_conflict" in codes:
+        summary += (
+            "\nA stored file has the same name but different content. Rename the new file, or "
+            "re-run with `--on-conflict replace` to replace the stored version on purpose "
+            "(recorded in the commit message).\n"
+        )
+    return MergeRejected(req.src, report, req.report_path, summary)
+
+
+def _store_data(req: MergeRequest, checked: _Checked, store: Store) -> tuple[str, list[Path]]:
+    """Data first: upload and verify, then the pointer. Returns the data version and the files
+    to commit."""
+    plan, pointer = checked.plan, checked.pointer
+    version = checked.merge.data_version
+    if plan.changed or not version:
+        version = store.put(plan.new, plan.entries)
+    old_size = pointer.size if pointer is not None else 0
+    removed_sizes = store.sizes([r.old for r in plan.replaced])
+    size = old_size + sum(o.size for o in plan.new) - sum(removed_sizes.values())
+    meta = _merged_meta(checked.v, plan, checked.stored_meta, req.images_dir)
+    changed_files = store.finalize(plan.entries, version, max(size, 0), meta)
+    _update_workspace(req.cfg, plan)
+    return version, [*checked.prepared, *changed_files]
+
+
+def _commit_and_push(
+    req: MergeRequest,
+    git: Git | None,
+    checked: _Checked,
+    version: str,
+    to_commit: list[Path],
+    sleep: Callable[[float], None],
+) -> tuple[str, list[str]]:
+    """Commit the pointer (and the removal of the stored raw files), then push; returns the
+    commit and the warnings of what was not done."""
+    if not req.commit:
+        return "", []
+    if git is None:
+        return "", [f"{req.repo_root} is not a git repository: the pointer was written but not committed"]
+    if git.tracked(req.src):
+        # The raw pair files now live in the store; the branch keeps only the pointer.
+        # Exactly those: every other file in SOURCE was refused or ignored above.
+        _remove_stored(req.src, list(checked.v.files))
+        removals = _pending_removals(git, req.src, req.repo_root, req.images_dir, req.masks_dir)
+        to_commit = [*to_commit, *(Path(rel) for rel in removals)]
+    rel_paths = [p.resolve().relative_to(req.repo_root) if p.is_absolute() else p for p in to_commit]
+    sha = git.commit(rel_paths, _commit_message(req, checked.plan, version))
+    remote = req.cfg.store.git_remote
+    if not req.push:
+        return sha, []
+    if not git.has_remote(remote):
+        return sha, [f"git remote {remote!r} is not configured: the commit was not pushed"]
+    return git.push(remote, sleep=sleep), []
+
+
+def _merged(req: MergeRequest, checked: _Checked, merge: MergeSummary, warnings: list[str]) -> MergeResult:
+    """Write the report of a merge that went through and say what it did."""
+    from traingate.state import atomic_write_json, update_state
+
+    cfg, v = req.cfg, checked.v
+    report = v.data_report(merge)
+    atomic_write_json(req.report_path, report.to_json())
+    update_state(cfg.workspace_dir, data_report=str(req.report_path))
+    summary = render_summary(
+        report,
+        title=f"Data merge of `{req.src.name}`: {merge.new_images} new image(s)",
         cap=cfg.data.max_errors_in_summary,
         extra_rows=[
-            *summary_rows,
-            ("objects uploaded", store.transfer.uploaded),
-            ("objects downloaded", store.transfer.downloaded),
-            ("data version", f"`{version}`"),
-            ("commit", f"`{sha[:12]}`" if sha else "(none)"),
+            *_count_rows(merge),
+            ("objects uploaded", merge.uploaded_objects),
+            ("objects downloaded", merge.downloaded_objects),
+            ("data version", f"`{merge.data_version}`"),
+            ("commit", f"`{merge.commit[:12]}`" if merge.commit else "(none)"),
         ],
     )
-    warnings += [w.message for w in v.warnings[: cfg.data.max_errors_in_summary]]
-    return StepResult(
-        outputs=outputs,
+    return MergeResult(
+        report,
+        req.report_path,
         summary=summary,
         message=(
-            f"merged {merge_info['new_images']} new image(s) into {cfg.data.root}: "
-            f"{merge_info['total_images']} total, {len(plan.replaced)} replaced, "
-            f"{store.transfer.uploaded} object(s) uploaded, data version {version}"
+            f"merged {merge.new_images} new image(s) into {cfg.data.root}: "
+            f"{merge.total_images} total, {len(merge.replaced)} replaced, "
+            f"{merge.uploaded_objects} object(s) uploaded, data version {merge.data_version}"
         ),
-        data={"report": report},
-        warnings=warnings,
+        warnings=(*warnings, *(w.message for w in v.warnings[: cfg.data.max_errors_in_summary])),
+    )
+
+
+# ------------------------------------------------------------------- interrupted, nothing new
+def _nothing_new(req: MergeRequest, git: Git | None, sleep: Callable[[float], None]) -> MergeResult:
+    finished = _finish_interrupted(req, git, sleep)
+    if finished is not None:
+        return finished
+    incoming = req.cfg.data.incoming
+    raise DataError(
+        f"no new data to merge: {req.src} has no files",
+        hint=f"push the new files under {incoming}/{req.images_dir} and "
+        f"{incoming}/{req.masks_dir}, or pass the folder as SOURCE",
+        outputs={"validation_passed": False},
     )
 
 
 def _finish_interrupted(
-    cfg: Config,
-    git: Git | None,
-    src: Path,
-    repo_root: Path,
-    commit: bool,
-    do_push: bool,
-    message: str | None,
-    sleep: Callable[[float], None],
-    report_path: Path,
-) -> StepResult | None:
+    req: MergeRequest, git: Git | None, sleep: Callable[[float], None]
+) -> MergeResult | None:
     """A re-run after an interruption between "data stored" and "commit pushed": commit the
     pointer (and the removal of the raw files) if that did not happen, then push. None when
     there is nothing pending, i.e. there really is no new data."""
-    from traingate.data.manifest import pointer_path, read_pointer
-    from traingate.result import StepResult
-    from traingate.state import atomic_write_json
+    from traingate.data.manifest import read_pointer
 
+    cfg = req.cfg
     if git is None or not git.has_commits() or cfg.store.kind != "dvc":
         return None
     pointer = read_pointer(cfg.data_root)
     if not pointer.tracked:
         return None
-    candidates = [
-        pointer_path(cfg.data_root),
-        cfg.data_root.parent / ".gitignore",
-        repo_root / ".dvc" / "config",
-    ]
-    rel = [p.relative_to(repo_root) for p in candidates if p.is_relative_to(repo_root)]
-    if commit:
-        images_dir, masks_dir = cfg.data.images.strip("/"), cfg.data.masks.strip("/")
-        rel += [Path(p) for p in _pending_removals(git, src, repo_root, images_dir, masks_dir)]
-    pending_files = git.changed_paths(rel) if commit else []
+    rel = _pointer_files(req, git)
+    pending_files = git.changed_paths(rel) if req.commit else []
     sha = git.head_sha()
     if pending_files:
-        head = message or f"data: finish merge into {cfg.data.root} (data version {pointer.md5})"
+        head = req.message or f"data: finish merge into {cfg.data.root} (data version {pointer.md5})"
         sha = git.commit(rel, f"{head}\n\nData version: {pointer.md5}\n")
     pushed = 0
-    if do_push and git.has_remote(cfg.store.git_remote):
+    if req.push and git.has_remote(cfg.store.git_remote):
         pushed = git.unpushed(cfg.store.git_remote)
         if pushed:
             sha = git.push(cfg.store.git_remote, sleep=sleep)
     if not pending_files and not pushed:
         return None
+    return _resumed(req, pointer, sha, f"committed {len(pending_files)} file(s), pushed {pushed} commit(s)")
+
+
+def _pointer_files(req: MergeRequest, git: Git) -> list[Path]:
+    """What an interrupted merge may have left uncommitted (repository-relative)."""
+    from traingate.data.manifest import pointer_path
+
+    root = req.cfg.data_root
+    candidates = [pointer_path(root), root.parent / ".gitignore", req.repo_root / ".dvc" / "config"]
+    rel = [p.relative_to(req.repo_root) for p in candidates if p.is_relative_to(req.repo_root)]
+    if req.commit:
+        rel += [
+            Path(p) for p in _pending_removals(git, req.src, req.repo_root, req.images_dir, req.masks_dir)
+        ]
+    return rel
+
+
+def _resumed(req: MergeRequest, pointer: Pointer, sha: str, what: str) -> MergeResult:
+    from traingate.state import atomic_write_json
+
     total = int(pointer.meta.get("images") or 0)
-    report = {
-        "status": "pass",
-        "counts": {"images": 0, "masks": 0, "pairs": 0, "valid_pairs": 0},
-        "errors": [],
-        "warnings": [],
-        "statistics": {},
-        "merge": {
-            "existing_images": total,
-            "new_images": 0,
-            "total_images": total,
-            "replaced": [],
-            "data_version": pointer.md5,
-            "commit": sha,
-            "checks": [{"name": "finished an interrupted merge", "passed": True, "detail": ""}],
-        },
-    }
-    atomic_write_json(report_path, report)
-    return StepResult(
-        outputs={
-            "validation_passed": True,
-            "total_images": total,
-            "new_images": 0,
-            "existing_images": total,
-            "report": str(report_path),
-            "data_version": pointer.md5,
-            "commit_sha": sha,
-        },
-        message=f"finished an interrupted merge: committed {len(pending_files)} file(s), "
-        f"pushed {pushed} commit(s) ({sha[:12]})",
+    report = DataReport(
+        status="pass",
+        counts={"images": 0, "masks": 0, "pairs": 0, "valid_pairs": 0},
+        merge=MergeSummary(
+            existing_images=total,
+            new_images=0,
+            total_images=total,
+            data_version=pointer.md5,
+            commit=sha,
+            checks=(MergeCheck("finished an interrupted merge", True, ""),),
+        ),
+    )
+    atomic_write_json(req.report_path, report.to_json())
+    return MergeResult(
+        report, req.report_path, message=f"finished an interrupted merge: {what} ({sha[:12]})", resumed=True
     )
 
 
@@ -623,24 +812,3 @@ def _update_workspace(cfg: Config, plan: MergePlan) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)
         shutil.copyfile(obj.source, target)
-
-
-def _maybe_comment(
-    cfg: Config, comment: bool, token: str | None, report_path: Path, warnings: list[str]
-) -> None:
-    """Post the errors as a commit comment when asked (the github stage owns the API call).
-
-    Never raises: the validation error is what must decide the exit code; a comment that could
-    not be posted becomes a warning instead of being lost.
-    """
-    if not comment:
-        return
-    from traingate.github.status import comment_validation_failure
-
-    line = comment_validation_failure(cfg, report_path, token=token)
-    if line.startswith("could not"):
-        # Raised right before a DataError, so it cannot wait for the StepResult's warnings.
-        from traingate import gha
-
-        gha.warning(line)
-        warnings.append(line)

@@ -36,6 +36,7 @@ from traingate.errors import GitError, UntrustedChangeError
 
 if TYPE_CHECKING:
     from traingate.config import Config
+    from traingate.gha import ActionsContext
     from traingate.git import Git
 
 # Files `dvc init` adds on the first merge; allowed as additions only.
@@ -197,16 +198,21 @@ def _parse_name_status(out: str) -> list[Change]:
     return [Change(items[i][:1], items[i + 1]) for i in range(0, len(items) - 1, 2)]
 
 
-def _current_branch(git: Git) -> str | None:
-    import os
-
+def _current_branch(git: Git, actions: ActionsContext) -> str | None:
+    """The checked-out branch; a detached checkout (actions/checkout of a SHA) is the branch
+    the Actions run is about."""
     proc = git.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
     if proc.returncode == 0 and proc.stdout.strip():
         return proc.stdout.strip()
-    for var in ("GITHUB_HEAD_REF", "GITHUB_REF_NAME"):
-        if os.environ.get(var):
-            return os.environ[var]
-    return None
+    return actions.branch or None
+
+
+def _context(actions: ActionsContext | None) -> ActionsContext:
+    """The Actions context a caller passed; read from the environment only for a caller that
+    does not pass one yet (the CLI builds it once: `Options.actions`)."""
+    from traingate.gha import ActionsContext
+
+    return actions if actions is not None else ActionsContext.from_env()
 
 
 def _verify(git: Git, rev: str) -> str | None:
@@ -286,6 +292,7 @@ def check_data_only(
     head: str | None = None,
     what: str | None = None,
     outputs: dict[str, Any] | None = None,
+    actions: ActionsContext,
 ) -> TrustReport:
     """Compare `head` (default: the checked-out branch and its working tree) with `base` and
     raise UntrustedChangeError listing every change outside `rules`.
@@ -299,7 +306,7 @@ def check_data_only(
     if not git.is_repo() or not git.has_commits():
         return TrustReport(base, "", "", "", skipped=f"{repo_dir} is not a git repository with commits")
     if head is None:
-        branch = _current_branch(git)
+        branch = _current_branch(git, actions)
         if branch == base:
             return TrustReport(base, "", git.head_sha(), "", skipped=f"on the base branch {base}")
     base_ref, warnings = resolve_base(git, base, remote)
@@ -312,13 +319,17 @@ def check_data_only(
         )
     merge_base = _merge_base(git, base_ref, head_sha, remote)
     changes = branch_changes(git, merge_base, head)
-    label = what or (f"branch {_current_branch(git) or head_sha[:12]}" if head is None else head)
+    label = what or (f"branch {_current_branch(git, actions) or head_sha[:12]}" if head is None else head)
     check_changes(changes, rules, what=label, base=base, outputs=outputs)
     return TrustReport(base, _verify(git, base_ref) or "", head_sha, merge_base, changes, warnings=warnings)
 
 
 def check_branch(
-    cfg: Config, *, source: Path | None = None, outputs: dict[str, Any] | None = None
+    cfg: Config,
+    *,
+    source: Path | None = None,
+    outputs: dict[str, Any] | None = None,
+    actions: ActionsContext | None = None,
 ) -> TrustReport:
     """The check `data merge` and `traingate run` make before acting on the current branch;
     `source`: the folder the merge takes new data from when it is not data.incoming."""
@@ -331,6 +342,7 @@ def check_branch(
         rules=rules_for(cfg, repo_root, [source] if source is not None else []),
         remote=cfg.store.git_remote,
         outputs=outputs,
+        actions=_context(actions),
     )
 
 
@@ -399,7 +411,7 @@ class Adopted:
         )
 
 
-def adopt_data_pointers(cfg: Config, ref: str) -> Adopted:
+def adopt_data_pointers(cfg: Config, ref: str, *, actions: ActionsContext | None = None) -> Adopted:
     """On a checkout of the base branch, take only the dataset pointer from the data commit `ref`.
 
     `cfg` is the checked-out base's configuration. `ref`'s changes since it left HEAD are checked
@@ -417,21 +429,11 @@ def adopt_data_pointers(cfg: Config, ref: str) -> Adopted:
             f"--data-from {ref}: {repo_root} is not a git repository",
             hint="check out the base branch first (actions/checkout with `fetch-depth: 0`)",
         )
-    if ref.startswith("-") or any(c in ref for c in "\0\n\r "):
-        raise GitError(f"invalid data commit {ref!r}", hint="pass a commit sha or a branch name")
     warnings: list[str] = []
-    sha = _verify(git, ref)
     remote = cfg.store.git_remote
-    if sha is None and git.has_remote(remote):
-        git.run("fetch", "--no-tags", remote, ref, check=False)
-        sha = _verify(git, ref) or _verify(git, "FETCH_HEAD")
-    if sha is None:
-        raise GitError(
-            f"the data commit {ref} is not in {repo_root}",
-            hint="check out with `fetch-depth: 0` so the data branch's commits are present",
-        )
+    sha = _data_commit(git, ref, remote, repo_root)
     head_sha = git.head_sha()
-    branch = _current_branch(git) or head_sha[:12]
+    branch = _current_branch(git, _context(actions)) or head_sha[:12]
     if branch != cfg.pr.base:
         warnings.append(
             f"the code checked out is {branch}, not pr.base ({cfg.pr.base}): "
@@ -455,19 +457,40 @@ def adopt_data_pointers(cfg: Config, ref: str) -> Adopted:
     text = git.run("show", f"{sha}:{rel}").stdout
     md5 = verify_pointer_text(text, cfg.data_root.name, rel)
     git.run("checkout", sha, "--", rel)
-    if cfg.store.kind == "dvc" and not (repo_root / ".dvc").is_dir():
-        # The first merge ran `dvc init` on the data branch; the base has no DVC set-up yet.
-        # Make it here from the base's traingate.yml rather than take the branch's .dvc/config.
-        from traingate.data.store import open_store
-
-        store = open_store(cfg, repo_root)
-        try:
-            store.prepare()
-        finally:
-            close = getattr(store, "close", None)
-            if close is not None:
-                close()
+    _prepare_store(cfg, repo_root)
     return Adopted(sha, branch, rel, md5, changes, warnings)
+
+
+def _data_commit(git: Git, ref: str, remote: str, repo_root: Path) -> str:
+    """`ref` as a commit of this repository, fetched from `remote` when it is not here yet."""
+    if ref.startswith("-") or any(c in ref for c in "\0\n\r "):
+        raise GitError(f"invalid data commit {ref!r}", hint="pass a commit sha or a branch name")
+    sha = _verify(git, ref)
+    if sha is None and git.has_remote(remote):
+        git.run("fetch", "--no-tags", remote, ref, check=False)
+        sha = _verify(git, ref) or _verify(git, "FETCH_HEAD")
+    if sha is None:
+        raise GitError(
+            f"the data commit {ref} is not in {repo_root}",
+            hint="check out with `fetch-depth: 0` so the data branch's commits are present",
+        )
+    return sha
+
+
+def _prepare_store(cfg: Config, repo_root: Path) -> None:
+    """The first merge ran `dvc init` on the data branch; the base has no DVC set-up yet.
+    Make it here from the base's traingate.yml rather than take the branch's .dvc/config."""
+    if cfg.store.kind != "dvc" or (repo_root / ".dvc").is_dir():
+        return
+    from traingate.data.store import open_store
+
+    store = open_store(cfg, repo_root)
+    try:
+        store.prepare()
+    finally:
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
 
 
 __all__ = [

@@ -439,8 +439,17 @@ def validate_stage(cfg: Config, source: Path) -> StepResult:
 def merge_stage(cfg: Config, source: Path, message: str | None) -> StepResult:
     """`data merge` as a chained run calls it: commit and push, no PR comment (the run reports)."""
     from traingate.data.merge import merge_step
+    from traingate.gha import ActionsContext
 
-    return merge_step(cfg, source, on_conflict=None, push=True, commit=True, message=message, comment=False)
+    return merge_step(
+        cfg,
+        source,
+        on_conflict=None,
+        push=True,
+        commit=True,
+        message=message,
+        actions=ActionsContext.from_env(),
+    )
 
 
 __all__ = [
