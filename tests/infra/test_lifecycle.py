@@ -27,6 +27,7 @@ from tests.infra.test_sagemaker import world as sagemaker_world  # noqa: F401 - 
 from tests.tracking.helpers import Project
 from traingate import gha
 from traingate.config import Config
+from traingate.gha import ActionsContext
 from traingate.infra.backend import Services
 from traingate.infra.stage import reap_step, start_step, status_step, stop_step
 from traingate.outputs import OUTPUTS, check_values
@@ -122,13 +123,13 @@ class Stage:
         self.cfg, self.rig, self.clock = cfg, rig, clock
 
     def _kw(self) -> dict[str, Any]:
-        return {"sleep": self.clock.sleep, "clock": self.clock, "log": LOG.append}
+        return {"runtime": self.clock.runtime(LOG.append), "actions": ActionsContext()}
 
     def start(self) -> Any:
         return start_step(self.cfg, HOLDER, services=self.rig.services(self.cfg), **self._kw())
 
     def status(self) -> Any:
-        return status_step(self.cfg, clock=self.clock, services=self.rig.services(self.cfg))
+        return status_step(self.cfg, services=self.rig.services(self.cfg), **self._kw())
 
     def stop(self) -> Any:
         return stop_step(self.cfg, HOLDER, services=self.rig.services(self.cfg), **self._kw())

@@ -16,13 +16,11 @@ LOG: list[str] = []
 
 
 def run_start(cfg: Any, services: Any, clock: FakeClock, holder: str = "run-a") -> Any:
-    return start_step(cfg, holder, sleep=clock.sleep, clock=clock, log=LOG.append, services=services(cfg))
+    return start_step(cfg, holder, runtime=clock.runtime(LOG.append), services=services(cfg))
 
 
 def run_stop(cfg: Any, services: Any, clock: FakeClock, holder: str = "run-a", **kw: Any) -> Any:
-    return stop_step(
-        cfg, holder, sleep=clock.sleep, clock=clock, log=LOG.append, services=services(cfg), **kw
-    )
+    return stop_step(cfg, holder, runtime=clock.runtime(LOG.append), services=services(cfg), **kw)
 
 
 def test_start_from_stopped_waits_for_pending_and_arms_watchdog(
