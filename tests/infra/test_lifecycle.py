@@ -29,7 +29,16 @@ from traingate import gha
 from traingate.config import Config
 from traingate.gha import ActionsContext
 from traingate.infra.backend import Services
-from traingate.infra.stage import reap_step, start_step, status_step, stop_step
+from traingate.infra.stage import (
+    ReapResult,
+    StartResult,
+    StatusResult,
+    StopResult,
+    reap_step,
+    start_step,
+    status_step,
+    stop_step,
+)
 from traingate.outputs import OUTPUTS, check_values
 
 HOLDER = "run-a"
@@ -143,6 +152,9 @@ def test_start_status_stop_stop_reap(rig: Rig, project: Project, fake_clock: Fak
 
     started = stage.start()
     assert set(started.outputs) == set(OUTPUTS["infra start"])
+    # The typed value is what the outputs are derived from (composers read it, not strings).
+    assert isinstance(started.value, StartResult) and started.value.outputs() == started.outputs
+    assert started.value.holder == HOLDER
     written = {k: gha.format_value(v) for k, v in started.outputs.items()}
     assert check_values("infra start", written) == []
     assert started.outputs["holder"] == HOLDER
@@ -152,11 +164,15 @@ def test_start_status_stop_stop_reap(rig: Rig, project: Project, fake_clock: Fak
 
     status = stage.status()
     assert set(status.outputs) == set(OUTPUTS["infra status"])
+    assert isinstance(status.value, StatusResult) and status.value.holders == [HOLDER]
+    assert status.data == status.value.details()  # the details are data, never outputs
     assert status.outputs["holders"] == [HOLDER]
     assert status.outputs["state"] == "running"
     assert status.data["instance_id"] in billing
 
     stopped = stage.stop()
+    assert set(stopped.outputs) == set(OUTPUTS["infra stop"])
+    assert isinstance(stopped.value, StopResult) and stopped.value.stopped is True
     assert stopped.outputs["stopped"] is True
     assert stopped.outputs["remaining_holders"] == []
     assert rig.billing() == []
@@ -170,6 +186,8 @@ def test_start_status_stop_stop_reap(rig: Rig, project: Project, fake_clock: Fak
 
     assert stage.status().outputs["holders"] == []
     reaped = stage.reap()
+    assert set(reaped.outputs) == set(OUTPUTS["infra reap"])
+    assert isinstance(reaped.value, ReapResult) and reaped.value.reaped == ()
     assert reaped.outputs["reaped"] == []
     assert rig.machines() == after
 
