@@ -128,9 +128,7 @@ def start_once(
         result = stage.start_step(
             _cfg(base, iid, poll_cap),
             "bench",
-            sleep=clock.sleep,
-            clock=clock,
-            log=lambda _: None,
+            runtime=clock.runtime(lambda _: None),
             services=stage.Services(_cfg(base, iid, poll_cap), ec2=ec2, ssm=ssm),  # type: ignore[arg-type]
         )
         ready_at = result.data["waited_seconds"]
@@ -169,9 +167,7 @@ def watchdog_minutes(
         stage.start_step(
             cfg,
             "cancelled",
-            sleep=clock.sleep,
-            clock=clock,
-            log=lambda _: None,
+            runtime=clock.runtime(lambda _: None),
             services=stage.Services(cfg, ec2=ec2, ssm=ssm),
         )  # type: ignore[arg-type]
         if not watchdog:
@@ -233,7 +229,7 @@ def backend_run(
             base_dir=base,
         )
     svc = stage.Services(cfg, ec2=ec2, ssm=ssm)  # type: ignore[arg-type]
-    quiet = {"sleep": clock.sleep, "clock": clock, "log": lambda _: None, "services": svc}
+    quiet = {"runtime": clock.runtime(lambda _: None), "services": svc}
     began = clock()
     try:
         started = stage.start_step(cfg, "bench-run", **quiet)  # type: ignore[arg-type]
@@ -334,7 +330,7 @@ def sagemaker_run(
     clock = FakeClock()
     fake = FakeSageMaker(folder / "sm", clock=clock)
     jobs = CountingEc2(fake)
-    quiet = {"sleep": clock.sleep, "clock": clock, "log": lambda _: None}
+    quiet = {"runtime": clock.runtime(lambda _: None)}
     trained = 10 if cancelled else train_min
 
     class Cancel(KeyboardInterrupt):
@@ -361,7 +357,7 @@ def sagemaker_run(
                 metrics_log=cfg.train.metrics_log,
             )
             try:
-                make_remote_executor(cfg, sleep=clock.sleep, clock=clock).run(job, sink)
+                make_remote_executor(cfg, runtime=clock.runtime()).run(job, sink)
             except Cancel:
                 pass
             (name,) = fake.jobs

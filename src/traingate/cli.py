@@ -335,7 +335,7 @@ def infra_start(opts: Options, holder: str | None) -> None:
     def action(cfg: Config) -> StepResult:
         from traingate.infra.stage import start_step
 
-        return start_step(cfg, holder=holder)
+        return start_step(cfg, holder=holder, actions=opts.actions)
 
     run_step(opts, action)
 
@@ -356,7 +356,7 @@ def infra_stop(opts: Options, holder: str | None, no_wait: bool, force: bool) ->
     def action(cfg: Config) -> StepResult:
         from traingate.infra.stage import stop_step
 
-        return stop_step(cfg, holder=holder, wait=not no_wait, force=force)
+        return stop_step(cfg, holder=holder, wait=not no_wait, force=force, actions=opts.actions)
 
     run_step(opts, action)
 
@@ -369,7 +369,7 @@ def infra_status(opts: Options) -> None:
     def action(cfg: Config) -> StepResult:
         from traingate.infra.stage import status_step
 
-        return status_step(cfg)
+        return status_step(cfg, actions=opts.actions)
 
     run_step(opts, action)
 
@@ -383,7 +383,7 @@ def infra_reap(opts: Options, dry_run: bool) -> None:
     def action(cfg: Config) -> StepResult:
         from traingate.infra.stage import reap_step
 
-        return reap_step(cfg, dry_run=dry_run)
+        return reap_step(cfg, dry_run=dry_run, actions=opts.actions)
 
     run_step(opts, action)
 

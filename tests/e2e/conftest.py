@@ -490,14 +490,14 @@ def e2e(
 
     # One clock for every infra wait: polls cost nothing and the watchdog TTL can be passed.
     clock = FakeClock()
-    for fn in (stage.start_step, stage.stop_step, stage.reap_step):
-        monkeypatch.setitem(fn.__kwdefaults__, "sleep", clock.sleep)
-        monkeypatch.setitem(fn.__kwdefaults__, "clock", clock)
-    monkeypatch.setitem(stage.status_step.__kwdefaults__, "clock", clock)
-    # The lease/watchdog renewal while `train` runs on the runner (#14) runs on the same clock.
+    for fn in (stage.start_step, stage.stop_step, stage.reap_step, stage.status_step):
+        monkeypatch.setitem(fn.__kwdefaults__, "runtime", clock.runtime())
+    # The lease/watchdog renewal while `train` runs on the runner (#14) runs on the same clock
+    # (with real sleeps: it runs beside the training, which must not move the clock).
     from traingate.infra.keepalive import KeepAlive
+    from traingate.runtime import Runtime
 
-    monkeypatch.setitem(KeepAlive.__init__.__kwdefaults__, "clock", clock)
+    monkeypatch.setitem(KeepAlive.__init__.__kwdefaults__, "runtime", Runtime(clock=clock))
     # PyGithub's polite throttling (1 s between writes) and the retry back-off are real sleeps.
     monkeypatch.setitem(PyGithubForge.__init__.__kwdefaults__, "seconds_between_requests", 0)
     monkeypatch.setitem(PyGithubForge.__init__.__kwdefaults__, "seconds_between_writes", 0)

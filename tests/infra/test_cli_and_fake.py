@@ -14,6 +14,7 @@ from tests.infra.conftest import ScriptedEc2
 from traingate import gha
 from traingate.cli import cli
 from traingate.config import parse_config
+from traingate.gha import ActionsContext
 from traingate.infra.aws import override_clients
 from traingate.infra.base import SsmUnreachableError
 from traingate.infra.ssm import run_command
@@ -93,19 +94,22 @@ def test_cli_status_and_reap_on_local_backend(tmp_path: Path) -> None:
     assert stop.exit_code == 0 and "stopped" in stop.output
 
 
-def test_holder_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_holder_ids(tmp_path: Path) -> None:
     cfg = parse_config({}, base_dir=tmp_path)
-    assert resolve_holder("explicit", cfg) == "explicit"
-    local = resolve_holder(None, cfg)
+    local_run = ActionsContext()
+    assert resolve_holder("explicit", cfg, actions=local_run) == "explicit"
+    local = resolve_holder(None, cfg, actions=local_run)
     assert "@" in local and local.endswith(f":{__import__('os').getpid()}")
     from traingate.state import update_state
 
     update_state(cfg.workspace_dir, infra_holder="alice@box:1")
-    assert resolve_holder(None, cfg, for_stop=True) == "alice@box:1"
-    monkeypatch.setenv("GITHUB_REPOSITORY", "o/r")
-    monkeypatch.setenv("GITHUB_RUN_ID", "5")
-    assert resolve_holder(None, cfg) == "o/r/5/1"
-    assert resolve_holder(None, cfg, for_stop=True) == "o/r/5/1"
+    assert resolve_holder(None, cfg, actions=local_run, for_stop=True) == "alice@box:1"
+    actions = ActionsContext.from_env({"GITHUB_REPOSITORY": "o/r", "GITHUB_RUN_ID": "5"})
+    assert resolve_holder(None, cfg, actions=actions) == "o/r/5/1"
+    assert resolve_holder(None, cfg, actions=actions, for_stop=True) == "o/r/5/1"
+    retried = ActionsContext(repository="o/r", run_id="5", run_attempt="3")
+    assert resolve_holder(None, cfg, actions=retried) == "o/r/5/3"
+    assert resolve_holder(None, cfg, actions=ActionsContext(run_id="5")) == "actions/5/1"
 
 
 # ------------------------------------------------------------------------------- the SSM fake
@@ -131,7 +135,7 @@ def test_fake_statuses_output_cap_and_timeout(
     cid = ssm.send(instance_id, "echo hi; exit 4", timeout_seconds=10)
     assert ssm.invocation(cid, instance_id).status == "Pending"
     clock.advance(5)
-    inv = run_command(ssm, instance_id, "echo hi; exit 4", timeout_seconds=10, sleep=clock.sleep, clock=clock)
+    inv = run_command(ssm, instance_id, "echo hi; exit 4", timeout_seconds=10, runtime=clock.runtime())
     assert (inv.status, inv.exit_code, inv.stdout) == ("Failed", 4, "hi\n")
     ssm.pending_for = 0
     big = run_command(
@@ -139,11 +143,10 @@ def test_fake_statuses_output_cap_and_timeout(
         instance_id,
         "head -c 100000 /dev/zero | tr '\\0' a",
         timeout_seconds=10,
-        sleep=clock.sleep,
-        clock=clock,
+        runtime=clock.runtime(),
     )
     assert big.status == "Success" and len(big.stdout) == 24000
-    slow = run_command(ssm, instance_id, "sleep 5", timeout_seconds=1, sleep=clock.sleep, clock=clock)
+    slow = run_command(ssm, instance_id, "sleep 5", timeout_seconds=1, runtime=clock.runtime())
     assert slow.status == "TimedOut"
 
 
@@ -156,8 +159,7 @@ def test_fake_stop_kills_detached_processes(
         instance_id,
         "setsid nohup sleep 300 >/dev/null 2>&1 < /dev/null & echo $!",
         timeout_seconds=10,
-        sleep=clock.sleep,
-        clock=clock,
+        runtime=clock.runtime(),
     )
     pid = int(inv.stdout.strip())
     import os
@@ -183,7 +185,7 @@ def test_stop_clears_the_scheduled_shutdown(
     instance_id: str, ec2: ScriptedEc2, ssm: FakeSsm, clock: FakeClock
 ) -> None:
     ec2.inner.start(instance_id)
-    run_command(ssm, instance_id, "shutdown -h +5", timeout_seconds=10, sleep=clock.sleep, clock=clock)
+    run_command(ssm, instance_id, "shutdown -h +5", timeout_seconds=10, runtime=clock.runtime())
     assert ssm.shutdown_at(instance_id) is not None
     ec2.inner.stop(instance_id)
     ssm.tick(instance_id)

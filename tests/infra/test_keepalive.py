@@ -66,14 +66,14 @@ def test_runner_side_training_longer_than_the_ttl_keeps_the_shared_instance(
 ) -> None:
     cfg = make_cfg(tmp_path, instance_id)  # ttl_minutes 60
     svc = services(cfg)
-    start_step(cfg, "run-a", sleep=clock.sleep, clock=clock, log=LOG.append, services=svc)
-    backend = backend_for(cfg, services=svc, sleep=clock.sleep, clock=clock, log=LOG.append)
+    start_step(cfg, "run-a", runtime=clock.runtime(LOG.append), services=svc)
+    backend = backend_for(cfg, services=svc, runtime=clock.runtime(LOG.append))
     stepper = Stepper()
-    keep = KeepAlive(cfg, "run-a", backend=backend, clock=clock, wait=stepper.wait, log=LOG.append)
+    keep = KeepAlive(cfg, "run-a", backend=backend, runtime=clock.runtime(LOG.append), wait=stepper.wait)
     with keep:
         _long_training(keep, stepper, clock, ssm, instance_id, hours=3)  # 3x the TTL
         # Mid-training, another run's reaper sees a live lease and leaves the instance alone.
-        reaped = reap_step(cfg, sleep=clock.sleep, clock=clock, log=LOG.append, services=svc)
+        reaped = reap_step(cfg, runtime=clock.runtime(LOG.append), services=svc)
         assert reaped.outputs["reaped"] == []
         stepper.stop()
     assert ec2.inner.describe(instance_id).state == "running"
@@ -87,7 +87,7 @@ def test_without_renewal_the_watchdog_halts_the_instance_under_the_training(
 ) -> None:
     """What happened before #14 with `train.where: runner` (the scenario the test above guards)."""
     cfg = make_cfg(tmp_path, instance_id)
-    start_step(cfg, "run-a", sleep=clock.sleep, clock=clock, log=LOG.append, services=services(cfg))
+    start_step(cfg, "run-a", runtime=clock.runtime(LOG.append), services=services(cfg))
     _long_training(None, Stepper(), clock, ssm, instance_id, hours=3)
     assert instance_id in ssm.watchdog_fired
     assert ec2.inner.describe(instance_id).state == "stopped"
@@ -97,10 +97,10 @@ def test_renewal_never_readds_a_released_holder(tmp_path: Path, clock: FakeClock
     from traingate.config import parse_config
 
     cfg = parse_config({"infra": {"ttl_minutes": 1}}, base_dir=tmp_path)
-    keep = KeepAlive(cfg, "run-a", clock=clock, log=LOG.append)
+    keep = KeepAlive(cfg, "run-a", runtime=clock.runtime(LOG.append))
     assert keep.renew() is False  # never started: nothing to keep alive
     assert not (tmp_path / ".traingate" / "infra").exists()  # and nothing written
-    start_step(cfg, "run-a", sleep=clock.sleep, clock=clock, log=LOG.append)
+    start_step(cfg, "run-a", runtime=clock.runtime(LOG.append))
     assert keep.renew() is True
     clock.advance(120)  # expired: someone may already be stopping it
     assert keep.renew() is False
@@ -113,10 +113,10 @@ def test_train_step_on_the_runner_renews_the_lease(
     """`traingate train` with `train.where: runner` renews the holder's lease (local backend)."""
     from traingate.pipeline.train import train_step
 
-    monkeypatch.setitem(KeepAlive.__init__.__kwdefaults__, "clock", fake_clock)
+    monkeypatch.setitem(KeepAlive.__init__.__kwdefaults__, "runtime", fake_clock.runtime())
     cfg = project.config(infra={"ttl_minutes": 60}, train={"env": {"DICE": "0.8", "IOU": "0.7"}})
     began = fake_clock()
-    start_step(cfg, "run-a", sleep=fake_clock.sleep, clock=fake_clock, log=LOG.append)
+    start_step(cfg, "run-a", runtime=fake_clock.runtime(LOG.append))
     fake_clock.advance(50 * 60)  # setup, data pull: 50 of the 60 minutes are gone
     train_step(cfg, log=lambda _line: None)
     holders = FileLease(cfg.path(cfg.infra.local_dir)).read().holders

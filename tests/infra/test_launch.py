@@ -17,9 +17,11 @@ from tests.fixtures.ssm_fake import FakeClock, LaunchedSsm
 from tests.infra.conftest import make_instance
 from traingate.config import Config, InfraBackend, parse_config
 from traingate.errors import ConfigError, InfraError
+from traingate.gha import ActionsContext
 from traingate.infra.backend import Services, backend_for
 from traingate.infra.ec2 import Boto3Ec2
 from traingate.infra.stage import reap_step, start_step, status_step, stop_step
+from traingate.runtime import Runtime
 
 LOG: list[str] = []
 
@@ -68,23 +70,21 @@ class World:
         found = self.ec2.find("", {"traingate:backend": "launch"})
         return [i for i in found if i.state != "terminated"]
 
-    def start(self, cfg: Config, holder: str = "run-a") -> Any:
+    def start(self, cfg: Config, holder: str = "run-a", **kw: Any) -> Any:
         return start_step(
-            cfg, holder, sleep=self.clock.sleep, clock=self.clock, log=LOG.append, services=self.services(cfg)
+            cfg, holder, runtime=self.clock.runtime(LOG.append), services=self.services(cfg), **kw
         )
 
-    def stop(self, cfg: Config, holder: str = "run-a") -> Any:
+    def stop(self, cfg: Config, holder: str = "run-a", **kw: Any) -> Any:
         return stop_step(
-            cfg, holder, sleep=self.clock.sleep, clock=self.clock, log=LOG.append, services=self.services(cfg)
+            cfg, holder, runtime=self.clock.runtime(LOG.append), services=self.services(cfg), **kw
         )
 
     def reap(self, cfg: Config, dry_run: bool = False) -> Any:
         return reap_step(
             cfg,
             dry_run,
-            sleep=self.clock.sleep,
-            clock=self.clock,
-            log=LOG.append,
+            runtime=self.clock.runtime(LOG.append),
             services=self.services(cfg),
         )
 
@@ -330,16 +330,13 @@ def test_reap_terminates_a_released_instance_left_running(tmp_path: Path, world:
     assert world.launched() == []
 
 
-def test_stop_also_terminates_earlier_attempts_of_the_same_run(
-    tmp_path: Path, world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("GITHUB_RUN_ID", "77")
-    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/meters")
+def test_stop_also_terminates_earlier_attempts_of_the_same_run(tmp_path: Path, world: World) -> None:
+    actions = ActionsContext(in_actions=True, repository="acme/meters", run_id="77", run_attempt="2")
     cfg = launch_cfg(tmp_path)
     first = world.start(cfg, "acme/meters/77/1").outputs["instance_id"]
     second = world.start(cfg, "acme/meters/77/2").outputs["instance_id"]
     world.start(cfg, "acme/meters/78/1")  # another run: left alone
-    result = world.stop(cfg, "acme/meters/77/2")
+    result = world.stop(cfg, "acme/meters/77/2", actions=actions)
     assert result.outputs["instance_id"] == second and result.outputs["stopped"] is True
     assert first in result.message
     assert [i.tags["traingate:holder"] for i in world.launched()] == ["acme/meters/78/1"]
@@ -347,9 +344,12 @@ def test_stop_also_terminates_earlier_attempts_of_the_same_run(
 
 def test_status_of_a_launched_instance(tmp_path: Path, world: World) -> None:
     cfg = launch_cfg(tmp_path)
-    assert status_step(cfg, clock=world.clock, services=world.services(cfg)).outputs["state"] == "none"
+    assert (
+        status_step(cfg, runtime=world.clock.runtime(), services=world.services(cfg)).outputs["state"]
+        == "none"
+    )
     iid = world.start(cfg).outputs["instance_id"]
-    st = status_step(cfg, clock=world.clock, services=world.services(cfg))
+    st = status_step(cfg, runtime=world.clock.runtime(), services=world.services(cfg))
     assert st.data["instance_id"] == iid and st.outputs["holders"] == ["run-a"]
     world.stop(cfg)
 
@@ -359,23 +359,21 @@ def test_status_of_a_launched_instance(tmp_path: Path, world: World) -> None:
 def test_every_backend_kind_has_an_implementation(tmp_path: Path, kind: InfraBackend) -> None:
     cfg = parse_config({"infra": {"backend": kind.value}}, base_dir=tmp_path)
     ec2: Any = object()
+    runtime = Runtime(clock=lambda: 0.0, sleep=lambda _s: None, log=print)
     backend = backend_for(
-        cfg, services=Services(cfg, ec2=ec2, ssm=ec2), sleep=lambda _s: None, clock=lambda: 0.0, log=print
+        cfg, services=Services(cfg, ec2=ec2, ssm=ec2), runtime=runtime, actions=ActionsContext()
     )
     for method in ("acquire", "lease", "ready", "run_channel", "release", "locate", "reap_candidates"):
         assert callable(getattr(backend, method))
 
 
 # ---------------------------------------------------------------------------- train + CLI
-def test_remote_training_reaches_the_instance_launched_for_its_holder(
-    tmp_path: Path, world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_remote_training_reaches_the_instance_launched_for_its_holder(tmp_path: Path, world: World) -> None:
     from traingate.errors import TrainError
     from traingate.infra.aws import override_clients
     from traingate.infra.remote import make_remote_executor
 
-    monkeypatch.setenv("GITHUB_RUN_ID", "5")
-    monkeypatch.setenv("GITHUB_REPOSITORY", "acme/meters")
+    actions = ActionsContext(in_actions=True, repository="acme/meters", run_id="5")
     cfg = launch_cfg(tmp_path)
     cfg = cfg.model_copy(
         update={
@@ -385,10 +383,10 @@ def test_remote_training_reaches_the_instance_launched_for_its_holder(
     )
     with override_clients(ec2=world.ec2, ssm=world.ssm):
         with pytest.raises(TrainError, match="no instance for acme/meters/5/1"):
-            make_remote_executor(cfg)
+            make_remote_executor(cfg, actions=actions)
         world.start(cfg, "acme/meters/5/1")
         world.start(cfg, "acme/meters/6/1")  # another run's instance
-        ex = make_remote_executor(cfg)
+        ex = make_remote_executor(cfg, actions=actions)
     [ours] = [i for i in world.launched() if i.tags["traingate:holder"] == "acme/meters/5/1"]
     assert ex.instance_id == ours.id and ex.ssm is world.ssm
 

@@ -13,6 +13,7 @@ from tests.fixtures import dynamodb_atomic
 from tests.fixtures.ssm_fake import FakeClock, FakeSsm
 from tests.infra.conftest import ScriptedEc2, make_cfg
 from traingate.config import Config
+from traingate.infra.base import WALL
 from traingate.infra.lease import DynamoLease, FileLease, StopInProgress, TagLease
 from traingate.infra.stage import reap_step, start_step, status_step, stop_step
 from traingate.result import StepResult
@@ -46,7 +47,7 @@ def step(clock: FakeClock, services: Any) -> Callable[..., StepResult]:
     """Run an infra step on the fake clock and the test's EC2/SSM, quietly."""
 
     def run(fn: Callable[..., StepResult], cfg: Config, *args: Any, **kw: Any) -> StepResult:
-        return fn(cfg, *args, sleep=clock.sleep, clock=clock, log=quiet, services=services(cfg), **kw)
+        return fn(cfg, *args, runtime=clock.runtime(quiet), services=services(cfg), **kw)
 
     return run
 
@@ -277,7 +278,7 @@ def test_reap_leaves_an_instance_without_lease_alone(
 ) -> None:
     ec2.inner.start(instance_id)
     result = reap_step(
-        make_cfg(tmp_path), sleep=clock.sleep, clock=clock, log=quiet, services=services(make_cfg(tmp_path))
+        make_cfg(tmp_path), runtime=clock.runtime(quiet), services=services(make_cfg(tmp_path))
     )
     assert result.outputs["reaped"] == [] and "without any lease" in result.message
 
@@ -312,14 +313,12 @@ def test_status_reports_holders_expiry_uptime_and_cost(
 ) -> None:
     cfg = make_cfg(tmp_path, instance_id)
     step(start_step, cfg, "run-a")
-    st = status_step(cfg, clock=clock, services=services(cfg))
+    st = status_step(cfg, runtime=clock.runtime(), services=services(cfg))
     assert st.outputs["state"] == "running" and st.outputs["holders"] == ["run-a"]
     assert st.data["lease_expiry"].endswith("UTC")
     assert "set infra.hourly_cost_usd" in st.message
     priced = make_cfg(tmp_path, instance_id, hourly_cost_usd=0.526)
-    import time
-
-    st2 = status_step(priced, clock=time.time, services=services(priced))
+    st2 = status_step(priced, runtime=WALL, services=services(priced))
     assert st2.data["cost_usd"] != "" and "$" in st2.message and "uptime" in st2.message
 
 

@@ -27,8 +27,18 @@ from tests.infra.test_sagemaker import world as sagemaker_world  # noqa: F401 - 
 from tests.tracking.helpers import Project
 from traingate import gha
 from traingate.config import Config
+from traingate.gha import ActionsContext
 from traingate.infra.backend import Services
-from traingate.infra.stage import reap_step, start_step, status_step, stop_step
+from traingate.infra.stage import (
+    ReapResult,
+    StartResult,
+    StatusResult,
+    StopResult,
+    reap_step,
+    start_step,
+    status_step,
+    stop_step,
+)
 from traingate.outputs import OUTPUTS, check_values
 
 HOLDER = "run-a"
@@ -122,13 +132,13 @@ class Stage:
         self.cfg, self.rig, self.clock = cfg, rig, clock
 
     def _kw(self) -> dict[str, Any]:
-        return {"sleep": self.clock.sleep, "clock": self.clock, "log": LOG.append}
+        return {"runtime": self.clock.runtime(LOG.append), "actions": ActionsContext()}
 
     def start(self) -> Any:
         return start_step(self.cfg, HOLDER, services=self.rig.services(self.cfg), **self._kw())
 
     def status(self) -> Any:
-        return status_step(self.cfg, clock=self.clock, services=self.rig.services(self.cfg))
+        return status_step(self.cfg, services=self.rig.services(self.cfg), **self._kw())
 
     def stop(self) -> Any:
         return stop_step(self.cfg, HOLDER, services=self.rig.services(self.cfg), **self._kw())
@@ -142,6 +152,9 @@ def test_start_status_stop_stop_reap(rig: Rig, project: Project, fake_clock: Fak
 
     started = stage.start()
     assert set(started.outputs) == set(OUTPUTS["infra start"])
+    # The typed value is what the outputs are derived from (composers read it, not strings).
+    assert isinstance(started.value, StartResult) and started.value.outputs() == started.outputs
+    assert started.value.holder == HOLDER
     written = {k: gha.format_value(v) for k, v in started.outputs.items()}
     assert check_values("infra start", written) == []
     assert started.outputs["holder"] == HOLDER
@@ -151,11 +164,15 @@ def test_start_status_stop_stop_reap(rig: Rig, project: Project, fake_clock: Fak
 
     status = stage.status()
     assert set(status.outputs) == set(OUTPUTS["infra status"])
+    assert isinstance(status.value, StatusResult) and status.value.holders == [HOLDER]
+    assert status.data == status.value.details()  # the details are data, never outputs
     assert status.outputs["holders"] == [HOLDER]
     assert status.outputs["state"] == "running"
     assert status.data["instance_id"] in billing
 
     stopped = stage.stop()
+    assert set(stopped.outputs) == set(OUTPUTS["infra stop"])
+    assert isinstance(stopped.value, StopResult) and stopped.value.stopped is True
     assert stopped.outputs["stopped"] is True
     assert stopped.outputs["remaining_holders"] == []
     assert rig.billing() == []
@@ -169,6 +186,8 @@ def test_start_status_stop_stop_reap(rig: Rig, project: Project, fake_clock: Fak
 
     assert stage.status().outputs["holders"] == []
     reaped = stage.reap()
+    assert set(reaped.outputs) == set(OUTPUTS["infra reap"])
+    assert isinstance(reaped.value, ReapResult) and reaped.value.reaped == ()
     assert reaped.outputs["reaped"] == []
     assert rig.machines() == after
 

@@ -119,8 +119,7 @@ def executor(
             instance_id=running,
             location=S3Location("tg-runs", "ci/traingate"),
             outputs_root=tmp_path / "outputs",
-            sleep=clock.sleep,
-            clock=clock,
+            runtime=clock.runtime(),
             **kw,
         )
 

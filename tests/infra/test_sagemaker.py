@@ -22,6 +22,7 @@ from tests.tracking.helpers import Project, open_adapter
 from traingate.config import Config
 from traingate.errors import ConfigError, InfraError, TrainError
 from traingate.infra.aws import override_clients
+from traingate.infra.base import WALL
 from traingate.infra.remote import make_remote_executor
 from traingate.infra.sagemaker import SageMakerChannel
 from traingate.infra.stage import reap_step, start_step, status_step, stop_step
@@ -96,11 +97,11 @@ def sm_cfg(project: Project, *, spot: bool = False, env: dict[str, str] | None =
 
 
 def start(cfg: Config, clock: FakeClock, holder: str = "run-a") -> Any:
-    return start_step(cfg, holder, sleep=clock.sleep, clock=clock, log=LOG.append)
+    return start_step(cfg, holder, runtime=clock.runtime(LOG.append))
 
 
 def channel(cfg: Config, clock: FakeClock) -> SageMakerChannel:
-    ex = make_remote_executor(cfg, sleep=clock.sleep, clock=clock)
+    ex = make_remote_executor(cfg, runtime=clock.runtime())
     assert isinstance(ex, SageMakerChannel)  # the backend's run channel, not SSM
     return ex
 
@@ -174,9 +175,7 @@ def test_happy_path_logs_to_mlflow_like_a_local_run(
     tags = {t["Key"]: t["Value"] for t in req["Tags"]}
     assert tags["traingate:holder"] == "run-a" and tags["traingate:backend"] == "sagemaker"
     # The job is over: stop has nothing left to stop.
-    assert stop_step(cfg, "run-a", sleep=fake_clock.sleep, clock=fake_clock, log=LOG.append).outputs[
-        "stopped"
-    ]
+    assert stop_step(cfg, "run-a", runtime=fake_clock.runtime(LOG.append)).outputs["stopped"]
 
 
 def test_failing_job_surfaces_failure_reason_and_log_tail(
@@ -222,8 +221,8 @@ def test_stop_after_a_cancelled_train_stops_the_running_job(
         channel(cfg, fake_clock).run(_job(cfg), cancel)
     (name,) = world.jobs
     assert world.describe(name).status == "InProgress"  # billing, until stop-infra runs
-    assert status_step(cfg, clock=fake_clock).data["instance_id"] == name
-    stopped = stop_step(cfg, "run-a", sleep=fake_clock.sleep, clock=fake_clock, log=LOG.append)
+    assert status_step(cfg, runtime=fake_clock.runtime()).data["instance_id"] == name
+    stopped = stop_step(cfg, "run-a", runtime=fake_clock.runtime(LOG.append))
     assert stopped.outputs == {
         "instance_id": name,
         "state": "terminated",
@@ -231,7 +230,7 @@ def test_stop_after_a_cancelled_train_stops_the_running_job(
         "remaining_holders": [],
     }
     assert world.describe(name).status == "Stopped"
-    again = stop_step(cfg, "run-a", sleep=fake_clock.sleep, clock=fake_clock, log=LOG.append)
+    again = stop_step(cfg, "run-a", runtime=fake_clock.runtime(LOG.append))
     assert again.outputs["stopped"] and "nothing to stop" in again.message  # idempotent
 
 
@@ -284,13 +283,13 @@ def test_reap_stops_jobs_whose_run_is_over(
     with pytest.raises(Cancel):
         channel(cfg, fake_clock).run(_job(cfg), _cancel_at("epoch 0"))
     (old,) = world.jobs
-    reaped = reap_step(cfg, sleep=fake_clock.sleep, clock=fake_clock, log=LOG.append)
+    reaped = reap_step(cfg, runtime=fake_clock.runtime(LOG.append))
     assert reaped.outputs["reaped"] == [] and "held by run-a" in reaped.message  # its run may be alive
     fake_clock.advance(61 * 60)  # ttl_minutes 60: no renewal since, the run is over
-    reaped = reap_step(cfg, sleep=fake_clock.sleep, clock=fake_clock, log=LOG.append)
+    reaped = reap_step(cfg, runtime=fake_clock.runtime(LOG.append))
     assert reaped.outputs["reaped"] == [old]
     assert world.describe(old).status == "Stopped"
-    assert reap_step(cfg, sleep=fake_clock.sleep, clock=fake_clock, log=LOG.append).outputs["reaped"] == []
+    assert reap_step(cfg, runtime=fake_clock.runtime(LOG.append)).outputs["reaped"] == []
 
 
 def _cancel_at(marker: str) -> Any:
@@ -338,7 +337,7 @@ def test_cli_start_and_stop_with_one_key_switched(
     started = CliRunner().invoke(cli, ["infra", "start", "--holder", "run-a"])
     assert started.exit_code == 0, started.output
     assert "market<<" in out.read_text() and "spot" in out.read_text()
-    result = start_step(parse(tmp_path), "run-a", log=LOG.append)
+    result = start_step(parse(tmp_path), "run-a", runtime=WALL.with_log(LOG.append))
     assert check_values("infra start", {k: gha.format_value(v) for k, v in result.outputs.items()}) == []
     stopped = CliRunner().invoke(cli, ["infra", "stop", "--holder", "run-a"])
     assert stopped.exit_code == 0, stopped.output

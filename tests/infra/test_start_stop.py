@@ -16,13 +16,11 @@ LOG: list[str] = []
 
 
 def run_start(cfg: Any, services: Any, clock: FakeClock, holder: str = "run-a") -> Any:
-    return start_step(cfg, holder, sleep=clock.sleep, clock=clock, log=LOG.append, services=services(cfg))
+    return start_step(cfg, holder, runtime=clock.runtime(LOG.append), services=services(cfg))
 
 
 def run_stop(cfg: Any, services: Any, clock: FakeClock, holder: str = "run-a", **kw: Any) -> Any:
-    return stop_step(
-        cfg, holder, sleep=clock.sleep, clock=clock, log=LOG.append, services=services(cfg), **kw
-    )
+    return stop_step(cfg, holder, runtime=clock.runtime(LOG.append), services=services(cfg), **kw)
 
 
 def test_start_from_stopped_waits_for_pending_and_arms_watchdog(
@@ -231,3 +229,17 @@ def test_terminate_shutdown_behaviour_is_switched_to_stop(
     result = run_start(make_cfg(tmp_path, instance_id), services, clock)
     assert ec2.inner.shutdown_behavior(instance_id) == "stop"
     assert any("shutdown behaviour 'terminate'" in w for w in result.warnings)
+
+
+def test_a_failed_start_keeps_the_warnings_gathered_before_it(
+    tmp_path: Path, aws_env: str, ec2: ScriptedEc2, ssm_fake: FakeSsm, services: Any, clock: FakeClock
+) -> None:
+    """The shutdown behaviour was switched (a warning), then readiness timed out: the error
+    carries the warning, so the CLI still annotates it (#13: warnings that survive an error)."""
+    instance_id = make_instance("halting", behavior="terminate")
+    ssm_fake.register(instance_id)
+    ssm_fake.online_after = 10_000
+    with pytest.raises(InfraError) as info:
+        run_start(make_cfg(tmp_path, instance_id, ready_timeout_minutes=3), services, clock)
+    assert "not ready after" in info.value.message
+    assert any("shutdown behaviour 'terminate'" in w for w in info.value.warnings)

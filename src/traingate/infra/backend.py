@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from traingate.config import Config, InfraBackend
-from traingate.infra.base import Clock, Ec2, Log, Sleep, Ssm
+from traingate.gha import ActionsContext
+from traingate.infra.base import WALL, Ec2, Runtime, Ssm
 
 if TYPE_CHECKING:
     from traingate.contracts import Executor
@@ -146,32 +147,40 @@ class Services:
         return TagLease(self.ec2, instance_id)
 
 
+def run_prefix(actions: ActionsContext) -> str:
+    """`owner/repo/run_id/` in Actions: every job and attempt of one workflow run shares it."""
+    if not actions.run_id:
+        return ""
+    return f"{actions.repository or 'actions'}/{actions.run_id}/"
+
+
 def backend_for(
     cfg: Config,
     *,
     services: Services | None = None,
-    sleep: Sleep,
-    clock: Clock,
-    log: Log,
+    runtime: Runtime = WALL,
+    actions: ActionsContext | None = None,
 ) -> Backend:
-    """The backend `infra.backend` names; the only place that branches on it."""
+    """The backend `infra.backend` names; the only place that branches on it. `actions`: the
+    Actions context (default: read from the environment, for callers outside infra)."""
     from typing import assert_never
 
+    ctx = actions if actions is not None else ActionsContext.from_env()
     kind = cfg.infra.backend
     if kind is InfraBackend.local:
         from traingate.infra.local import LocalBackend
 
-        return LocalBackend(cfg, clock=clock)
+        return LocalBackend(cfg)
     if kind is InfraBackend.ec2:
         from traingate.infra.shared import SharedInstanceBackend
 
-        return SharedInstanceBackend(cfg, services or Services(cfg), sleep=sleep, clock=clock, log=log)
+        return SharedInstanceBackend(cfg, services or Services(cfg), runtime=runtime)
     if kind is InfraBackend.launch:
         from traingate.infra.launch import LaunchBackend
 
-        return LaunchBackend(cfg, services or Services(cfg), sleep=sleep, clock=clock, log=log)
+        return LaunchBackend(cfg, services or Services(cfg), runtime=runtime, actions=ctx)
     if kind is InfraBackend.sagemaker:
         from traingate.infra.sagemaker import SageMakerBackend
 
-        return SageMakerBackend(cfg, sleep=sleep, clock=clock, log=log)
+        return SageMakerBackend(cfg, runtime=runtime, actions=ctx)
     assert_never(kind)

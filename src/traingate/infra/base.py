@@ -9,6 +9,7 @@ botocore errors.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +19,10 @@ from traingate.errors import InfraError
 
 # One definition for the whole package (traingate.runtime); re-exported for infra's modules.
 from traingate.runtime import Clock, Log, Runtime, Sleep  # noqa: F401
+
+#: Infra's default runtime reads the wall clock, not a monotonic one: lease expiries are epoch
+#: seconds written to tags, DynamoDB and files and compared by other runs on other machines.
+WALL = Runtime(clock=time.time)
 
 #: States no amount of waiting or starting fixes.
 GONE = frozenset({"shutting-down", "terminated"})

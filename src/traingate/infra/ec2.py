@@ -8,22 +8,22 @@ of assuming one (field report 3: a `stopping` instance was slept on for 30 s and
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from traingate.errors import InfraError
 from traingate.infra.aws import translate_client_error
 from traingate.infra.base import (
     GONE,
+    WALL,
     CapacityError,
-    Clock,
     Ec2,
     Ec2Launcher,
     IncorrectStateError,
     Instance,
     LaunchRequest,
-    Log,
     MarketUnavailableError,
-    Sleep,
+    Runtime,
     backoff_delays,
 )
 
@@ -267,9 +267,7 @@ def ensure_running(
     *,
     timeout: float,
     capacity_budget: float,
-    sleep: Sleep,
-    clock: Clock,
-    log: Log,
+    runtime: Runtime = WALL,
     poll_cap: float = 5.0,
 ) -> Instance:
     """Bring the instance to `running` from whatever state it is in.
@@ -278,15 +276,14 @@ def ensure_running(
     IncorrectInstanceState); capacity errors are retried with backoff inside their own budget,
     because AWS often has capacity again within minutes.
     """
-    start = clock()
+    start = runtime.clock()
     delay = backoff_delays(0.5, poll_cap)
-    capacity_delay = backoff_delays(10.0, 60.0)
-    capacity_started: float | None = None
+    capacity = _CapacityRetry(capacity_budget, runtime)
     last_state = ""
     while True:
         inst = ec2.describe(instance_id)
         if inst.state != last_state:
-            log(f"instance {instance_id} is {inst.state}")
+            runtime.log(f"instance {instance_id} is {inst.state}")
             last_state = inst.state
         if inst.state == "running":
             return inst
@@ -297,32 +294,54 @@ def ensure_running(
                 "training AMI and set infra.instance.id (or its tags) to it",
             )
         if inst.state == "stopped":
-            try:
-                ec2.start(instance_id)
-                log(f"start requested for {instance_id}")
-            except CapacityError as err:
-                now = clock()
-                capacity_started = capacity_started if capacity_started is not None else now
-                if now - capacity_started >= capacity_budget:
-                    raise InfraError(
-                        f"no EC2 capacity to start {instance_id} ({inst.instance_type or 'its type'}) after "
-                        f"retrying for {now - capacity_started:.0f} s: {err.message}",
-                        hint="retry later, raise infra.start_retry_budget_minutes, or change the instance "
-                        "type (stop it, modify the type, start again)",
-                    ) from None
-                wait = capacity_delay()
-                log(f"InsufficientInstanceCapacity for {instance_id}; retrying in {wait:.0f} s")
-                sleep(wait)
-                continue
-            except IncorrectStateError as err:
-                log(f"{err.message}; re-reading the state")
-        elif clock() - start > timeout:
+            if not _start_stopped(ec2, inst, capacity, runtime):
+                continue  # the capacity retry has waited already
+        elif runtime.clock() - start > timeout:
             raise InfraError(
                 f"instance {instance_id} still {inst.state} after {timeout:.0f} s",
                 hint="look at the instance in the EC2 console; "
                 "raise infra.ready_timeout_minutes if it is slow",
             )
-        sleep(delay())
+        runtime.sleep(delay())
+
+
+@dataclass
+class _CapacityRetry:
+    """InsufficientInstanceCapacity, retried with its own backoff inside its own budget, counted
+    from the first refusal."""
+
+    budget: float
+    runtime: Runtime
+    began: float | None = None
+    delay: Callable[[], float] = field(default_factory=lambda: backoff_delays(10.0, 60.0))
+
+    def wait_or_give_up(self, inst: Instance, err: CapacityError) -> None:
+        now = self.runtime.clock()
+        self.began = self.began if self.began is not None else now
+        if now - self.began >= self.budget:
+            raise InfraError(
+                f"no EC2 capacity to start {inst.id} ({inst.instance_type or 'its type'}) after "
+                f"retrying for {now - self.began:.0f} s: {err.message}",
+                hint="retry later, raise infra.start_retry_budget_minutes, or change the instance "
+                "type (stop it, modify the type, start again)",
+            ) from None
+        wait = self.delay()
+        self.runtime.log(f"InsufficientInstanceCapacity for {inst.id}; retrying in {wait:.0f} s")
+        self.runtime.sleep(wait)
+
+
+def _start_stopped(ec2: Ec2, inst: Instance, capacity: _CapacityRetry, runtime: Runtime) -> bool:
+    """StartInstances on a stopped instance. False when a capacity refusal has already waited
+    (the caller re-reads the state at once)."""
+    try:
+        ec2.start(inst.id)
+        runtime.log(f"start requested for {inst.id}")
+    except CapacityError as err:
+        capacity.wait_or_give_up(inst, err)
+        return False
+    except IncorrectStateError as err:
+        runtime.log(f"{err.message}; re-reading the state")
+    return True
 
 
 def terminate_and_wait(
@@ -331,16 +350,14 @@ def terminate_and_wait(
     *,
     wait: bool,
     timeout: float,
-    sleep: Sleep,
-    clock: Clock,
-    log: Log,
+    runtime: Runtime = WALL,
     poll_cap: float = 5.0,
 ) -> Instance:
     """Terminate a per-run instance. Already gone is success (idempotent)."""
     return _halt_and_wait(
         ec2, instance_id, verb="terminate", done=("terminated",), halting="shutting-down",
         may_request=lambda state: state != "shutting-down", request=ec2.terminate,
-        wait=wait, timeout=timeout, sleep=sleep, clock=clock, log=log, poll_cap=poll_cap,
+        wait=wait, timeout=timeout, runtime=runtime, poll_cap=poll_cap,
     )  # fmt: skip
 
 
@@ -350,16 +367,14 @@ def stop_and_wait(
     *,
     wait: bool,
     timeout: float,
-    sleep: Sleep,
-    clock: Clock,
-    log: Log,
+    runtime: Runtime = WALL,
     poll_cap: float = 5.0,
 ) -> Instance:
     """Stop (never terminate). Already stopped is success; `pending` is waited out first."""
     return _halt_and_wait(
         ec2, instance_id, verb="stop", done=("stopped", *GONE), halting="stopping",
         may_request=lambda state: state == "running", request=ec2.stop,
-        wait=wait, timeout=timeout, sleep=sleep, clock=clock, log=log, poll_cap=poll_cap,
+        wait=wait, timeout=timeout, runtime=runtime, poll_cap=poll_cap,
     )  # fmt: skip
 
 
@@ -374,15 +389,13 @@ def _halt_and_wait(
     request: Callable[[str], None],
     wait: bool,
     timeout: float,
-    sleep: Sleep,
-    clock: Clock,
-    log: Log,
+    runtime: Runtime,
     poll_cap: float,
 ) -> Instance:
     """The one wait loop behind stop and terminate: ask once (when the state allows it), then
     poll with capped backoff until a `done` state, or return at once without `wait`. An instance
     still billing after `timeout` is an error that says so, never a quiet return."""
-    start = clock()
+    start = runtime.clock()
     delay = backoff_delays(0.5, poll_cap)
     requested = False
     while True:
@@ -393,15 +406,15 @@ def _halt_and_wait(
             try:
                 request(instance_id)
                 requested = True
-                log(f"{verb} requested for {instance_id}")
+                runtime.log(f"{verb} requested for {instance_id}")
             except IncorrectStateError as err:
-                log(f"{err.message}; re-reading the state")
+                runtime.log(f"{err.message}; re-reading the state")
             if requested and not wait:
                 return ec2.describe(instance_id)
-        if clock() - start > timeout:
+        if runtime.clock() - start > timeout:
             raise InfraError(
                 f"instance {instance_id} did not {verb}: still {inst.state} after {timeout:.0f} s",
                 hint=f"{verb} it in the EC2 console now (it costs money while running) and check "
                 f"ec2:{verb.capitalize()}Instances in the role's policy",
             )
-        sleep(delay())
+        runtime.sleep(delay())

@@ -14,15 +14,14 @@ not re-added: keeping a machine alive that someone already decided to stop would
 
 from __future__ import annotations
 
-import sys
 import threading
-import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from traingate.config import Config
-from traingate.infra.base import Clock, Log
+from traingate.gha import ActionsContext
+from traingate.infra.base import WALL, Runtime
 
 if TYPE_CHECKING:
     from traingate.contracts import Executor, LogSink, TrainJob, TrainOutcome
@@ -30,10 +29,6 @@ if TYPE_CHECKING:
 
 #: Waits up to the given seconds; returns True when asked to stop (threading.Event.wait's contract).
 Wait = Callable[[float], bool]
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 class KeepAlive:
@@ -45,15 +40,16 @@ class KeepAlive:
         holder: str | None = None,
         *,
         backend: Backend | None = None,
-        clock: Clock = time.time,
+        runtime: Runtime = WALL,
         wait: Wait | None = None,
-        log: Log = _stderr,
+        actions: ActionsContext | None = None,
     ) -> None:
         self.cfg = cfg
         self._holder = holder
         self._backend = backend
-        self.clock = clock
-        self.log = log
+        self.runtime = runtime
+        # Read from the environment when not given: the runner's RenewingExecutor is outside infra.
+        self.actions = actions if actions is not None else ActionsContext.from_env()
         self.interval = max(30.0, cfg.infra.ttl_minutes * 60 / 3)
         self._stop = threading.Event()
         self._wait: Wait = wait or self._stop.wait
@@ -66,7 +62,7 @@ class KeepAlive:
         if self._holder is None:
             from traingate.infra.stage import resolve_holder
 
-            self._holder = resolve_holder(None, self.cfg, for_stop=True)
+            self._holder = resolve_holder(None, self.cfg, actions=self.actions, for_stop=True)
         return self._holder
 
     @property
@@ -74,7 +70,8 @@ class KeepAlive:
         if self._backend is None:
             from traingate.infra.backend import backend_for
 
-            self._backend = backend_for(self.cfg, sleep=time.sleep, clock=self.clock, log=lambda _m: None)
+            quiet = self.runtime.with_log(lambda _m: None)
+            self._backend = backend_for(self.cfg, runtime=quiet, actions=self.actions)
         return self._backend
 
     def renew(self) -> bool:
@@ -88,7 +85,7 @@ class KeepAlive:
         if machine.state != "running":  # nothing started, or already stopped: nothing to keep
             return False
         lease = self.backend.lease(machine)
-        now = self.clock()
+        now = self.runtime.clock()
         if self.holder not in lease.read().live(now):
             return False
         lease.acquire(self.holder, self.cfg.infra.ttl_minutes * 60, now)
@@ -99,8 +96,7 @@ class KeepAlive:
                 machine.id,
                 watchdog_script(self.cfg.infra.ttl_minutes),
                 timeout_seconds=60,
-                sleep=time.sleep,
-                clock=self.clock,
+                runtime=self.runtime,
                 comment="traingate watchdog renewal",
             )
             check_command(inv, "renewing the self-stop watchdog", machine.id)
@@ -112,7 +108,9 @@ class KeepAlive:
             self.renew()
         except Exception as err:  # best effort: training goes on, the next renewal retries
             if not self._warned:
-                self.log(f"could not renew the lease/watchdog of {self.holder} ({err}); retrying later")
+                self.runtime.log(
+                    f"could not renew the lease/watchdog of {self.holder} ({err}); retrying later"
+                )
                 self._warned = True
 
     def _loop(self) -> None:
@@ -139,14 +137,15 @@ class KeepAlive:
 class RenewingExecutor:
     """An `Executor` that runs its inner executor inside a `KeepAlive` (runner-side training)."""
 
-    def __init__(self, inner: Executor, cfg: Config) -> None:
+    def __init__(self, inner: Executor, cfg: Config, *, actions: ActionsContext | None = None) -> None:
         self.inner = inner
         self.cfg = cfg
+        self.actions = actions
 
     def run(self, job: TrainJob, log: LogSink) -> TrainOutcome:
-        with KeepAlive(self.cfg):
+        with KeepAlive(self.cfg, actions=self.actions):
             return self.inner.run(job, log)
 
     def attach(self, run_ref: str, job: TrainJob, log: LogSink) -> TrainOutcome:
-        with KeepAlive(self.cfg):
+        with KeepAlive(self.cfg, actions=self.actions):
             return self.inner.attach(run_ref, job, log)

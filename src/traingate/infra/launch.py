@@ -15,15 +15,15 @@ from __future__ import annotations
 
 from traingate.config import Config, LaunchMarket
 from traingate.errors import ConfigError, InfraError
-from traingate.infra.backend import Acquired, Machine, Readiness, Services
+from traingate.gha import ActionsContext
+from traingate.infra.backend import Acquired, Machine, Readiness, Services, run_prefix
 from traingate.infra.base import (
     GONE,
-    Clock,
+    WALL,
     Ec2Launcher,
     LaunchRequest,
-    Log,
     MarketUnavailableError,
-    Sleep,
+    Runtime,
 )
 from traingate.infra.lease import TAG_PREFIX, Lease, TagLease, _claim_name
 from traingate.infra.pricing import fmt_usd, on_demand_usd
@@ -42,8 +42,11 @@ class LaunchBackend(Ec2Machines):
     owns_unleased = True
     halt_verb = "terminates"
 
-    def __init__(self, cfg: Config, services: Services, *, sleep: Sleep, clock: Clock, log: Log) -> None:
-        super().__init__(cfg, services, sleep=sleep, clock=clock, log=log)
+    def __init__(
+        self, cfg: Config, services: Services, *, actions: ActionsContext, runtime: Runtime = WALL
+    ) -> None:
+        super().__init__(cfg, services, runtime=runtime)
+        self.actions = actions
 
     @property
     def ec2(self) -> Ec2Launcher:
@@ -202,9 +205,7 @@ class LaunchBackend(Ec2Machines):
             machine.id,
             wait=wait,
             timeout=self.cfg.infra.stop_timeout_minutes * 60,
-            sleep=self.sleep,
-            clock=self.clock,
-            log=self.log,
+            runtime=self.runtime,
             poll_cap=self.cfg.infra.poll_cap_seconds,
         )
         return self._keep_market(self.machine(final), machine)
@@ -222,10 +223,8 @@ class LaunchBackend(Ec2Machines):
     def locate(self, holder: str) -> list[Machine]:
         """Our instance first, then instances of other attempts of the same Actions run (a
         re-run must not leave the first attempt's instance running)."""
-        from traingate.infra.stage import run_prefix
-
         ours = self._launched({TAG_HOLDER: holder[:256]})
-        prefix = run_prefix()
+        prefix = run_prefix(self.actions)
         if prefix:
             seen = {m.id for m in ours}
             ours += [

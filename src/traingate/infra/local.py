@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from traingate.config import Config
 from traingate.infra.backend import Acquired, Machine, Readiness
-from traingate.infra.base import Clock, Ssm
+from traingate.infra.base import Ssm
 from traingate.infra.lease import FileLease
 
 LOCAL_ID = "local"
@@ -28,9 +28,8 @@ class LocalBackend:
     owns_unleased = False
     acquire_backoff = (0.1, 1.0)
 
-    def __init__(self, cfg: Config, *, clock: Clock) -> None:
+    def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.clock = clock
         self.file = lease_for(cfg)
 
     def _machine(self) -> Machine:

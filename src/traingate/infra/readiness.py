@@ -12,15 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from traingate.errors import InfraError
-from traingate.infra.base import (
-    Clock,
-    Ec2,
-    Instance,
-    Log,
-    Sleep,
-    Ssm,
-    backoff_delays,
-)
+from traingate.infra.base import WALL, Ec2, Instance, Runtime, Ssm, backoff_delays
 from traingate.infra.ssm import run_command
 
 HttpGet = Callable[[str, float], int]
@@ -59,12 +51,10 @@ def wait_ready(
     *,
     timeout: float,
     poll_cap: float,
-    sleep: Sleep,
-    clock: Clock,
-    log: Log,
+    runtime: Runtime = WALL,
     http_get: HttpGet = http_status,
 ) -> ReadyReport:
-    start = clock()
+    start = runtime.clock()
     delay = backoff_delays(min(0.5, poll_cap), poll_cap)
     done: set[str] = set()
     polls = 0
@@ -81,15 +71,15 @@ def wait_ready(
             for check in checks:
                 if check in done:
                     continue
-                reason = _check(check, inst, ec2, ssm, sleep, clock, http_get)
+                reason = _check(check, inst, ec2, ssm, runtime, http_get)
                 if reason:
                     missing[check] = reason
                 else:
                     done.add(check)
         if not missing:
-            return ReadyReport(inst, clock() - start, polls)
+            return ReadyReport(inst, runtime.clock() - start, polls)
         text = "; ".join(f"{k} ({v})" for k, v in missing.items())
-        elapsed = clock() - start
+        elapsed = runtime.clock() - start
         if elapsed >= timeout:
             raise InfraError(
                 f"instance {instance_id} not ready after {elapsed:.0f} s; still missing: {text}",
@@ -97,14 +87,12 @@ def wait_ready(
                 "health URL, status checks in the EC2 console) or raise infra.ready_timeout_minutes",
             )
         if text != last_missing:
-            log(f"waiting for {instance_id} ({elapsed:.0f} s): still missing {text}")
+            runtime.log(f"waiting for {instance_id} ({elapsed:.0f} s): still missing {text}")
             last_missing = text
-        sleep(min(delay(), max(0.0, timeout - elapsed)))
+        runtime.sleep(min(delay(), max(0.0, timeout - elapsed)))
 
 
-def _check(
-    check: str, inst: Instance, ec2: Ec2, ssm: Ssm, sleep: Sleep, clock: Clock, http_get: HttpGet
-) -> str:
+def _check(check: str, inst: Instance, ec2: Ec2, ssm: Ssm, runtime: Runtime, http_get: HttpGet) -> str:
     """Empty string when satisfied, else why not."""
     if check == "running":
         return ""
@@ -123,8 +111,7 @@ def _check(
                 inst.id,
                 f"echo {READY_MARKER}",
                 timeout_seconds=30,
-                sleep=sleep,
-                clock=clock,
+                runtime=runtime,
                 comment="traingate readiness",
             )
         except InfraError as err:  # SsmUnreachableError included

@@ -27,21 +27,24 @@ import shlex
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from traingate.contracts import DATA_PULL_FAILED, LogSink, TrainJob, TrainOutcome
 from traingate.errors import ConfigError, InfraError, TrainError
+from traingate.gha import ActionsContext
 from traingate.git import Git
-from traingate.infra.base import Clock, Ssm, backoff_delays
+from traingate.infra.base import WALL, Runtime, Ssm, backoff_delays
 from traingate.infra.ssm import REMOTE_ROOT, check_command, run_command, watchdog_script
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from traingate.config import Config
+    from traingate.infra.backend import Backend, Machine
+    from traingate.infra.lease import Lease
 
 #: Bytes of log per poll; base64 makes it 4/3 larger, still well under SSM's 24,000 characters.
 CHUNK_BYTES = 15000
@@ -300,6 +303,55 @@ def _collect_script(ref: str, job: TrainJob, url: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ executor
+@dataclass
+class _LogStream:
+    """The run's stdout.log as read so far: the bytes consumed, an unfinished last line, the tail."""
+
+    offset: int = 0
+    partial: str = ""
+    tail: list[str] = field(default_factory=list)
+
+    def feed(self, chunk: bytes, log: LogSink) -> None:
+        self.offset += len(chunk)
+        lines = (self.partial + chunk.decode("utf-8", errors="replace")).split("\n")
+        self.partial = lines.pop()
+        for line in lines:
+            log(line)
+        self.tail = (self.tail + lines)[-50:]
+
+    def note(self, line: str, log: LogSink) -> None:
+        log(line)
+        self.tail = [*self.tail, line][-50:]
+
+    def flush(self, log: LogSink) -> None:
+        if self.partial:
+            self.note(self.partial, log)
+
+
+@dataclass
+class _Poll:
+    """One poll of the run: its session alive, its exit code (`-` while none), the log's size,
+    and the next chunk of the log."""
+
+    alive: bool
+    exit_code: str
+    size: int
+    chunk: bytes
+
+
+def _parse_poll(out: str, ref: str, instance_id: str) -> _Poll:
+    header, _, body = out.partition("\n")
+    fields = header.split()
+    if fields[:2] == ["TGSTATUS", "missing"]:
+        raise TrainError(
+            f"no run {ref} on instance {instance_id}",
+            hint="check the run id printed by `traingate train` (runs live under /var/lib/traingate/runs)",
+        )
+    if len(fields) != 4 or fields[0] != "TGSTATUS":
+        raise TrainError(f"unexpected poll output from {instance_id}: {header[:200]!r}")
+    return _Poll(fields[1] == "1", fields[2], int(fields[3]), base64.b64decode(body.strip() or b""))
+
+
 class RemoteExecutor:
     def __init__(
         self,
@@ -309,8 +361,7 @@ class RemoteExecutor:
         instance_id: str,
         location: S3Location,
         outputs_root: Path,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Clock = time.time,
+        runtime: Runtime = WALL,
         poll_cap: float = 10.0,
         ttl_minutes: int | None = None,
         renew: Callable[[], None] | None = None,
@@ -327,8 +378,7 @@ class RemoteExecutor:
         self.instance_id = instance_id
         self.location = location
         self.outputs_root = outputs_root
-        self.sleep = sleep
-        self.clock = clock
+        self.runtime = runtime
         self.poll_cap = poll_cap
         self.ttl_minutes = ttl_minutes
         self.renew = renew
@@ -343,15 +393,14 @@ class RemoteExecutor:
             self.instance_id,
             script,
             timeout_seconds=timeout,
-            sleep=self.sleep,
-            clock=self.clock,
+            runtime=self.runtime,
             comment=f"traingate {what}",
         )
         return check_command(inv, what, self.instance_id).stdout
 
     def run(self, job: TrainJob, log: LogSink) -> TrainOutcome:
         scripts = check_script_paths(job)
-        started = self.clock()
+        started = self.runtime.clock()
         stamp = datetime.fromtimestamp(time.time(), UTC).strftime("%Y%m%d-%H%M%S")
         ref = f"{stamp}-{(job.commit or 'worktree')[:8]}-{secrets.token_hex(3)}"
         with tempfile.TemporaryDirectory(prefix="traingate-ship-") as tmp:
@@ -367,6 +416,16 @@ class RemoteExecutor:
                     f"could not upload the code to s3://{self.location.bucket}/{key}: {err}",
                     hint="check infra.s3_prefix and s3:PutObject for the runner's role",
                 ) from err
+        self._verify_code(ref, code, log)
+        launched = self._cmd(_launch_script(job, ref), "launch", 120)
+        log(f"training started detached on {self.instance_id}: {launched.strip()} (run {ref})")
+        log(f"if this job is cancelled or loses the runner, re-attach with: traingate train --attach {ref}")
+        if self.on_launch:
+            self.on_launch(ref)
+        return self._follow(ref, job, log, started, offset=0)
+
+    def _verify_code(self, ref: str, code: CodeArchive, log: LogSink) -> None:
+        """Unpack the shipped archive on the instance and check its hash and file count."""
         out = self._cmd(_prepare_script(ref, self.location.url("runs", ref, "code.tar.gz")), "code sync", 900)
         got = dict(line.split(" ", 1) for line in out.splitlines() if line.startswith(("sha256 ", "files ")))
         if got.get("sha256", "").strip() != code.sha256 or got.get("files", "").strip() != str(code.files):
@@ -378,109 +437,95 @@ class RemoteExecutor:
                 hint="nothing was started; check disk space on the instance and retry",
             )
         log(f"code verified on {self.instance_id} ({code.files} files)")
-        launched = self._cmd(_launch_script(job, ref), "launch", 120)
-        log(f"training started detached on {self.instance_id}: {launched.strip()} (run {ref})")
-        log(f"if this job is cancelled or loses the runner, re-attach with: traingate train --attach {ref}")
-        if self.on_launch:
-            self.on_launch(ref)
-        return self._follow(ref, job, log, started, offset=0)
 
     def attach(self, run_ref: str, job: TrainJob, log: LogSink) -> TrainOutcome:
         log(f"re-attaching to run {run_ref} on {self.instance_id}")
-        return self._follow(run_ref, job, log, self.clock(), offset=0)
+        return self._follow(run_ref, job, log, self.runtime.clock(), offset=0)
 
     # -- following
     def _follow(self, ref: str, job: TrainJob, log: LogSink, started: float, offset: int) -> TrainOutcome:
-        deadline = started + job.timeout_seconds + self.grace_seconds
-        delay = backoff_delays(1.0, self.poll_cap)
-        renew_every = (self.ttl_minutes or 0) * 60 / 3
-        last_renew = self.clock()
-        failures = 0
-        partial = ""
-        tail: list[str] = []
-        exit_code: int | None = None
-        killed = False
-        while True:
-            renew_now = bool(renew_every) and self.clock() - last_renew >= renew_every
-            try:
-                out = self._cmd(
-                    _poll_script(ref, offset, self.ttl_minutes if renew_now else None), "log poll", 60
-                )
-                failures = 0
-            except InfraError as err:  # SsmUnreachableError included
-                failures += 1
-                state = self.instance_state() if self.instance_state else "running"
-                if state != "running" or failures >= self.max_poll_failures:
-                    raise TrainError(
-                        f"lost contact with the training run {ref} on {self.instance_id} "
-                        f"(instance {state}; {err.message})",
-                        hint="if the instance is still running, re-attach with "
-                        f"`traingate train --attach {ref}`",
-                    ) from err
-                self.sleep(delay())
-                continue
-            if renew_now:
-                last_renew = self.clock()
-                if self.renew:
-                    self.renew()
-            header, _, body = out.partition("\n")
-            fields = header.split()
-            if fields[:2] == ["TGSTATUS", "missing"]:
-                raise TrainError(
-                    f"no run {ref} on instance {self.instance_id}",
-                    hint="check the run id printed by `traingate train` "
-                    "(runs live under /var/lib/traingate/runs)",
-                )
-            if len(fields) != 4 or fields[0] != "TGSTATUS":
-                raise TrainError(f"unexpected poll output from {self.instance_id}: {header[:200]!r}")
-            alive, ec, size = fields[1] == "1", fields[2], int(fields[3])
-            chunk = base64.b64decode(body.strip() or b"")
-            if chunk:
-                offset += len(chunk)
-                text = partial + chunk.decode("utf-8", errors="replace")
-                lines = text.split("\n")
-                partial = lines.pop()
-                for line in lines:
-                    log(line)
-                tail = (tail + lines)[-50:]
-            if ec != "-" and offset >= size:
-                exit_code = int(ec) if ec.lstrip("-").isdigit() else 1
-                # run.sh prints TIMEOUT_MARK only when timeout(1) ended the command.
-                killed = exit_code == 124 and any(TIMEOUT_MARK in line for line in tail)
-                break
-            if ec == "-" and not alive and offset >= size:
-                # Not a timeout (the runner reads `killed` as one): report it as SIGKILL's 137.
-                exit_code = 137
-                line = (
-                    f"== traingate: the training process on {self.instance_id} died without "
-                    "writing an exit code (killed: out of memory, an operator, or a reboot)"
-                )
-                log(line)
-                tail = [*tail, line][-50:]
-                break
-            if self.clock() > deadline:
-                self._cmd(
-                    f"run={_run_dir(ref)}\n"
-                    'pkill -KILL -s "$(cat "$run/pid")" 2>/dev/null || true\necho killed',
-                    "kill",
-                    60,
-                )
-                killed = True
-                log(f"== traingate: run {ref} exceeded train.timeout_minutes; killed")
-                break
-            self.sleep(0.2 if chunk and len(chunk) == CHUNK_BYTES else delay())
-        if partial:
-            log(partial)
-            tail = [*tail, partial][-50:]
+        stream = _LogStream(offset)
+        exit_code, killed = self._watch(ref, job, log, started, stream)
+        stream.flush(log)
         outputs_dir = self._collect(ref, job, log)
         return TrainOutcome(
-            exit_code=exit_code if exit_code is not None else (124 if killed else 1),
-            log_tail="\n".join(tail),
+            exit_code=exit_code,
+            log_tail="\n".join(stream.tail),
             outputs_dir=outputs_dir,
-            duration_seconds=self.clock() - started,
+            duration_seconds=self.runtime.clock() - started,
             run_ref=ref,
             killed=killed,
         )
+
+    def _watch(
+        self, ref: str, job: TrainJob, log: LogSink, started: float, stream: _LogStream
+    ) -> tuple[int, bool]:
+        """Poll the run (streaming its log, renewing the watchdog and the lease) until it ends:
+        (exit code, killed by the timeout)."""
+        deadline = started + job.timeout_seconds + self.grace_seconds
+        delay = backoff_delays(1.0, self.poll_cap)
+        renew_every = (self.ttl_minutes or 0) * 60 / 3
+        last_renew = self.runtime.clock()
+        failures = 0
+        while True:
+            renew_now = bool(renew_every) and self.runtime.clock() - last_renew >= renew_every
+            try:
+                script = _poll_script(ref, stream.offset, self.ttl_minutes if renew_now else None)
+                out = self._cmd(script, "log poll", 60)
+                failures = 0
+            except InfraError as err:  # SsmUnreachableError included
+                failures += 1
+                self._check_contact(ref, err, failures)
+                self.runtime.sleep(delay())
+                continue
+            if renew_now:
+                last_renew = self.runtime.clock()
+                if self.renew:
+                    self.renew()
+            poll = _parse_poll(out, ref, self.instance_id)
+            if poll.chunk:
+                stream.feed(poll.chunk, log)
+            ended = self._ended(poll, stream, log)
+            if ended is not None:
+                return ended
+            if self.runtime.clock() > deadline:
+                self._kill(ref, log)
+                return 124, True
+            self.runtime.sleep(0.2 if len(poll.chunk) == CHUNK_BYTES else delay())
+
+    def _check_contact(self, ref: str, err: InfraError, failures: int) -> None:
+        """A failed poll is retried while the instance runs, up to max_poll_failures in a row."""
+        state = self.instance_state() if self.instance_state else "running"
+        if state != "running" or failures >= self.max_poll_failures:
+            raise TrainError(
+                f"lost contact with the training run {ref} on {self.instance_id} "
+                f"(instance {state}; {err.message})",
+                hint=f"if the instance is still running, re-attach with `traingate train --attach {ref}`",
+            ) from err
+
+    def _ended(self, poll: _Poll, stream: _LogStream, log: LogSink) -> tuple[int, bool] | None:
+        """(exit code, killed by the timeout) once the run ended and its log is read; else None."""
+        if poll.exit_code != "-" and stream.offset >= poll.size:
+            code = int(poll.exit_code) if poll.exit_code.lstrip("-").isdigit() else 1
+            # run.sh prints TIMEOUT_MARK only when timeout(1) ended the command.
+            return code, code == 124 and any(TIMEOUT_MARK in line for line in stream.tail)
+        if poll.exit_code == "-" and not poll.alive and stream.offset >= poll.size:
+            # Not a timeout (the runner reads `killed` as one): report it as SIGKILL's 137.
+            stream.note(
+                f"== traingate: the training process on {self.instance_id} died without "
+                "writing an exit code (killed: out of memory, an operator, or a reboot)",
+                log,
+            )
+            return 137, False
+        return None
+
+    def _kill(self, ref: str, log: LogSink) -> None:
+        self._cmd(
+            f'run={_run_dir(ref)}\npkill -KILL -s "$(cat "$run/pid")" 2>/dev/null || true\necho killed',
+            "kill",
+            60,
+        )
+        log(f"== traingate: run {ref} exceeded train.timeout_minutes; killed")
 
     def _collect(self, ref: str, job: TrainJob, log: LogSink) -> Path:
         """Bring back the metrics file, the metrics log and the artifacts that exist; the runner
@@ -514,23 +559,42 @@ class RemoteExecutor:
 def make_remote_executor(
     cfg: Config,
     *,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Clock = time.time,
+    runtime: Runtime = WALL,
+    actions: ActionsContext | None = None,
 ) -> RemoteExecutor:
     """The executor the runner uses for `train.where: instance`; clients come from
-    traingate.infra.aws (so tests and the end-to-end harness can override them)."""
+    traingate.infra.aws (so tests and the end-to-end harness can override them). `actions`:
+    the Actions context (default: read from the environment, for the runner's call)."""
     from traingate.infra import aws
     from traingate.infra.backend import JobBackend, backend_for
     from traingate.infra.stage import Services, resolve_holder
 
+    ctx = actions if actions is not None else ActionsContext.from_env()
     svc = Services(cfg)
-    holder = resolve_holder(None, cfg, for_stop=True)
+    holder = resolve_holder(None, cfg, actions=ctx, for_stop=True)
     # The backend says which machine this run trains on (the shared instance, or the one
     # launched for this holder) and how to reach it.
-    backend = backend_for(cfg, services=svc, sleep=sleep, clock=clock, log=lambda _m: None)
+    backend = backend_for(cfg, services=svc, runtime=runtime.with_log(lambda _m: None), actions=ctx)
     if isinstance(backend, JobBackend):
         # The machine is a job `train` creates (sagemaker): its channel is the executor itself.
         return backend.job_channel()  # type: ignore[return-value]
+    inst, channel = _training_machine(cfg, backend, holder)
+    return RemoteExecutor(
+        ssm=channel,
+        s3=aws.boto_client("s3", cfg.infra.region),
+        instance_id=inst.id,
+        location=s3_location(cfg),
+        outputs_root=cfg.workspace_dir / "remote-runs",
+        runtime=runtime,
+        poll_cap=max(cfg.infra.poll_cap_seconds, 1.0) * 2,
+        ttl_minutes=cfg.infra.ttl_minutes,
+        renew=_lease_renewal(cfg, backend.lease(inst), holder, runtime),
+        instance_state=lambda: svc.ec2.describe(inst.id).state,
+    )
+
+
+def _training_machine(cfg: Config, backend: Backend, holder: str) -> tuple[Machine, Ssm]:
+    """The running machine `infra start` gave this holder, and its run channel."""
     machines = backend.locate(holder)
     channel = backend.run_channel(machines[0]) if machines else None
     if not machines or channel is None:
@@ -546,25 +610,14 @@ def make_remote_executor(
             f"instance {inst.id} is {inst.state}: train.where is `instance` but it is not running",
             hint="run `traingate infra start` first (the start-infra job)",
         )
-    location = s3_location(cfg)
-    lease = backend.lease(inst)
+    return inst, channel
 
+
+def _lease_renewal(cfg: Config, lease: Lease, holder: str, runtime: Runtime) -> Callable[[], None]:
     def renew() -> None:
         # Long runs outlive infra.ttl_minutes: keep our lease alive while we are really training.
-        now = clock()
+        now = runtime.clock()
         if holder in lease.read().live(now):
             lease.acquire(holder, cfg.infra.ttl_minutes * 60, now)
 
-    return RemoteExecutor(
-        ssm=channel,
-        s3=aws.boto_client("s3", cfg.infra.region),
-        instance_id=inst.id,
-        location=location,
-        outputs_root=cfg.workspace_dir / "remote-runs",
-        sleep=sleep,
-        clock=clock,
-        poll_cap=max(cfg.infra.poll_cap_seconds, 1.0) * 2,
-        ttl_minutes=cfg.infra.ttl_minutes,
-        renew=renew,
-        instance_state=lambda: svc.ec2.describe(inst.id).state,
-    )
+    return renew

@@ -42,8 +42,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from traingate.config import Config
 from traingate.errors import ConfigError, InfraError, TrainError
-from traingate.infra.backend import Acquired, Machine, Readiness
-from traingate.infra.base import Clock, Log, Sleep, backoff_delays
+from traingate.gha import ActionsContext
+from traingate.infra.backend import Acquired, Machine, Readiness, run_prefix
+from traingate.infra.base import WALL, Runtime, backoff_delays
 from traingate.infra.lease import TAG_PREFIX, LeaseState, Release, TagLease, _claim_name
 
 if TYPE_CHECKING:
@@ -351,14 +352,21 @@ class SageMakerBackend:
     acquire_backoff = (1.0, 5.0)
 
     def __init__(
-        self, cfg: Config, jobs: Jobs | None = None, *, sleep: Sleep, clock: Clock, log: Log
+        self,
+        cfg: Config,
+        jobs: Jobs | None = None,
+        *,
+        actions: ActionsContext,
+        runtime: Runtime = WALL,
     ) -> None:
         self.cfg = cfg
         self.spec = cfg.infra.sagemaker
         self._jobs = jobs
-        self.sleep = sleep
-        self.clock = clock
-        self.log = log
+        self.actions = actions
+        self.runtime = runtime
+
+    def log(self, line: str) -> None:
+        self.runtime.log(line)
 
     @property
     def jobs(self) -> Jobs:
@@ -461,7 +469,7 @@ class SageMakerBackend:
         return None
 
     def job_channel(self) -> SageMakerChannel:
-        return SageMakerChannel(self.cfg, self, sleep=self.sleep, clock=self.clock)
+        return SageMakerChannel(self.cfg, self, runtime=self.runtime)
 
     def release(self, machine: Machine, *, wait: bool) -> Machine:
         """Stop the job (the slot: every job of this run still running). Idempotent."""
@@ -480,10 +488,8 @@ class SageMakerBackend:
 
     def locate(self, holder: str) -> list[Machine]:
         """The run's running jobs (a cancelled `train` leaves one); else none: nothing bills."""
-        from traingate.infra.stage import run_prefix
-
         ours = self._active({TAG_HOLDER: holder[:256]})
-        prefix = run_prefix()
+        prefix = run_prefix(self.actions)
         if prefix:
             seen = {m.id for m in ours}
             for info in self.jobs.find(self._scope(), ACTIVE):
@@ -533,14 +539,23 @@ def entry_script(job: TrainJob, ref: str) -> str:
     )
 
 
+@dataclass
+class _Watched:
+    """What following a job leaves for the outcome: its last description, the log tail, and
+    whether we stopped it for running past the deadline."""
+
+    info: JobInfo
+    tail: list[str]
+    killed: bool = False
+
+
 class SageMakerChannel:
     """The run channel of `infra.backend: sagemaker`: an Executor whose machine is a training job."""
 
-    def __init__(self, cfg: Config, backend: SageMakerBackend, *, sleep: Sleep, clock: Clock) -> None:
+    def __init__(self, cfg: Config, backend: SageMakerBackend, *, runtime: Runtime = WALL) -> None:
         self.cfg = cfg
         self.backend = backend
-        self.sleep = sleep
-        self.clock = clock
+        self.runtime = runtime
         self.outputs_root = cfg.workspace_dir / "remote-runs"
         self.grace_seconds = 300.0
 
@@ -553,20 +568,33 @@ class SageMakerChannel:
 
         return boto_client("s3", self.cfg.infra.region)
 
-    def request(self, job: TrainJob, name: str, code_url: str, holder: str) -> dict[str, Any]:
+    def _holder(self) -> str:
+        from traingate.infra.stage import resolve_holder
+
+        return resolve_holder(None, self.cfg, actions=self.backend.actions, for_stop=True)
+
+    def _stopping(self, job: TrainJob) -> dict[str, int]:
         spec = self.cfg.infra.sagemaker
-        bucket, prefix = _s3(spec.code_s3, "code_s3")
         runtime = max(1, int(job.timeout_seconds))
         stopping: dict[str, int] = {"MaxRuntimeInSeconds": runtime}
         if spec.spot:
             wait = int(spec.max_wait_minutes * 60) if spec.max_wait_minutes else runtime * 2
             stopping["MaxWaitTimeInSeconds"] = max(wait, runtime)
-        expiry = self.clock() + self.cfg.infra.ttl_minutes * 60
-        tags = {
+        return stopping
+
+    def _tags(self, holder: str) -> dict[str, str]:
+        """Scope, holder and the lease (TagLease's format) from the job's first moment."""
+        expiry = self.runtime.clock() + self.cfg.infra.ttl_minutes * 60
+        return {
             **self.backend._scope(),
             TAG_HOLDER: holder[:256],
             TAG_PREFIX + _claim_name(holder): f"{expiry:.0f} {holder}"[:256],
         }
+
+    def request(self, job: TrainJob, name: str, code_url: str, holder: str) -> dict[str, Any]:
+        spec = self.cfg.infra.sagemaker
+        bucket, prefix = _s3(spec.code_s3, "code_s3")
+        code = {"S3DataType": "S3Prefix", "S3Uri": code_url, "S3DataDistributionType": "FullyReplicated"}
         req: dict[str, Any] = {
             "TrainingJobName": name,
             "RoleArn": spec.role_arn,
@@ -575,18 +603,7 @@ class SageMakerChannel:
                 "TrainingInputMode": "File",
                 "ContainerEntrypoint": ["/bin/bash", f"{CODE_DIR}/run.sh"],
             },
-            "InputDataConfig": [
-                {
-                    "ChannelName": "code",
-                    "DataSource": {
-                        "S3DataSource": {
-                            "S3DataType": "S3Prefix",
-                            "S3Uri": code_url,
-                            "S3DataDistributionType": "FullyReplicated",
-                        }
-                    },
-                }
-            ],
+            "InputDataConfig": [{"ChannelName": "code", "DataSource": {"S3DataSource": code}}],
             "OutputDataConfig": {
                 "S3OutputPath": f"s3://{bucket}/{'/'.join(p for p in (prefix, 'output') if p)}"
             },
@@ -595,10 +612,10 @@ class SageMakerChannel:
                 "InstanceCount": spec.instance_count,
                 "VolumeSizeInGB": 30,
             },
-            "StoppingCondition": stopping,
+            "StoppingCondition": self._stopping(job),
             "EnableManagedSpotTraining": spec.spot,
             "Environment": {"TRAINGATE_RUN": name},
-            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+            "Tags": [{"Key": k, "Value": v} for k, v in self._tags(holder).items()],
         }
         if spec.checkpoint_s3:
             req["CheckpointConfig"] = {"S3Uri": spec.checkpoint_s3, "LocalPath": "/opt/ml/checkpoints"}
@@ -606,11 +623,10 @@ class SageMakerChannel:
 
     def run(self, job: TrainJob, log: LogSink) -> TrainOutcome:
         from traingate.infra.remote import check_script_paths, pack_code
-        from traingate.infra.stage import resolve_holder
 
         self.backend._check_config()
         scripts = check_script_paths(job)
-        started = self.clock()
+        started = self.runtime.clock()
         stamp = datetime.fromtimestamp(time.time(), UTC).strftime("%Y%m%d-%H%M%S")
         name = job_name(self.cfg.project, stamp)
         bucket, prefix = _s3(self.cfg.infra.sagemaker.code_s3, "code_s3")
@@ -631,7 +647,7 @@ class SageMakerChannel:
                     f"could not upload the code to s3://{bucket}/{folder}: {err}",
                     hint="check infra.sagemaker.code_s3 and s3:PutObject for the runner's role",
                 ) from err
-        holder = resolve_holder(None, self.cfg, for_stop=True)
+        holder = self._holder()
         self.jobs.create(self.request(job, name, f"s3://{bucket}/{folder}/", holder))
         log(
             f"training job {name} created ({self.cfg.infra.sagemaker.instance_type}); "
@@ -640,25 +656,43 @@ class SageMakerChannel:
         return self._follow(name, job, log, started, holder)
 
     def attach(self, run_ref: str, job: TrainJob, log: LogSink) -> TrainOutcome:
-        from traingate.infra.stage import resolve_holder
-
         log(f"re-attaching to training job {run_ref}")
-        return self._follow(run_ref, job, log, self.clock(), resolve_holder(None, self.cfg, for_stop=True))
+        return self._follow(run_ref, job, log, self.runtime.clock(), self._holder())
 
     def _follow(self, name: str, job: TrainJob, log: LogSink, started: float, holder: str) -> TrainOutcome:
         from traingate.contracts import TrainOutcome
 
+        watched = self._watch(name, job, log, started, holder)
+        exit_code = self._exit_code(name, watched, log)
+        outputs_dir = self._collect(name, watched.info, log) if exit_code == 0 else self.outputs_root / name
+        outputs_dir.mkdir(parents=True, exist_ok=True)
+        if watched.info.billable_seconds is not None:
+            log(f"training job {name}: {watched.info.billable_seconds} billable seconds")
+        return TrainOutcome(
+            exit_code=exit_code,
+            log_tail="\n".join(watched.tail),
+            outputs_dir=outputs_dir,
+            duration_seconds=self.runtime.clock() - started,
+            run_ref=name,
+            killed=watched.killed,
+        )
+
+    def _budget(self, job: TrainJob) -> float:
+        """How long the job may take: its runtime, or with managed spot the wait for capacity too."""
         spec = self.cfg.infra.sagemaker
-        budget = job.timeout_seconds
-        if spec.spot:
-            budget = max(budget, (spec.max_wait_minutes * 60) or job.timeout_seconds * 2)
-        deadline = started + budget + self.grace_seconds
+        if not spec.spot:
+            return job.timeout_seconds
+        return max(job.timeout_seconds, (spec.max_wait_minutes * 60) or job.timeout_seconds * 2)
+
+    def _watch(self, name: str, job: TrainJob, log: LogSink, started: float, holder: str) -> _Watched:
+        """Poll the job (streaming its log, renewing its lease) until it ends or runs past the
+        deadline, when we stop it."""
+        deadline = started + self._budget(job) + self.grace_seconds
         delay = backoff_delays(2.0, max(self.cfg.infra.poll_cap_seconds, 1.0) * 6)
         renew_every = self.cfg.infra.ttl_minutes * 60 / 3
-        last_renew = self.clock()
+        last_renew = self.runtime.clock()
         token = ""
         tail: list[str] = []
-        killed = False
         lease = self.backend.lease(Machine(id=name, state="running"))
         while True:
             info = self.jobs.describe(name)
@@ -667,49 +701,41 @@ class SageMakerChannel:
                 log(line)
             tail = (tail + lines)[-50:]
             if info.status in TERMINAL:
-                break
-            if self.clock() - last_renew >= renew_every:
-                # The lease `reap` reads lives in the job's tags: keep it while we follow the job.
-                try:
-                    lease.acquire(holder, self.cfg.infra.ttl_minutes * 60, self.clock())
-                except InfraError as err:
-                    log(f"lease renewal failed (retried next poll): {err.message}")
-                last_renew = self.clock()
-            if self.clock() > deadline:
+                return _Watched(info, tail)
+            if self.runtime.clock() - last_renew >= renew_every:
+                self._renew(lease, holder, log)
+                last_renew = self.runtime.clock()
+            if self.runtime.clock() > deadline:
                 self.jobs.stop(name)
-                killed = True
                 log(f"== traingate: training job {name} exceeded train.timeout_minutes; stopped")
-                info = self.jobs.describe(name)
-                break
-            self.sleep(delay())
-        exit_code = 0
+                return _Watched(self.jobs.describe(name), tail, killed=True)
+            self.runtime.sleep(delay())
+
+    def _renew(self, lease: Lease, holder: str, log: LogSink) -> None:
+        """The lease `reap` reads lives in the job's tags: keep it while we follow the job."""
+        try:
+            lease.acquire(holder, self.cfg.infra.ttl_minutes * 60, self.runtime.clock())
+        except InfraError as err:
+            log(f"lease renewal failed (retried next poll): {err.message}")
+
+    def _exit_code(self, name: str, watched: _Watched, log: LogSink) -> int:
+        """The exit code the runner judges: the command's (from FailureReason), 124 for a job
+        stopped at its time limit; a job stopped by someone else is an error."""
+        info = watched.info
         if info.status == "Failed":
             found = EXIT_MARK.search(info.failure_reason)
-            exit_code = int(found.group(1)) if found else 1
-            reason = info.failure_reason
-            log(f"== traingate: training job {name} failed: {reason}")
-            tail = [*tail, f"FailureReason: {reason}"][-50:]
-        elif info.status == "Stopped" or killed:
-            if info.secondary in ("MaxRuntimeExceeded", "MaxWaitTimeExceeded") or killed:
-                killed = True
-                exit_code = 124
-            else:
-                raise TrainError(
-                    f"training job {name} was stopped ({info.secondary or 'Stopped'}) before it finished",
-                    hint="someone or `traingate infra stop` stopped it; re-run the training",
-                )
-        outputs_dir = self._collect(name, info, log) if exit_code == 0 else self.outputs_root / name
-        outputs_dir.mkdir(parents=True, exist_ok=True)
-        if info.billable_seconds is not None:
-            log(f"training job {name}: {info.billable_seconds} billable seconds")
-        return TrainOutcome(
-            exit_code=exit_code,
-            log_tail="\n".join(tail),
-            outputs_dir=outputs_dir,
-            duration_seconds=self.clock() - started,
-            run_ref=name,
-            killed=killed,
-        )
+            log(f"== traingate: training job {name} failed: {info.failure_reason}")
+            watched.tail = [*watched.tail, f"FailureReason: {info.failure_reason}"][-50:]
+            return int(found.group(1)) if found else 1
+        if info.status == "Stopped" or watched.killed:
+            if info.secondary in ("MaxRuntimeExceeded", "MaxWaitTimeExceeded") or watched.killed:
+                watched.killed = True
+                return 124
+            raise TrainError(
+                f"training job {name} was stopped ({info.secondary or 'Stopped'}) before it finished",
+                hint="someone or `traingate infra stop` stopped it; re-run the training",
+            )
+        return 0
 
     def _collect(self, name: str, info: JobInfo, log: LogSink) -> Path:
         """Unpack model.tar.gz (the job's /opt/ml/model): the metrics file, log and artifacts."""

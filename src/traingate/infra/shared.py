@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from traingate.config import Config
 from traingate.errors import InfraError
 from traingate.infra.backend import Acquired, Machine, Readiness, Services
-from traingate.infra.base import Clock, Instance, Log, Sleep, Ssm, SsmUnreachableError
+from traingate.infra.base import WALL, Instance, Runtime, Ssm, SsmUnreachableError
 from traingate.infra.pricing import on_demand_usd
 
 if TYPE_CHECKING:
@@ -53,9 +53,7 @@ def arm_watchdog(
     instance_id: str,
     *,
     required: bool,
-    sleep: Sleep,
-    clock: Clock,
-    log: Log,
+    runtime: Runtime = WALL,
     verb: str = "stops",
 ) -> list[str]:
     """(Re)arm the self-stop. When SSM is part of readiness a failure is an error; otherwise the
@@ -70,8 +68,7 @@ def arm_watchdog(
             instance_id,
             watchdog_script(cfg.infra.ttl_minutes),
             timeout_seconds=60,
-            sleep=sleep,
-            clock=clock,
+            runtime=runtime,
             comment="traingate watchdog",
         )
         check_command(inv, "arming the self-stop watchdog", instance_id)
@@ -82,9 +79,9 @@ def arm_watchdog(
             f"self-stop watchdog NOT armed on {instance_id} ({err.message}); only `traingate infra stop` "
             "or `infra reap` will stop it — add `ssm` to infra.ready"
         )
-        log(msg)
+        runtime.log(msg)
         return [msg]
-    log(
+    runtime.log(
         f"self-stop watchdog armed: {instance_id} {verb} itself "
         f"{cfg.infra.ttl_minutes} min after the last renewal"
     )
@@ -101,12 +98,13 @@ class Ec2Machines:
     #: How the watchdog's halt ends the machine (for the log).
     halt_verb = "stops"
 
-    def __init__(self, cfg: Config, services: Services, *, sleep: Sleep, clock: Clock, log: Log) -> None:
+    def __init__(self, cfg: Config, services: Services, *, runtime: Runtime = WALL) -> None:
         self.cfg = cfg
         self.svc = services
-        self.sleep = sleep
-        self.clock = clock
-        self.log = log
+        self.runtime = runtime
+
+    def log(self, line: str) -> None:
+        self.runtime.log(line)
 
     def machine(self, inst: Instance) -> Machine:
         return machine_of(inst, self.cfg.infra.hourly_cost_usd)
@@ -123,15 +121,13 @@ class Ec2Machines:
 
         cfg = self.cfg
         timeout = cfg.infra.ready_timeout_minutes * 60
-        began = self.clock()
+        began = self.runtime.clock()
         ensure_running(
             self.svc.ec2,
             machine.id,
             timeout=timeout,
             capacity_budget=cfg.infra.start_retry_budget_minutes * 60,
-            sleep=self.sleep,
-            clock=self.clock,
-            log=self.log,
+            runtime=self.runtime,
             poll_cap=cfg.infra.poll_cap_seconds,
         )
         report = wait_ready(
@@ -139,20 +135,16 @@ class Ec2Machines:
             self.svc.ssm if "ssm" in cfg.infra.ready else _NoSsm(),
             machine.id,
             list(cfg.infra.ready),
-            timeout=max(1.0, timeout - (self.clock() - began)),
+            timeout=max(1.0, timeout - (self.runtime.clock() - began)),
             poll_cap=cfg.infra.poll_cap_seconds,
-            sleep=self.sleep,
-            clock=self.clock,
-            log=self.log,
+            runtime=self.runtime,
         )
         warnings = arm_watchdog(
             cfg,
             self.svc.ssm,
             machine.id,
             required="ssm" in cfg.infra.ready,
-            sleep=self.sleep,
-            clock=self.clock,
-            log=self.log,
+            runtime=self.runtime,
             verb=self.halt_verb,
         )
         ready = self.machine(report.instance)
@@ -194,9 +186,7 @@ class SharedInstanceBackend(Ec2Machines):
             machine.id,
             wait=wait,
             timeout=self.cfg.infra.stop_timeout_minutes * 60,
-            sleep=self.sleep,
-            clock=self.clock,
-            log=self.log,
+            runtime=self.runtime,
             poll_cap=self.cfg.infra.poll_cap_seconds,
         )
         return self.machine(final)

@@ -11,9 +11,9 @@ from typing import Any
 from traingate.errors import InfraError
 from traingate.infra.aws import translate_client_error
 from traingate.infra.base import (
-    Clock,
+    WALL,
     CommandInvocation,
-    Sleep,
+    Runtime,
     Ssm,
     SsmUnreachableError,
     backoff_delays,
@@ -94,8 +94,7 @@ def run_command(
     script: str,
     *,
     timeout_seconds: int,
-    sleep: Sleep,
-    clock: Clock,
+    runtime: Runtime = WALL,
     comment: str = "",
     poll_cap: float = 2.0,
 ) -> CommandInvocation:
@@ -104,17 +103,17 @@ def run_command(
     command_id = ssm.send(instance_id, script, timeout_seconds=timeout_seconds, comment=comment)
     delay = backoff_delays(0.2, poll_cap)
     # The service enforces executionTimeout; our own deadline only guards a lost command.
-    deadline = clock() + timeout_seconds + 60
+    deadline = runtime.deadline(timeout_seconds + 60)
     while True:
         inv = ssm.invocation(command_id, instance_id)
         if inv.done:
             return inv
-        if clock() > deadline:
+        if runtime.clock() > deadline:
             raise InfraError(
                 f"SSM command {command_id} on {instance_id} still {inv.status} after {timeout_seconds} s",
                 hint="check the instance's SSM agent (Systems Manager > Run Command) and retry",
             )
-        sleep(delay())
+        runtime.sleep(delay())
 
 
 def check_command(inv: CommandInvocation, what: str, instance_id: str) -> CommandInvocation:
