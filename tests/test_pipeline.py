@@ -464,16 +464,16 @@ def test_a_failure_carries_the_stages_so_far_and_the_warnings_gathered_before_it
 
 
 def test_the_verdict_is_read_from_the_gates_typed_value() -> None:
-    from dataclasses import dataclass
 
+    from traingate.contracts import GateReport
     from traingate.pipeline import _improved
     from traingate.result import StepResult
+    from traingate.tracking.gate import GateResult
 
-    @dataclass(frozen=True)
-    class Verdict:
-        improved: bool
+    def verdict(improved: bool) -> GateResult:
+        return GateResult(GateReport(improved=improved), Path("gate-report.json"))
 
-    assert _improved(StepResult(outputs={"improved": "true"}, value=Verdict(False))) is False
-    assert _improved(StepResult(outputs={"improved": False}, value=Verdict(True))) is True
+    assert _improved(StepResult(outputs={"improved": "true"}, value=verdict(False))) is False
+    assert _improved(StepResult(outputs={"improved": False}, value=verdict(True))) is True
     with pytest.raises(TraingateError, match="no verdict"):  # no string stands in for the verdict
         _improved(StepResult(outputs={"improved": "true"}))

@@ -468,7 +468,7 @@ def train_cmd(
         if data_from:
             from traingate.data.trust import adopt_data_pointers
 
-            adopted = adopt_data_pointers(cfg, data_from)
+            adopted = adopt_data_pointers(cfg, data_from, actions=opts.actions)
         result = None
         if skip_same_data and with_gate and not attach:
             from traingate.pipeline.same_data import skip_if_champion_data

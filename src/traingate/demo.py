@@ -301,7 +301,11 @@ def _initial_dataset(cfg: Config, folder: Path, pairs: int, progress: Progress) 
     _generate(folder, incoming, pairs, seed=1, prefix="meter", degrade=False)
     progress.add("generate", "ok", f"{pairs} clean pairs in {cfg.data.incoming}", time.perf_counter() - t)
     run_stage(progress, "validate", lambda: validate_stage(cfg, incoming))
-    run_stage(progress, "merge", lambda: merge_stage(cfg, incoming, "data: initial water-meter dataset"))
+    run_stage(
+        progress,
+        "merge",
+        lambda: merge_stage(cfg, incoming, "data: initial water-meter dataset", ActionsContext()),
+    )
     if warming is not None:
         warming.wait()
 

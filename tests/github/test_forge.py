@@ -76,8 +76,6 @@ def test_repo_resolution_and_run_link() -> None:
     assert resolve_repo("a/b", ActionsContext(repository="o/r")) == "a/b"
     assert resolve_repo(None, ActionsContext()) is None
     assert resolve_repo(None) is None  # no context: nothing is guessed from the environment
-    # A mapping is read as an environment (tracking/promote.py still passes one).
-    assert resolve_repo(None, {"GITHUB_REPOSITORY": "o/r"}) == "o/r"
     with pytest.raises(UsageError, match="owner/name"):
         resolve_repo("o/r; rm -rf /", ActionsContext())
     where = {"server_url": "https://ghe.example.com", "repository": "o/r", "run_id": "9"}

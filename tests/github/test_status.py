@@ -115,41 +115,40 @@ def test_comment_needs_sha_repo_and_report(workspace: Any) -> None:
         comment_step(cfg, "t", "o/r", SHA, reports / "nope.json", actions=ActionsContext())
 
 
-def test_comment_validation_failure_never_raises(
-    fake_github: FakeGitHub, forge_factory: Any, workspace: Any
+def test_a_comment_not_posted_is_a_warning_never_an_error(
+    fake_github: FakeGitHub, forge_factory: Any, workspace: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from traingate.github.status import comment_validation_failure
+    """`data merge --comment` (pipeline/merge.py): the merge's validation error decides the exit
+    code; a comment that could not be posted comes back as a warning, a posted one as none."""
+    from traingate.pipeline.merge import post_validation_comment
 
     cfg, reports = workspace
     path = reports / "failed.json"
     path.write_text(json.dumps(FAILED_REPORT))
-    env = {"GITHUB_REPOSITORY": "o/r", "GITHUB_SHA": SHA}
-    assert comment_validation_failure(cfg, path, env={}).startswith("could not post")
-    missing_token = comment_validation_failure(cfg, path, env=env, forge_factory=forge_factory)
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    where = ActionsContext(repository="o/r", sha=SHA)
+
+    def post(actions: ActionsContext, token: str | None = None) -> list[str]:
+        return post_validation_comment(cfg, path, token=token, actions=actions, forge_factory=forge_factory)
+
+    assert post(ActionsContext(), "t")[0].startswith("could not post")  # not in Actions
+    (missing_token,) = post(where)
     assert missing_token.startswith("could not post") and "GITHUB_TOKEN" in missing_token
     fake_github.fail("POST", r"/comments$", 403, {"message": "Resource not accessible by integration"})
-    denied = comment_validation_failure(
-        cfg, path, env=dict(env, GITHUB_TOKEN="t"), forge_factory=forge_factory
-    )
+    (denied,) = post(where, "t")
     assert denied.startswith("could not post") and "permissions" in denied
-    posted = comment_validation_failure(
-        cfg, path, env=dict(env, GITHUB_TOKEN="t"), forge_factory=forge_factory
-    )
-    assert posted.startswith("commit comment created") and len(fake_github.comments) == 1
+    assert post(where, "t") == [] and len(fake_github.comments) == 1
 
 
-def test_comment_validation_failure_without_pygithub_is_a_warning_line(
-    workspace: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_comment_without_pygithub_is_a_warning(workspace: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue #15: without the `github` extra the import error replaced the validation errors."""
     import sys
 
-    from traingate.github.status import comment_validation_failure
+    from traingate.pipeline.merge import post_validation_comment
 
     cfg, reports = workspace
     path = reports / "failed.json"
     path.write_text(json.dumps(FAILED_REPORT))
     monkeypatch.setitem(sys.modules, "github", None)  # `import github` raises ImportError
-    env = {"GITHUB_REPOSITORY": "o/r", "GITHUB_SHA": SHA, "GITHUB_TOKEN": "t"}
-    line = comment_validation_failure(cfg, path, env=env)
+    (line,) = post_validation_comment(cfg, path, token="t", actions=ActionsContext(repository="o/r", sha=SHA))
     assert line.startswith("could not post") and "traingate[github]" in line

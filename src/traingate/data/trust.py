@@ -208,11 +208,11 @@ def _current_branch(git: Git, actions: ActionsContext) -> str | None:
 
 
 def _context(actions: ActionsContext | None) -> ActionsContext:
-    """The Actions context a caller passed; read from the environment only for a caller that
-    does not pass one yet (the CLI builds it once: `Options.actions`)."""
+    """The Actions context the caller built (the CLI once: `Options.actions`); None means "not in
+    Actions": a stage never reads GITHUB_* itself (#13)."""
     from traingate.gha import ActionsContext
 
-    return actions if actions is not None else ActionsContext.from_env()
+    return actions if actions is not None else ActionsContext()
 
 
 def _verify(git: Git, rev: str) -> str | None:

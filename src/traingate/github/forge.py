@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -141,22 +141,10 @@ ForgeFactory = Callable[[str, str], Forge]
 
 
 # ------------------------------------------------------------------------------ resolution
-def _context(actions: ActionsContext | Mapping[str, str] | None) -> ActionsContext:
-    """The Actions context a caller gave; none means "not in Actions" (nothing is guessed).
-
-    A mapping is read as an environment: tracking/promote.py still hands one in (#13 moves it to
-    the context); stages that take `actions:` pass the context the CLI built.
-    """
-    if actions is None:
-        return ActionsContext()
-    if isinstance(actions, ActionsContext):
-        return actions
-    return ActionsContext.from_env(actions)
-
-
-def resolve_repo(repo: str | None, actions: ActionsContext | Mapping[str, str] | None = None) -> str | None:
-    """`--repo`, else the repository of the Actions run, else None; always owner/name."""
-    value = (repo or _context(actions).repository or "").strip()
+def resolve_repo(repo: str | None, actions: ActionsContext | None = None) -> str | None:
+    """`--repo`, else the repository of the Actions run, else None; always owner/name. No
+    context means "not in Actions": nothing is guessed from the environment."""
+    value = (repo or (actions.repository if actions is not None else "") or "").strip()
     if not value:
         return None
     if not _REPO_RE.match(value):
@@ -167,9 +155,7 @@ def resolve_repo(repo: str | None, actions: ActionsContext | Mapping[str, str] |
     return value
 
 
-def require_repo(
-    repo: str | None, actions: ActionsContext | Mapping[str, str] | None = None, *, purpose: str = ""
-) -> str:
+def require_repo(repo: str | None, actions: ActionsContext | None = None, *, purpose: str = "") -> str:
     """`resolve_repo`, or UsageError when neither --repo nor GITHUB_REPOSITORY names one;
     `purpose` completes "no repository ..." ("to comment in")."""
     value = resolve_repo(repo, actions)
@@ -585,8 +571,5 @@ def _is_github_exception(exc: BaseException) -> bool:
 
 
 def make_forge(token: str, repo: str, **kwargs: Any) -> PyGithubForge:
-    if kwargs.get("base_url") is None:
-        # tracking/promote.py calls make_forge(token, repo) without the context (#13 moves it):
-        # it still reaches GitHub Enterprise through the environment until it passes `api_url`.
-        kwargs["base_url"] = ActionsContext.from_env().api_url
+    """PyGithub on `base_url` (the run's `ActionsContext.api_url`; default github.com's API)."""
     return PyGithubForge(token, repo, **kwargs)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from traingate import report as reports
+from traingate.contracts import GateReport
 from traingate.errors import CredentialsError, GitHubError, TraingateError, UsageError
 from traingate.github.forge import (
     PERMISSIONS_HINT,
@@ -63,36 +64,6 @@ class PrResult:
 
 
 @dataclass(frozen=True)
-class GateFacts:
-    """What `pr create` decides on from the gate report."""
-
-    improved: bool
-    # The `improved` value as written, for the refusal message ("false", "none").
-    improved_text: str
-    reason: str
-    model_version: str
-    promoted_alias: str
-    promoted: bool
-    promote_mode: str
-    run_url: str
-
-
-def gate_facts(gate: Mapping[str, Any]) -> GateFacts:
-    """The gate report's fields `pr create` reads, in one place: when `contracts.GateReport`
-    lands, this becomes `GateReport.from_json(gate)` and the dict reads below go."""
-    return GateFacts(
-        improved=gate.get("improved") is True,
-        improved_text=str(gate.get("improved")).lower(),
-        reason=str(gate.get("reason") or ""),
-        model_version=str(gate.get("model_version") or ""),
-        promoted_alias=str(gate.get("promoted_alias") or ""),
-        promoted=bool(gate.get("promoted")),
-        promote_mode=str(gate.get("promote_mode") or ""),
-        run_url=reports.safe_url(gate.get("run_url")),
-    )
-
-
-@dataclass(frozen=True)
 class PrTarget:
     """Where the PR goes: both credentials checked, head and base resolved and different."""
 
@@ -110,7 +81,7 @@ class PrPlan:
     body: str
     body_path: Path
     gate: Mapping[str, Any]
-    facts: GateFacts
+    facts: GateReport
     run_url: str
     status_context: str
     target: PrTarget | None = None
@@ -198,7 +169,7 @@ def _render(
 ) -> PrPlan:
     """Read the reports, refuse a model that did not improve, write title + body to pr.render_to."""
     data, gate, rows, skipped, warnings = _load_inputs(cfg, data_report, gate_report, metrics_log)
-    facts = gate_facts(gate)
+    facts = GateReport.from_json(gate)
     _refuse_not_improved(facts)
     run_url = actions.run_url()
     title = reports.render_pr_title(cfg.pr.title, data, gate, project=cfg.project)
@@ -245,12 +216,12 @@ def _load_inputs(
     return data, gate, rows, skipped, warnings
 
 
-def _refuse_not_improved(facts: GateFacts) -> None:
+def _refuse_not_improved(facts: GateReport) -> None:
     if facts.improved:
         return
     reason = facts.reason or "the candidate did not beat the champion"
     raise GitHubError(
-        f"not opening a pull request: the gate report says improved={facts.improved_text} ({reason})",
+        f"not opening a pull request: the gate report says improved={str(facts.improved).lower()} ({reason})",
         hint="a PR is opened only when the model improved; in the workflow run this step under "
         "`if: needs.train.outputs.improved == 'true'`",
     )
@@ -281,7 +252,7 @@ def _on_the_base_branch(cfg: Config, plan: PrPlan) -> StepResult[PrResult]:
     already, with `on-merge` it waits as @challenger and only a person can promote it.
     """
     facts, base, warnings = plan.facts, plan.base, plan.warnings
-    version = facts.model_version
+    version = facts.model_version or ""
     promoted = facts.promoted_alias or ("" if not facts.promoted else cfg.gate.alias)
     why = f"retrained on the base branch {base!r}: no pull request (head and base are the same branch)"
     if version and promoted == cfg.gate.alias:
@@ -348,7 +319,7 @@ def _post_status(forge: Forge, plan: PrPlan, sent: PrResult) -> str:
             sent.head_sha,
             plan.gate,
             context=plan.status_context,
-            target_url=plan.run_url or plan.facts.run_url,
+            target_url=plan.run_url or reports.safe_url(plan.facts.run_url),
         )
     except TraingateError as err:
         # The PR exists; say so, so nobody opens a second one by hand. Re-running is safe.

@@ -9,14 +9,13 @@ that context (`pr.status_context`, default `traingate/gate`). See docs/github.md
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from traingate import report as reports
-from traingate.errors import GitHubError, TraingateError, UsageError
+from traingate.errors import GitHubError, UsageError
 from traingate.gha import ActionsContext
 from traingate.github.forge import (
     CommentInfo,
@@ -130,42 +129,3 @@ def _validation_report(cfg: Config, report: Path | None) -> Path:
         if report is None and fallback.exists():
             path = fallback
     return path
-
-
-def comment_validation_failure(
-    cfg: Config,
-    report: Path,
-    *,
-    token: str | None = None,
-    actions: ActionsContext | None = None,
-    env: Mapping[str, str] | None = None,
-    forge_factory: ForgeFactory | None = None,
-) -> str:
-    """For `data merge --comment`: post the errors on the pushed commit when running in Actions.
-
-    Never raises: the merge's own validation error is what must reach the user and decide the
-    exit code. Returns one line for the log; it starts with "could not" when nothing was posted,
-    so the caller can raise it as a warning annotation rather than lose it. `env` is where the
-    token is read (default os.environ); `actions` defaults to the context of that environment
-    (data/merge.py still calls this without one, #13 moves the call to the CLI).
-    """
-    env = os.environ if env is None else env
-    actions = actions if actions is not None else ActionsContext.from_env(env)
-    token = token or env.get("GITHUB_TOKEN")
-    if not (actions.repository and actions.sha):
-        return (
-            "could not post the validation comment: not running in GitHub Actions "
-            "(no GITHUB_REPOSITORY/GITHUB_SHA)"
-        )
-    try:
-        result = comment_step(cfg, token, None, None, report, actions=actions, forge_factory=forge_factory)
-    except TraingateError as err:
-        return f"could not post the validation comment: {err.message}" + (
-            f" ({err.hint})" if err.hint else ""
-        )
-    except ImportError as err:  # PyGithub missing: the validation errors must still be shown
-        return (
-            f"could not post the validation comment: {err} "
-            "(install traingate[github]; actions/merge-and-validate installs it)"
-        )
-    return result.message

@@ -162,10 +162,10 @@ def backend_for(
     actions: ActionsContext | None = None,
 ) -> Backend:
     """The backend `infra.backend` names; the only place that branches on it. `actions`: the
-    Actions context (default: read from the environment, for callers outside infra)."""
+    caller's Actions context (None: not in Actions)."""
     from typing import assert_never
 
-    ctx = actions if actions is not None else ActionsContext.from_env()
+    ctx = actions if actions is not None else ActionsContext()
     kind = cfg.infra.backend
     if kind is InfraBackend.local:
         from traingate.infra.local import LocalBackend

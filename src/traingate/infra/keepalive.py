@@ -48,8 +48,8 @@ class KeepAlive:
         self._holder = holder
         self._backend = backend
         self.runtime = runtime
-        # Read from the environment when not given: the runner's RenewingExecutor is outside infra.
-        self.actions = actions if actions is not None else ActionsContext.from_env()
+        # The caller's context (pipeline/train.py passes the run's); None: not in Actions.
+        self.actions = actions if actions is not None else ActionsContext()
         self.interval = max(30.0, cfg.infra.ttl_minutes * 60 / 3)
         self._stop = threading.Event()
         self._wait: Wait = wait or self._stop.wait

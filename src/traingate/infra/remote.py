@@ -564,12 +564,12 @@ def make_remote_executor(
 ) -> RemoteExecutor:
     """The executor the runner uses for `train.where: instance`; clients come from
     traingate.infra.aws (so tests and the end-to-end harness can override them). `actions`:
-    the Actions context (default: read from the environment, for the runner's call)."""
+    the caller's Actions context (None: not in Actions)."""
     from traingate.infra import aws
     from traingate.infra.backend import JobBackend, backend_for
     from traingate.infra.stage import Services, resolve_holder
 
-    ctx = actions if actions is not None else ActionsContext.from_env()
+    ctx = actions if actions is not None else ActionsContext()
     svc = Services(cfg)
     holder = resolve_holder(None, cfg, actions=ctx, for_stop=True)
     # The backend says which machine this run trains on (the shared instance, or the one

@@ -33,9 +33,9 @@ from traingate.state import read_state, update_state
 
 
 def _context(actions: ActionsContext | None) -> ActionsContext:
-    """The public steps' boundary: `cli.py` passes `opts.actions`; a composer that does not
-    (pipeline's start/stop) gets the context read from the environment, once, here."""
-    return actions if actions is not None else ActionsContext.from_env()
+    """The context the caller built (`cli.py`: `opts.actions`; the pipeline passes its run's).
+    None means "not in Actions": a stage never reads GITHUB_* itself (#13)."""
+    return actions if actions is not None else ActionsContext()
 
 
 # ------------------------------------------------------------------------------------- holders

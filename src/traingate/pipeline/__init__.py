@@ -22,10 +22,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from traingate.errors import TraingateError, UsageError
 from traingate.gha import ActionsContext
+
+V = TypeVar("V")
 
 if TYPE_CHECKING:
     from traingate.config import Config
@@ -172,14 +174,21 @@ class _Trained:
     gated: StepResult[GateResult] | None = None
 
 
+def _value(result: StepResult[Any], kind: type[V], stage: str) -> V:
+    """A stage's typed result: composers read these, never outputs re-parsed from strings."""
+    if not isinstance(result.value, kind):
+        raise TraingateError(
+            f"internal error: {stage} returned no {kind.__name__}",
+            hint="this is a traingate bug: report it with the step's output",
+        )
+    return result.value
+
+
 def _improved(gated: StepResult[GateResult]) -> bool:
     """The gate's typed verdict (`GateResult.improved`), never its `improved` output re-parsed."""
-    if gated.value is None:
-        raise TraingateError(
-            "internal error: the gate returned no verdict",
-            hint="this is a traingate bug: report it with the gate's output",
-        )
-    return gated.value.improved
+    from traingate.tracking.gate import GateResult
+
+    return _value(gated, GateResult, "the gate (no verdict)").improved
 
 
 def run_pipeline(
@@ -217,8 +226,10 @@ def run_pipeline(
 
 def _chain(run: _Run, source: Path | None) -> RunResult:
     """validate -> merge (or the stored dataset) -> infra start/train/gate/infra stop -> PR."""
+    from traingate.github.pr import PrResult
+
     src = _source_folder(run.cfg, source)
-    _check_data_only(run.cfg, src, run.progress)
+    _check_data_only(run.cfg, src, run.progress, run.actions)
     data = _data_phase(run, src)
     if isinstance(data, RunResult):
         return data
@@ -231,7 +242,7 @@ def _chain(run: _Run, source: Path | None) -> RunResult:
     return RunResult(
         improved=True,
         run_id=trained.run_id,
-        pr_url=str(pr.outputs.get("pr_url") or ""),
+        pr_url=_value(pr, PrResult, "pr create").url,
         gate=trained.gated.outputs,
         pr=pr.outputs,
     )
@@ -259,9 +270,13 @@ def _data_phase(run: _Run, src: Path) -> Path | RunResult | None:
     # The merge's own test for new data: a lone .gitkeep in incoming/ is not a batch to merge.
     if holds_files(src, cfg.data.ignore):
         run_stage(progress, "validate", lambda: validate_stage(cfg, src))
-        merged = run_stage(progress, "merge", lambda: merge_stage(cfg, src, None))
+        merged = run_stage(progress, "merge", lambda: merge_stage(cfg, src, None, run.actions))
         skipped = _skip_same_data(cfg, progress)
-        return skipped if skipped is not None else Path(str(merged.outputs["report"]))
+        if skipped is not None:
+            return skipped
+        from traingate.data.merge import MergeResult
+
+        return _value(merged, MergeResult, "data merge").report_path
     progress.add("validate", "skipped", f"no new data in {src}: training on the stored dataset")
     progress.add("merge", "skipped", "nothing to merge")
     saved = read_state(cfg.workspace_dir).data_report
@@ -272,13 +287,14 @@ def _data_phase(run: _Run, src: Path) -> Path | RunResult | None:
 
 def _train_phase(run: _Run) -> _Trained:
     """infra start -> train -> gate, then infra stop always (field report 5)."""
-    from traingate.infra.stage import start_step
+    from traingate.infra.stage import StartResult, start_step
     from traingate.pipeline.train import train_step
     from traingate.tracking.gate import gate_step
+    from traingate.train.runner import TrainResult
 
     cfg, progress = run.cfg, run.progress
-    started = run_stage(progress, "infra start", lambda: start_step(cfg, holder=None))
-    holder = str(started.outputs.get("holder") or "") or None
+    started = run_stage(progress, "infra start", lambda: start_step(cfg, holder=None, actions=run.actions))
+    holder = _value(started, StartResult, "infra start").holder or None
     trained = _Trained()
     failure: TraingateError | KeyboardInterrupt | None = None
     try:
@@ -287,7 +303,7 @@ def _train_phase(run: _Run) -> _Trained:
             "train",
             lambda: train_step(cfg, attach=None, pull=True, with_gate=False, actions=run.actions),
         )
-        run_id = trained.run_id = str(result.outputs["run_id"])
+        run_id = trained.run_id = _value(result, TrainResult, "train").run_id
         trained.gated = run_stage(
             progress, "gate", lambda: gate_step(cfg, run_id=run_id, promote=True, actions=run.actions)
         )
@@ -306,7 +322,11 @@ def _stop_infra(run: _Run, holder: str | None, failure: TraingateError | Keyboar
 
     cfg = run.cfg
     try:
-        run_stage(run.progress, "infra stop", lambda: stop_step(cfg, holder=holder, wait=True, force=False))
+        run_stage(
+            run.progress,
+            "infra stop",
+            lambda: stop_step(cfg, holder=holder, wait=True, force=False, actions=run.actions),
+        )
         if isinstance(failure, KeyboardInterrupt):
             note(failure, f"released the infra lease (holder {holder or cfg.project})")
     except TraingateError as stop_err:
@@ -319,11 +339,12 @@ def _stop_infra(run: _Run, holder: str | None, failure: TraingateError | Keyboar
             failure.hint = (failure.hint or "") + "; then run `traingate infra stop` (or `infra reap`)"
 
 
-def _pr_phase(run: _Run, data_report: Path | None, gated: StepResult) -> StepResult:
+def _pr_phase(run: _Run, data_report: Path | None, gated: StepResult[GateResult]) -> StepResult:
     from traingate.pipeline.pr import create_step
+    from traingate.tracking.gate import GateResult
 
     cfg = run.cfg
-    gate_report = Path(str(gated.outputs["report"])) if gated.outputs.get("report") else None
+    gate_report = _value(gated, GateResult, "the gate").report_path
     # Token and repository: both or neither (checked up front): with neither, create_step renders
     # the body only. metrics_log None: create_step reads the workspace's metrics.jsonl if present.
     return run_stage(
@@ -359,13 +380,13 @@ def _skip_same_data(cfg: Config, progress: Progress) -> RunResult | None:
     return RunResult(improved=False, skipped=True)
 
 
-def _check_data_only(cfg: Config, source: Path, progress: Progress) -> None:
+def _check_data_only(cfg: Config, source: Path, progress: Progress, actions: ActionsContext) -> None:
     """A data branch changes data only: on any branch but pr.base, refuse before anything is
     merged or trained (the workflow's train job runs the base's code instead, see trust.py)."""
     from traingate.data.trust import check_branch
 
     try:
-        report = check_branch(cfg, source=source)
+        report = check_branch(cfg, source=source, actions=actions)
     except TraingateError as err:
         progress.add("trust", "failed", _first_line(err.message))
         progress.failed = progress.failed or f"{progress.label} trust".strip()
@@ -436,10 +457,9 @@ def validate_stage(cfg: Config, source: Path) -> StepResult:
     return validate_step(cfg, source, use_cache=True, report_path=None)
 
 
-def merge_stage(cfg: Config, source: Path, message: str | None) -> StepResult:
+def merge_stage(cfg: Config, source: Path, message: str | None, actions: ActionsContext) -> StepResult:
     """`data merge` as a chained run calls it: commit and push, no PR comment (the run reports)."""
     from traingate.data.merge import merge_step
-    from traingate.gha import ActionsContext
 
     return merge_step(
         cfg,
@@ -448,7 +468,7 @@ def merge_stage(cfg: Config, source: Path, message: str | None) -> StepResult:
         push=True,
         commit=True,
         message=message,
-        actions=ActionsContext.from_env(),
+        actions=actions,
     )
 
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from traingate.data.merge import MergeResult
     from traingate.data.store import Store
     from traingate.gha import ActionsContext
+    from traingate.github.forge import ForgeFactory
     from traingate.result import StepResult
 
 _NOT_POSTED = "could not post the validation comment"
@@ -56,7 +57,12 @@ def data_merge_step(
 
 
 def post_validation_comment(
-    cfg: Config, report_path: Path, *, token: str | None, actions: ActionsContext
+    cfg: Config,
+    report_path: Path,
+    *,
+    token: str | None,
+    actions: ActionsContext,
+    forge_factory: ForgeFactory | None = None,
 ) -> list[str]:
     """Post the report's errors on the pushed commit; the warnings of a comment not posted.
 
@@ -68,7 +74,15 @@ def post_validation_comment(
 
     token = token or os.environ.get("GITHUB_TOKEN")
     try:
-        comment_step(cfg, token, actions.repository, actions.sha, report_path, actions=actions)
+        comment_step(
+            cfg,
+            token,
+            actions.repository,
+            actions.sha,
+            report_path,
+            actions=actions,
+            forge_factory=forge_factory,
+        )
     except TraingateError as err:
         return [f"{_NOT_POSTED}: {err.message}" + (f" ({err.hint})" if err.hint else "")]
     except ImportError as err:  # PyGithub missing: the validation errors must still be shown

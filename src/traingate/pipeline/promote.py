@@ -212,10 +212,10 @@ def _nothing_to_do(
 def _open_forge(
     token: str | None, repo: str | None, actions: ActionsContext, forge_factory: ForgeFactory | None
 ) -> Forge:
-    from traingate.github.forge import make_forge, require_repo, require_token
+    from traingate.github.forge import open_forge, require_repo, require_token
 
-    repo_name = require_repo(repo or actions.repository or None, {})
-    return (forge_factory or make_forge)(require_token(token, repo_name), repo_name)
+    repo_name = require_repo(repo, actions)
+    return open_forge(require_token(token, repo_name), repo_name, actions, forge_factory)
 
 
 def reconcile_step(

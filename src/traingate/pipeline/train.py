@@ -54,7 +54,7 @@ def train_step(
     inputs = _run_inputs(cfg, pull=pull, force_pull=force_pull, warnings=warnings)
     actions = actions if actions is not None else ActionsContext.from_env()
     run = train.start_run(cfg, tracking, inputs, attach=attach, actions=actions, wall=wall, warnings=warnings)
-    trained = _train(cfg, run, executor, log)
+    trained = _train(cfg, run, executor, log, actions)
     recorded = _record(cfg, run, trained)
     result = train.finish_run(cfg, run, trained, recorded)
     if not with_gate:
@@ -112,26 +112,30 @@ def _data_version(cfg: Config, pull: bool, force_pull: bool = False) -> tuple[st
         return "", [f"could not read the dataset version (tagged as unknown): {err.message}"]
 
 
-def _make_executor(cfg: Config) -> Executor:
+def _make_executor(cfg: Config, actions: ActionsContext) -> Executor:
     if cfg.train.where == "instance":
         from traingate.infra.remote import make_remote_executor
 
-        return make_remote_executor(cfg)
+        return make_remote_executor(cfg, actions=actions)
     from traingate.infra.keepalive import RenewingExecutor
     from traingate.train.local import LocalExecutor
 
     # Training on the runner renews the lease and the watchdog too (the instance does it itself).
-    return RenewingExecutor(LocalExecutor(), cfg)
+    return RenewingExecutor(LocalExecutor(), cfg, actions=actions)
 
 
-def _train(cfg: Config, run: TrainRun, executor: Executor | None, log: LogSink | None) -> Trained:
+def _train(
+    cfg: Config, run: TrainRun, executor: Executor | None, log: LogSink | None, actions: ActionsContext
+) -> Trained:
     """The training itself; an interrupt stops (runner) or detaches (instance), a failure marks
     the run FAILED."""
     from traingate.train.local import default_log_sink
 
     try:
         with interruptible():
-            return train.run_training(cfg, run, executor or _make_executor(cfg), log or default_log_sink())
+            return train.run_training(
+                cfg, run, executor or _make_executor(cfg, actions), log or default_log_sink()
+            )
     except KeyboardInterrupt as err:
         train.stop_run(cfg, run, err)
         raise
