@@ -89,31 +89,8 @@ class LocalExecutor:
         tail: deque[str],
         deadline: float,
     ) -> tuple[int, bool]:
-        try:
-            proc = subprocess.Popen(
-                argv,
-                cwd=job.workdir,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                text=True,
-                encoding="utf-8",
-                errors="replace",
-                bufsize=1,
-            )
-        except FileNotFoundError:
-            raise TrainError(
-                f"cannot run {argv[0]!r}: no such program (in {job.workdir})",
-                hint="check train.command and that the program is installed on this machine "
-                "(train.setup can install it)",
-            ) from None
-        except PermissionError:
-            raise TrainError(
-                f"cannot run {argv[0]!r}: permission denied",
-                hint="make the script executable, or run it through its interpreter (python train.py)",
-            ) from None
+        """Start, stream and wait for one command: (exit code, killed at the deadline)."""
+        proc = _spawn(argv, job, env)
 
         def pump() -> None:
             assert proc.stdout is not None
@@ -124,19 +101,8 @@ class LocalExecutor:
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
-        killed = False
         try:
-            while True:
-                remaining = deadline - self._clock()
-                try:
-                    code = proc.wait(timeout=max(min(remaining, 1.0), 0.01))
-                    break
-                except subprocess.TimeoutExpired:
-                    if self._clock() >= deadline:
-                        killed = True
-                        self._kill(proc)
-                        code = proc.wait()
-                        break
+            return self._wait(proc, deadline)
         except KeyboardInterrupt as err:
             # Ctrl-C or the runner's cancel (traingate.interrupt): the command is in its own
             # session and got no signal; stop its whole group before anything else happens.
@@ -147,7 +113,17 @@ class LocalExecutor:
             raise
         finally:
             reader.join(timeout=5)
-        return code, killed
+
+    def _wait(self, proc: subprocess.Popen[str], deadline: float) -> tuple[int, bool]:
+        """Wait in short slices (so a signal is handled at once); kill the group at the deadline."""
+        while True:
+            remaining = deadline - self._clock()
+            try:
+                return proc.wait(timeout=max(min(remaining, 1.0), 0.01)), False
+            except subprocess.TimeoutExpired:
+                if self._clock() >= deadline:
+                    self._kill(proc)
+                    return proc.wait(), True
 
     def _kill(self, proc: subprocess.Popen[str]) -> None:
         """SIGTERM to the whole group, SIGKILL to what is left after the grace period (or at
@@ -218,6 +194,36 @@ def default_log_sink() -> LogSink:
         print(line, file=sys.stderr, flush=True)
 
     return sink
+
+
+def _spawn(argv: list[str], job: TrainJob, env: dict[str, str]) -> subprocess.Popen[str]:
+    """The command in its own session (so its whole group can be stopped), output as text lines;
+    a missing or non-executable program is the user's TrainError, not a traceback."""
+    try:
+        return subprocess.Popen(
+            argv,
+            cwd=job.workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            bufsize=1,
+        )
+    except FileNotFoundError:
+        raise TrainError(
+            f"cannot run {argv[0]!r}: no such program (in {job.workdir})",
+            hint="check train.command and that the program is installed on this machine "
+            "(train.setup can install it)",
+        ) from None
+    except PermissionError:
+        raise TrainError(
+            f"cannot run {argv[0]!r}: permission denied",
+            hint="make the script executable, or run it through its interpreter (python train.py)",
+        ) from None
 
 
 __all__ = ["LocalExecutor", "default_log_sink", "group_members"]
