@@ -12,7 +12,11 @@ from typing import Any
 
 from traingate.config import Config, parse_config
 from traingate.contracts import MetricPoint
+from traingate.runtime import Runtime
 from traingate.tracking.mlflow_client import MlflowTracking, artifact_location
+
+# Retries without waiting: the tracking tests check behaviour, not backoff time.
+NO_WAIT = Runtime(sleep=lambda _s: None)
 
 TRAIN_SCRIPT = r"""
 import json, os, pathlib, sys, time

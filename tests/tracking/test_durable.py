@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tests.tracking.helpers import Project, make_run, open_adapter
+from tests.tracking.helpers import NO_WAIT, Project, make_run, open_adapter
 from traingate import gha
 from traingate.cli import cli
 from traingate.errors import ConfigError
@@ -59,7 +59,7 @@ def test_remote_stores(uri: str) -> None:
 
 def test_gate_in_actions_refuses_a_local_sqlite_store(project: Project) -> None:
     cfg = project.config()
-    tr = open_adapter(cfg, sleep=lambda _s: None)
+    tr = open_adapter(cfg, runtime=NO_WAIT)
     run_id = make_run(tr, cfg, {"dice": 0.01, "iou": 0.01})
     with pytest.raises(ConfigError) as info:
         gate_step(cfg, run_id=run_id, tracking=tr, actions=ActionsContext(in_actions=True))
@@ -72,7 +72,7 @@ def test_gate_in_actions_refuses_a_local_sqlite_store(project: Project) -> None:
 
 def test_gate_locally_accepts_the_same_store(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = project.config()
-    tr = open_adapter(cfg, sleep=lambda _s: None)
+    tr = open_adapter(cfg, runtime=NO_WAIT)
     run_id = make_run(tr, cfg, {"dice": 0.8, "iou": 0.7})
     # The context the caller passes decides, not an environment a test (or a runner) left set.
     monkeypatch.setenv("GITHUB_ACTIONS", "true")

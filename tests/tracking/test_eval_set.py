@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.tracking.helpers import Project, make_run, open_adapter
+from tests.tracking.helpers import NO_WAIT, Project, make_run, open_adapter
 from traingate.errors import GateError, TrainError
 from traingate.pipeline.train import train_step
 from traingate.tracking.evalset import TAG_EVAL_SET, fingerprint
@@ -50,7 +50,7 @@ def test_fingerprint_follows_content_names_and_nothing_else(tmp_path: Path) -> N
 @pytest.fixture
 def tr_cfg(project: Project) -> tuple[Any, Any]:
     cfg = project.config(gate={"model": "tg-model", "eval_set": "holdout"})
-    return cfg, open_adapter(cfg, sleep=lambda _s: None)
+    return cfg, open_adapter(cfg, runtime=NO_WAIT)
 
 
 def _run(tr: Any, cfg: Any, metrics: dict[str, float], eval_set: str | None) -> str:
@@ -147,7 +147,7 @@ def test_rescore_scores_the_champion_on_the_current_set_then_compares(project: P
     holdout = _write(project.root / "holdout", {"x.png": b"new set"})
     current = fingerprint(holdout)
     cfg = _rescore_cfg(project)
-    tr = open_adapter(cfg, sleep=lambda _s: None)
+    tr = open_adapter(cfg, runtime=NO_WAIT)
     champion = _run(tr, cfg, {"dice": 0.6, "iou": 0.5}, "a" * 64)  # old, easy set
     gate_step(cfg, run_id=champion, tracking=tr)
     # On the current set the champion scores 0.9 / 0.85: a candidate at 0.88 is not better,
@@ -172,7 +172,7 @@ def test_rescore_scores_the_champion_on_the_current_set_then_compares(project: P
 def test_rescore_missing_a_gated_metric_fails_closed(project: Project) -> None:
     holdout = _write(project.root / "holdout", {"x.png": b"new set"})
     cfg = _rescore_cfg(project, RESCORED='{"dice": 0.1}')
-    tr = open_adapter(cfg, sleep=lambda _s: None)
+    tr = open_adapter(cfg, runtime=NO_WAIT)
     gate_step(cfg, run_id=_run(tr, cfg, {"dice": 0.6, "iou": 0.5}, "a" * 64), tracking=tr)
     with pytest.raises(GateError, match="wrote no metric 'iou'"):
         gate_step(cfg, run_id=_run(tr, cfg, {"dice": 0.95, "iou": 0.9}, fingerprint(holdout)), tracking=tr)
@@ -182,7 +182,7 @@ def test_rescore_missing_a_gated_metric_fails_closed(project: Project) -> None:
 def test_rescore_refuses_when_the_set_on_disk_is_not_the_candidates(project: Project) -> None:
     _write(project.root / "holdout", {"x.png": b"changed since training"})
     cfg = _rescore_cfg(project)
-    tr = open_adapter(cfg, sleep=lambda _s: None)
+    tr = open_adapter(cfg, runtime=NO_WAIT)
     gate_step(cfg, run_id=_run(tr, cfg, {"dice": 0.6, "iou": 0.5}, "a" * 64), tracking=tr)
     with pytest.raises(GateError, match="is not the one the candidate run"):
         gate_step(cfg, run_id=_run(tr, cfg, {"dice": 0.95, "iou": 0.9}, "c" * 64), tracking=tr)
@@ -198,7 +198,7 @@ def test_failing_rescore_command_fails_the_gate(project: Project) -> None:
             "rescore": shlex.join([sys.executable, "-c", "import sys; print('no model'); sys.exit(4)"]),
         }
     )
-    tr = open_adapter(cfg, sleep=lambda _s: None)
+    tr = open_adapter(cfg, runtime=NO_WAIT)
     gate_step(cfg, run_id=_run(tr, cfg, {"dice": 0.6, "iou": 0.5}, "a" * 64), tracking=tr)
     with pytest.raises(GateError, match="exited with code 4") as info:
         gate_step(cfg, run_id=_run(tr, cfg, {"dice": 0.95, "iou": 0.9}, fingerprint(holdout)), tracking=tr)

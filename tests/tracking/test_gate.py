@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.tracking.helpers import Project, make_run, open_adapter
+from tests.tracking.helpers import NO_WAIT, Project, make_run, open_adapter
 from traingate.contracts import VersionRecord
 from traingate.errors import GateError
 from traingate.state import update_state
@@ -20,7 +20,7 @@ from traingate.tracking.promote import promote_step
 @pytest.fixture
 def setup(project: Project) -> tuple[Any, Any]:
     cfg = project.config()
-    return cfg, open_adapter(cfg, sleep=lambda _s: None)
+    return cfg, open_adapter(cfg, runtime=NO_WAIT)
 
 
 def test_first_training_registers_champion(setup: tuple[Any, Any]) -> None:
@@ -250,7 +250,7 @@ def test_two_concurrent_gates_do_not_both_win(setup: tuple[Any, Any]) -> None:
     results: dict[str, Any] = {}
 
     def gate(run_id: str) -> None:
-        adapter = open_adapter(cfg, sleep=lambda _s: None)
+        adapter = open_adapter(cfg, runtime=NO_WAIT)
         try:
             results[run_id] = gate_step(
                 cfg, run_id=run_id, tracking=adapter, after_register=lambda _v: barrier.wait()

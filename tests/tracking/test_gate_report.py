@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.github.conftest import GATE_REPORT
-from tests.tracking.helpers import Project, make_run, open_adapter
+from tests.tracking.helpers import NO_WAIT, Project, make_run, open_adapter
 from traingate import report as reports
 from traingate.contracts import GateReport, MetricVerdict
 from traingate.errors import GateError
@@ -20,7 +20,7 @@ from traingate.tracking.gate import GateResult, gate_step
 
 def test_the_written_report_round_trips_and_the_outputs_derive_from_the_value(project: Project) -> None:
     cfg = project.config()
-    tr = open_adapter(cfg, sleep=lambda _s: None)
+    tr = open_adapter(cfg, runtime=NO_WAIT)
     gate_step(cfg, run_id=make_run(tr, cfg, {"dice": 0.8, "iou": 0.7}), tracking=tr)
     result = gate_step(cfg, run_id=make_run(tr, cfg, {"dice": 0.9, "iou": 0.8}), tracking=tr)
 
@@ -66,7 +66,7 @@ def test_the_written_report_round_trips_and_the_outputs_derive_from_the_value(pr
 
 def test_not_improved_is_a_typed_false(project: Project) -> None:
     cfg = project.config()
-    tr = open_adapter(cfg, sleep=lambda _s: None)
+    tr = open_adapter(cfg, runtime=NO_WAIT)
     gate_step(cfg, run_id=make_run(tr, cfg, {"dice": 0.8, "iou": 0.7}), tracking=tr)
     result = gate_step(cfg, run_id=make_run(tr, cfg, {"dice": 0.7, "iou": 0.6}), tracking=tr)
     assert result.value is not None and result.value.improved is False

@@ -12,6 +12,7 @@ from tests.fixtures.mlflow_server import FaultProxy
 from traingate.config import TrackingConfig
 from traingate.contracts import MetricPoint, TrackingNotFound
 from traingate.errors import TrackingError
+from traingate.runtime import Runtime
 from traingate.tracking.mlflow_client import MlflowTracking, mlflow_env, redact_uri
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,7 @@ def adapter(url: str, fake: FakeTime | None = None, **settings: float) -> Mlflow
     cfg = TrackingConfig(**{"max_retries": 0, "retry_budget_seconds": 30, **settings})
     if fake is None:
         return MlflowTracking(url, cfg)
-    return MlflowTracking(url, cfg, sleep=fake.sleep, clock=fake.clock)
+    return MlflowTracking(url, cfg, runtime=Runtime(clock=fake.clock, sleep=fake.sleep))
 
 
 def new_run(tr: MlflowTracking) -> str:

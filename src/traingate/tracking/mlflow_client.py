@@ -23,7 +23,6 @@ import logging
 import math
 import os
 import random
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from traingate.contracts import MetricPoint, RunRecord, TrackingNotFound, VersionRecord
 from traingate.errors import TrackingError, TraingateError
+from traingate.runtime import Runtime
 
 if TYPE_CHECKING:
     from traingate.config import Config, TrackingConfig
@@ -145,8 +145,7 @@ class MlflowTracking:
         uri: str,
         tracking: TrackingConfig,
         *,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        runtime: Runtime | None = None,
         rng: random.Random | None = None,
     ) -> None:
         apply_mlflow_env(tracking)
@@ -155,8 +154,10 @@ class MlflowTracking:
         self.uri = uri
         self.display_uri = redact_uri(uri)
         self.settings = tracking
-        self._sleep = sleep
-        self._clock = clock
+        # Retries and the health wait: one clock and its sleep (tests hand in a fake pair).
+        runtime = runtime or Runtime()
+        self._sleep = runtime.sleep
+        self._clock = runtime.clock
         self._rng = rng or random.Random()
         try:
             self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -508,11 +509,10 @@ def artifact_location(cfg: Config) -> str | None:
 def open_tracking(
     cfg: Config,
     *,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
+    runtime: Runtime | None = None,
 ) -> MlflowTracking:
     uri = cfg.tracking_uri
     if uri.startswith("sqlite:///"):
         # SQLite creates the file but not its folder.
         Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    return MlflowTracking(cfg.tracking_uri, cfg.tracking, sleep=sleep, clock=clock)
+    return MlflowTracking(cfg.tracking_uri, cfg.tracking, runtime=runtime)
