@@ -49,8 +49,9 @@ every command:
 ```
 
 `ok` is `exit_code == 0`; `error` is `null` on success, else it names what failed, the next step,
-`context` (what the step was doing, innermost first) and `warnings` gathered before the failure; `outputs` are the step's outputs (on
-failure only the ones that stay true, never a success flag); commands that produce more add it
+`context` (what the step was doing, innermost first) and `warnings` gathered before the failure;
+`outputs` are the step's outputs (on failure only the ones that stay true, never a success flag);
+commands that produce more add it
 (`report` for `data validate` / `data merge`, pass or fail; `warnings`). A bad flag with `--json`
 prints the same object with `exit_code: 2` and `error.type: "UsageError"`. Messages for people go
 to stderr.
