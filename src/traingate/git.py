@@ -64,8 +64,12 @@ class Git:
         error: type[TraingateError] = GitError,
         hint: str | None = None,
         config: Sequence[str] = (),
+        branch: str = "",
     ) -> None:
         self.repo_dir = Path(repo_dir)
+        # The branch a detached checkout stands for (in Actions: `ActionsContext.branch`, because
+        # `actions/checkout` of a SHA leaves HEAD detached); "" for none.
+        self.branch = branch
         # What a failed command raises and the next step it names: the caller's own error class
         # (exit code and title), so `train` reports "training failed", not "git error".
         self.error = error
@@ -151,13 +155,14 @@ class Git:
         return self.out("rev-parse", "HEAD")
 
     def current_branch(self, fallback: str = "") -> str:
-        """The checked-out branch, else `fallback`: in Actions the caller passes the run's branch
-        (`ActionsContext.branch`), because `actions/checkout` of a SHA leaves HEAD detached."""
+        """The checked-out branch, else `fallback`, else the `branch` this Git was given: in
+        Actions the caller passes the run's branch (`ActionsContext.branch`), because
+        `actions/checkout` of a SHA leaves HEAD detached."""
         proc = self.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
         if proc.returncode == 0 and proc.stdout.strip():
             return proc.stdout.strip()
-        if fallback:
-            return fallback
+        if fallback or self.branch:
+            return fallback or self.branch
         raise GitError(
             f"HEAD is detached in {self.repo_dir} and no branch was given",
             hint="check out a branch (actions/checkout with `ref:`) or pass the branch explicitly",

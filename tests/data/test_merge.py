@@ -15,7 +15,7 @@ from traingate.config import load_config
 from traingate.data.manifest import read_pointer, tree_hash
 from traingate.data.merge import merge_step
 from traingate.data.store import DvcStore, _folder_entries, dataset_version, pull_dataset
-from traingate.errors import DataError, StoreError
+from traingate.errors import DataError, GitError, StoreError
 from traingate.gha import ActionsContext
 from traingate.git import BOT_NAME
 from traingate.result import StepResult
@@ -450,3 +450,32 @@ def test_comment_not_posted_is_a_warning_on_the_merge_error(
     with pytest.raises(DataError) as info:
         data_merge_step(project.cfg, comment=True, actions=ActionsContext(), sleep=lambda _s: None)
     assert info.value.warnings[0].startswith("could not post the validation comment: not running in GitHub")
+
+
+def test_a_detached_checkout_pushes_to_the_runs_branch(project: Project) -> None:
+    """`actions/checkout` of a SHA leaves HEAD detached: the merge pushes the pointer commit to
+    the run's branch from the context it was given (ActionsContext.branch), not from GITHUB_*
+    read inside git.py."""
+    git(project.root, "checkout", "-q", "--detach")
+    out = merge_step(
+        project.cfg, sleep=lambda _s: None, actions=ActionsContext(ref_name="data/upload")
+    ).outputs
+    assert git(project.bare, "rev-parse", "refs/heads/data/upload") == out["commit_sha"]
+
+
+def test_the_pointer_commit_is_the_bots_when_the_context_says_actions(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from traingate.data.merge import _open_git
+
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")  # the environment does not decide; the context does
+    assert _open_git(project.root, LOCAL).identity() == "traingate-test <test@example.invalid>"
+    in_actions = ActionsContext(in_actions=True)
+    assert _open_git(project.root, in_actions).identity().startswith(BOT_NAME)
+
+
+def test_a_detached_checkout_without_a_branch_is_refused_naming_it(project: Project) -> None:
+    git(project.root, "checkout", "-q", "--detach")
+    with pytest.raises(GitError, match="HEAD is detached"):
+        merge_step(project.cfg, sleep=lambda _s: None, actions=LOCAL)
+    assert project.remote_objects() == set()  # refused before anything was stored

@@ -347,10 +347,13 @@ def _pending_removals(git: Git, src: Path, repo_root: Path, images_dir: str, mas
     return pending
 
 
-def _open_git(repo_root: Path) -> Git | None:
-    from traingate.git import Git
+def _open_git(repo_root: Path, actions: ActionsContext) -> Git | None:
+    """The repository the pointer is committed in: as the bot in Actions (else the user's own
+    identity), pushing a detached checkout to the run's branch."""
+    from traingate.git import BOT_EMAIL, BOT_NAME, Git
 
-    git = Git(repo_root)
+    author = (BOT_NAME, BOT_EMAIL) if actions.in_actions else None
+    git = Git(repo_root, author=author, branch=actions.branch)
     return git if git.is_repo() else None
 
 
@@ -556,9 +559,13 @@ def _refuse_early(req: MergeRequest, actions: ActionsContext) -> Git | None:
     cfg = req.cfg
     check_source(cfg, req.src, req.repo_root, explicit=req.explicit)
     require_durable_remote(cfg, actions.in_actions)
-    git = _open_git(req.repo_root) if cfg.store.kind == "dvc" or req.commit else None
+    git = _open_git(req.repo_root, actions) if cfg.store.kind == "dvc" or req.commit else None
     if req.commit and git is not None:
         git.identity()
+        if req.push and git.has_remote(cfg.store.git_remote):
+            # The branch the pointer commit goes to, known before any data is stored: a detached
+            # checkout with no branch in the context would upload the batch and then fail to push.
+            git.current_branch()
     # A data branch changes data only: refuse before anything is validated, stored or committed.
     check_branch(cfg, source=req.src, outputs={"validation_passed": False}, actions=actions)
     return git
