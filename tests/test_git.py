@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from traingate.errors import ConfigError, GitError
-from traingate.git import BOT_EMAIL, BOT_NAME, Git
+from traingate.git import BOT_EMAIL, BOT_NAME, Git, author_for
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -35,12 +35,11 @@ def clone(remote: Path, path: Path) -> Path:
 
 
 def test_commit_as_bot_and_only_given_paths(remote: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("GITHUB_ACTIONS", "true")
     work = clone(remote, tmp_path / "a")
     (work / "mine.txt").write_text("x\n")
     (work / "theirs.txt").write_text("y\n")
     git(work, "add", "theirs.txt")  # staged by someone else: must not be swept into our commit
-    g = Git(work)
+    g = Git(work, author=author_for(in_actions=True))
     sha = g.commit(["mine.txt"], "add mine")
     assert sha == g.head_sha() == git(work, "rev-parse", "HEAD")
     assert git(work, "log", "-1", "--format=%an <%ae>|%cn") == f"{BOT_NAME} <{BOT_EMAIL}>|{BOT_NAME}"
@@ -73,8 +72,7 @@ def test_outside_actions_without_an_identity_is_a_config_error(
     assert info.value.exit_code == 2 and str(work) in info.value.message
     assert "git config --global user.email" in (info.value.hint or "")
     # In Actions the bot needs no configuration.
-    monkeypatch.setenv("GITHUB_ACTIONS", "true")
-    assert Git(work).identity() == f"{BOT_NAME} <{BOT_EMAIL}>"
+    assert Git(work, author=author_for(in_actions=True)).identity() == f"{BOT_NAME} <{BOT_EMAIL}>"
 
 
 def test_missing_repository_folder_is_not_reported_as_missing_git(tmp_path: Path) -> None:

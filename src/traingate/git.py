@@ -25,14 +25,18 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Literal
 
 from traingate.errors import ConfigError, GitError, TraingateError
 
 BOT_NAME = "github-actions[bot]"
 BOT_EMAIL = "41898282+github-actions[bot]@users.noreply.github.com"
-# The bot's name belongs to Actions: on a developer's machine the commit is theirs.
-AUTO: Literal["auto"] = "auto"
+
+
+def author_for(in_actions: bool) -> tuple[str, str] | None:
+    """Who commits: the bot in GitHub Actions, where no person is at the keyboard; elsewhere
+    None, the identity git is configured with (on a developer's machine the commit is theirs)."""
+    return (BOT_NAME, BOT_EMAIL) if in_actions else None
+
 
 # What git prints when the remote branch has commits we do not have.
 _REJECTED = re.compile(
@@ -59,7 +63,7 @@ class Git:
         self,
         repo_dir: str | Path,
         *,
-        author: tuple[str, str] | Literal["auto"] | None = AUTO,
+        author: tuple[str, str] | None = None,
         timeout: float = 300,
         error: type[TraingateError] = GitError,
         hint: str | None = None,
@@ -76,12 +80,8 @@ class Git:
         self.hint = hint
         # `-c name=value` settings for every command (the demo disables commit signing).
         self.config = tuple(config)
-        # None: the identity git is configured with (a developer committing locally). AUTO: the
-        # bot in GitHub Actions (GITHUB_ACTIONS=true), where no person is at the keyboard, else None.
-        if author == AUTO:
-            from traingate import gha
-
-            author = (BOT_NAME, BOT_EMAIL) if gha.in_actions() else None
+        # None: the identity git is configured with (a developer committing locally); the
+        # caller passes `author_for(actions.in_actions)` to commit as the bot in Actions.
         self.author: tuple[str, str] | None = author
         self.timeout = timeout
 
@@ -343,4 +343,4 @@ class Git:
         )
 
 
-__all__ = ["AUTO", "BOT_EMAIL", "BOT_NAME", "Git"]
+__all__ = ["BOT_EMAIL", "BOT_NAME", "Git", "author_for"]

@@ -148,7 +148,6 @@ def test_in_actions_an_s3_remote_merges_and_the_bot_commits(
     boto3.client("s3").create_bucket(Bucket="ci-data")
     p = make_project(tmp_path, "ci", {"store": {"remote": "s3://ci-data/wm", "endpoint_url": aws_env}})
     p.add_incoming(make_pair, ["a0"])
-    monkeypatch.setenv("GITHUB_ACTIONS", "true")
     result = merge_step(p.cfg, sleep=lambda _s: None, actions=ActionsContext(in_actions=True))
     assert result.outputs["new_images"] == 1 and len(s3_keys("ci-data")) == 3
     assert git(p.root, "log", "-1", "--format=%an|%cn") == f"{BOT_NAME}|{BOT_NAME}"

@@ -256,7 +256,6 @@ def test_actions_refuses_a_remote_on_the_runner_before_anything_moves(
     p = make_project(tmp_path, extra={"store": {"remote": value}})
     assert p.remote == folder
     p.add_incoming(make_pair, ["a0"])
-    monkeypatch.setenv("GITHUB_ACTIONS", "true")
     before = snapshot(p.root)
     with pytest.raises(ConfigError) as info:
         merge_step(p.cfg, sleep=no_sleep, actions=ActionsContext(in_actions=True))

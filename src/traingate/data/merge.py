@@ -350,10 +350,9 @@ def _pending_removals(git: Git, src: Path, repo_root: Path, images_dir: str, mas
 def _open_git(repo_root: Path, actions: ActionsContext) -> Git | None:
     """The repository the pointer is committed in: as the bot in Actions (else the user's own
     identity), pushing a detached checkout to the run's branch."""
-    from traingate.git import BOT_EMAIL, BOT_NAME, Git
+    from traingate.git import Git, author_for
 
-    author = (BOT_NAME, BOT_EMAIL) if actions.in_actions else None
-    git = Git(repo_root, author=author, branch=actions.branch)
+    git = Git(repo_root, author=author_for(actions.in_actions), branch=actions.branch)
     return git if git.is_repo() else None
 
 
