@@ -211,6 +211,9 @@ def test_instance_branch_uses_the_executor_and_does_not_pull(
     with pytest.raises(TrainError, match=r"pointer .*training\.dvc does not exist"):
         train_step(cfg, executor=remote, log=quiet)
     assert remote.jobs == []  # nothing shipped
+    # Refused before a run was created: no run left RUNNING in MLflow, none pending to attach to.
+    assert [r.info.status for r in runs_of(cfg)] == []
+    assert read_state(cfg.workspace_dir).pending_run_id is None
     (project.root / ".dvc").mkdir()
     (project.root / "data").mkdir(exist_ok=True)
     (project.root / "data" / "training.dvc").write_text("outs:\n- md5: abc.dir\n  path: training\n")

@@ -181,9 +181,17 @@ def run_tags(
 
 
 def build_job(
-    cfg: Config, inputs: RunInputs, *, run_id: str, experiment_id: str, commit: str, run_name: str
+    cfg: Config,
+    inputs: RunInputs,
+    *,
+    run_id: str,
+    experiment_id: str,
+    commit: str,
+    run_name: str,
+    datasets: list[str],
 ) -> TrainJob:
-    """The command to run and what it must produce, with the run it logs into."""
+    """The command to run and what it must produce, with the run it logs into; `datasets`: the
+    pointers the instance pulls itself (`instance_datasets`, checked before the run existed)."""
     workdir = cfg.path(cfg.train.workdir).resolve()
     env = {
         **inputs.tracking_env,
@@ -195,7 +203,7 @@ def build_job(
         "TRAINGATE_PARAMS": json.dumps(cfg.train.params),
     }
     return TrainJob(
-        datasets=instance_datasets(cfg, workdir) if inputs.instance_pulls else [],
+        datasets=datasets,
         command=cfg.train.command,
         workdir=workdir,
         env=env,
@@ -221,7 +229,11 @@ def start_run(
     wall: Callable[[], float],
     warnings: list[str],
 ) -> TrainRun:
-    """Create the run (or re-attach to the pending one) and build its job."""
+    """Create the run (or re-attach to the pending one) and build its job. What can refuse the
+    job without running anything (the instance's dataset pointer) is checked first, so a refusal
+    leaves no run RUNNING in the tracking server and none pending to attach to."""
+    workdir = cfg.path(cfg.train.workdir).resolve()
+    datasets = instance_datasets(cfg, workdir) if inputs.instance_pulls else []
     commit, branch = git_info(cfg, actions)
     experiment_id = tracking.ensure_experiment(cfg.tracking.experiment, inputs.artifact_location)
     run_name = f"{cfg.project}-{commit[:8]}" if commit else cfg.project
@@ -233,7 +245,15 @@ def start_run(
         tags = run_tags(cfg, commit, branch, inputs.data_version, actions)
         run_id = tracking.create_run(experiment_id, run_name, tags).run_id
     update_state(cfg.workspace_dir, pending_run_id=run_id)
-    job = build_job(cfg, inputs, run_id=run_id, experiment_id=experiment_id, commit=commit, run_name=run_name)
+    job = build_job(
+        cfg,
+        inputs,
+        run_id=run_id,
+        experiment_id=experiment_id,
+        commit=commit,
+        run_name=run_name,
+        datasets=datasets,
+    )
     return TrainRun(
         tracking=tracking,
         job=job,
