@@ -209,8 +209,15 @@ def test_start_during_a_stop_waits_and_starts_again(
     ssm: FakeSsm,
     clock: FakeClock,
     step: Callable[..., StepResult],
+    services: Any,
 ) -> None:
-    """Run A stops (last holder) while run B starts: B must end with a running instance."""
+    """Run A stops (last holder) while run B starts: B must end with a running instance.
+
+    Both share one fake clock. B's waits first let A's stop really happen (real time), then
+    advance the clock: a fake clock racing ahead of A's real work would make A's stop claim look
+    abandoned after 600 fake seconds while A is still stopping (a flake under load)."""
+    from traingate.runtime import Runtime
+
     cfg = make_cfg(tmp_path, instance_id, lease_table=TABLE)
     ec2.transition_polls = 6
     step(start_step, cfg, "run-a")
@@ -219,10 +226,17 @@ def test_start_during_a_stop_waits_and_starts_again(
     def a_stops() -> None:
         out["a"] = step(stop_step, cfg, "run-a")
 
-    def b_starts() -> None:
-        out["b"] = step(start_step, cfg, "run-b")
+    ta = threading.Thread(target=a_stops)
 
-    ta, tb = threading.Thread(target=a_stops), threading.Thread(target=b_starts)
+    def b_waits(seconds: float) -> None:
+        ta.join(timeout=60)
+        clock.sleep(seconds)
+
+    def b_starts() -> None:
+        b_runtime = Runtime(clock=clock, sleep=b_waits, log=quiet)
+        out["b"] = start_step(cfg, "run-b", runtime=b_runtime, services=services(cfg))
+
+    tb = threading.Thread(target=b_starts)
     ta.start()
     tb.start()
     ta.join(timeout=120)
