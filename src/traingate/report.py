@@ -396,22 +396,26 @@ def render_learning_curves(
 
 # ----------------------------------------------------------------------------------- PR body
 def render_pr_title(
-    template: str, data_report: Mapping[str, Any] | None, gate_report: Mapping[str, Any], project: str = ""
+    template: str,
+    data_report: DataReport | Mapping[str, Any] | None,
+    gate_report: GateReport | Mapping[str, Any],
+    project: str = "",
 ) -> str:
     """Fill `pr.title`: {new_images}, {existing_images}, {total_images}, {model}, {model_version},
     {project}, and each gated metric's candidate value by name (e.g. {dice})."""
-    merge = (data_report or {}).get("merge") or {}
+    merge = _data_report(data_report).merge if data_report else None
+    gate = GateReport.from_json(gate_report)
     values: dict[str, Any] = dict(
-        new_images=merge.get("new_images", "?"),
-        existing_images=merge.get("existing_images", "?"),
-        total_images=merge.get("total_images", "?"),
-        model=gate_report.get("model", ""),
-        model_version=gate_report.get("model_version") or "",
+        new_images=merge.new_images if merge else "?",
+        existing_images=merge.existing_images if merge else "?",
+        total_images=merge.total_images if merge else "?",
+        model=gate.model,
+        model_version=gate.model_version or "",
         project=project,
     )
-    for m in gate_report.get("metrics") or []:
-        if isinstance(m, Mapping) and m.get("name"):
-            values.setdefault(str(m["name"]), format_number(m.get("candidate")))
+    for m in gate.metrics:
+        if m.name:
+            values.setdefault(m.name, format_number(m.candidate))
     try:
         title = template.format_map(values)
     except KeyError as err:
@@ -486,8 +490,8 @@ def parse_promotion_marker(body: str | None) -> dict[str, str] | None:
 
 def render_pr_body(
     *,
-    data_report: Mapping[str, Any] | None,
-    gate_report: Mapping[str, Any],
+    data_report: DataReport | Mapping[str, Any] | None,
+    gate_report: GateReport | Mapping[str, Any],
     metrics_rows: Sequence[Mapping[str, Any]] = (),
     skipped_metric_lines: int = 0,
     run_url: str = "",
@@ -499,14 +503,17 @@ def render_pr_body(
 
     When the body would exceed `limit`, the data tables shrink to 10 rows first, then the learning
     curves go, and only then is the text cut, so the metric table (what a reviewer merges on) stays.
+    Takes the typed reports, or their JSON (read once with `from_json`).
     """
+    gate = GateReport.from_json(gate_report)
+    data = _data_report(data_report) if data_report else None
 
     def build(with_curves: bool, errors_cap: int) -> str:
         parts = [
-            *_pr_head(gate_report, run_url),
-            render_gate_markdown(gate_report),
-            *_pr_data(data_report, errors_cap),
-            *_pr_curves(gate_report, metrics_rows, with_curves),
+            *_pr_head(gate, run_url),
+            render_gate_markdown(gate),
+            *_pr_data(data, errors_cap),
+            *_pr_curves(gate, metrics_rows, with_curves),
         ]
         if skipped_metric_lines:
             parts.append(
@@ -527,17 +534,17 @@ def render_pr_body(
     return cap_body(body, limit)
 
 
-def _pr_head(gate_report: Mapping[str, Any], run_url: str) -> list[str]:
+def _pr_head(gate: GateReport, run_url: str) -> list[str]:
     """The markers, the heading and the links to the MLflow and Actions runs."""
     # At the top: cap_body cuts the tail, never the marker promotion reads.
-    marker = render_promotion_marker(gate_report)
+    marker = render_promotion_marker(gate)
     parts = [PR_BODY_MARKER, *([marker] if marker else []), "## traingate: the model improved", ""]
     links = []
-    mlflow_url = safe_url(gate_report.get("run_url"))
+    mlflow_url = safe_url(gate.run_url)
     if mlflow_url:
         links.append(f"[MLflow run]({mlflow_url})")
-    elif gate_report.get("candidate_run_id"):
-        links.append(f"MLflow run {code_span(gate_report['candidate_run_id'])}")
+    elif gate.candidate_run_id:
+        links.append(f"MLflow run {code_span(gate.candidate_run_id)}")
     actions_url = safe_url(run_url)
     if actions_url:
         links.append(f"[Actions run]({actions_url})")
@@ -546,8 +553,8 @@ def _pr_head(gate_report: Mapping[str, Any], run_url: str) -> list[str]:
     return parts
 
 
-def _pr_data(data_report: Mapping[str, Any] | None, errors_cap: int) -> list[str]:
-    if data_report:
+def _pr_data(data_report: DataReport | None, errors_cap: int) -> list[str]:
+    if data_report is not None:
         return [render_data_markdown(data_report, max_errors=errors_cap)]
     return [
         "### Data",
@@ -557,11 +564,9 @@ def _pr_data(data_report: Mapping[str, Any] | None, errors_cap: int) -> list[str
     ]
 
 
-def _pr_curves(
-    gate_report: Mapping[str, Any], metrics_rows: Sequence[Mapping[str, Any]], with_curves: bool
-) -> list[str]:
+def _pr_curves(gate: GateReport, metrics_rows: Sequence[Mapping[str, Any]], with_curves: bool) -> list[str]:
     """The gated metrics' learning curves, or a line saying they were left out for the limit."""
-    gated = [str(m.get("name")) for m in gate_report.get("metrics") or [] if isinstance(m, Mapping)]
+    gated = [m.name for m in gate.metrics]
     curves = render_learning_curves(metrics_rows, metrics=gated) if with_curves else ""
     if curves:
         return ["### Learning curves", "", curves]

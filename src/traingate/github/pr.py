@@ -172,10 +172,10 @@ def _render(
     facts = GateReport.from_json(gate)
     _refuse_not_improved(facts)
     run_url = actions.run_url()
-    title = reports.render_pr_title(cfg.pr.title, data, gate, project=cfg.project)
+    title = reports.render_pr_title(cfg.pr.title, data, facts, project=cfg.project)
     body = reports.render_pr_body(
         data_report=data,
-        gate_report=gate,
+        gate_report=facts,
         metrics_rows=rows,
         skipped_metric_lines=skipped,
         run_url=run_url,
