@@ -64,6 +64,12 @@ class ActionsContext:
             actor=src.get("GITHUB_ACTOR", ""),
         )
 
+    @classmethod
+    def given(cls, actions: ActionsContext | None) -> ActionsContext:
+        """The context a caller passed; None means "not in Actions". A stage never reads
+        GITHUB_* itself: only the CLI (`from_env`, once) does (#13)."""
+        return actions if actions is not None else cls()
+
     @property
     def branch(self) -> str:
         """The branch this run is about: a PR's head, else the pushed/dispatched ref's name."""

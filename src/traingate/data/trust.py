@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 from traingate.data.globs import glob_regex
 from traingate.errors import GitError, UntrustedChangeError
+from traingate.gha import ActionsContext
 
 if TYPE_CHECKING:
     from traingate.config import Config
-    from traingate.gha import ActionsContext
     from traingate.git import Git
 
 # Files `dvc init` adds on the first merge; allowed as additions only.
@@ -207,14 +207,6 @@ def _current_branch(git: Git, actions: ActionsContext) -> str | None:
     return actions.branch or None
 
 
-def _context(actions: ActionsContext | None) -> ActionsContext:
-    """The Actions context the caller built (the CLI once: `Options.actions`); None means "not in
-    Actions": a stage never reads GITHUB_* itself (#13)."""
-    from traingate.gha import ActionsContext
-
-    return actions if actions is not None else ActionsContext()
-
-
 def _verify(git: Git, rev: str) -> str | None:
     proc = git.run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}", check=False)
     return proc.stdout.strip() if proc.returncode == 0 and proc.stdout.strip() else None
@@ -342,7 +334,7 @@ def check_branch(
         rules=rules_for(cfg, repo_root, [source] if source is not None else []),
         remote=cfg.store.git_remote,
         outputs=outputs,
-        actions=_context(actions),
+        actions=ActionsContext.given(actions),
     )
 
 
@@ -433,7 +425,7 @@ def adopt_data_pointers(cfg: Config, ref: str, *, actions: ActionsContext | None
     remote = cfg.store.git_remote
     sha = _data_commit(git, ref, remote, repo_root)
     head_sha = git.head_sha()
-    branch = _current_branch(git, _context(actions)) or head_sha[:12]
+    branch = _current_branch(git, ActionsContext.given(actions)) or head_sha[:12]
     if branch != cfg.pr.base:
         warnings.append(
             f"the code checked out is {branch}, not pr.base ({cfg.pr.base}): "

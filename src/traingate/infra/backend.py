@@ -165,7 +165,7 @@ def backend_for(
     caller's Actions context (None: not in Actions)."""
     from typing import assert_never
 
-    ctx = actions if actions is not None else ActionsContext()
+    ctx = ActionsContext.given(actions)
     kind = cfg.infra.backend
     if kind is InfraBackend.local:
         from traingate.infra.local import LocalBackend

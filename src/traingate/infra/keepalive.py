@@ -49,7 +49,7 @@ class KeepAlive:
         self._backend = backend
         self.runtime = runtime
         # The caller's context (pipeline/train.py passes the run's); None: not in Actions.
-        self.actions = actions if actions is not None else ActionsContext()
+        self.actions = ActionsContext.given(actions)
         self.interval = max(30.0, cfg.infra.ttl_minutes * 60 / 3)
         self._stop = threading.Event()
         self._wait: Wait = wait or self._stop.wait

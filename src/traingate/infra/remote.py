@@ -569,7 +569,7 @@ def make_remote_executor(
     from traingate.infra.backend import JobBackend, backend_for
     from traingate.infra.stage import Services, resolve_holder
 
-    ctx = actions if actions is not None else ActionsContext()
+    ctx = ActionsContext.given(actions)
     svc = Services(cfg)
     holder = resolve_holder(None, cfg, actions=ctx, for_stop=True)
     # The backend says which machine this run trains on (the shared instance, or the one

@@ -32,12 +32,6 @@ from traingate.result import StepResult
 from traingate.state import read_state, update_state
 
 
-def _context(actions: ActionsContext | None) -> ActionsContext:
-    """The context the caller built (`cli.py`: `opts.actions`; the pipeline passes its run's).
-    None means "not in Actions": a stage never reads GITHUB_* itself (#13)."""
-    return actions if actions is not None else ActionsContext()
-
-
 # ------------------------------------------------------------------------------------- holders
 def resolve_holder(
     explicit: str | None, cfg: Config, *, actions: ActionsContext, for_stop: bool = False
@@ -149,7 +143,7 @@ def start_step(
     services: Services | None = None,
     actions: ActionsContext | None = None,
 ) -> StepResult[StartResult]:
-    ctx = _context(actions)
+    ctx = ActionsContext.given(actions)
     who = resolve_holder(holder, cfg, actions=ctx)
     backend = backend_for(cfg, services=services, runtime=runtime, actions=ctx)
     got = backend.acquire(who, cfg.infra.ttl_minutes * 60, runtime.clock())
@@ -279,7 +273,7 @@ def stop_step(
     services: Services | None = None,
     actions: ActionsContext | None = None,
 ) -> StepResult[StopResult]:
-    ctx = _context(actions)
+    ctx = ActionsContext.given(actions)
     who = resolve_holder(holder, cfg, actions=ctx, for_stop=True)
     wait = wait and cfg.infra.stop_wait
     backend = backend_for(cfg, services=services, runtime=runtime, actions=ctx)
@@ -418,7 +412,7 @@ def status_step(
     services: Services | None = None,
     actions: ActionsContext | None = None,
 ) -> StepResult[StatusResult]:
-    ctx = _context(actions)
+    ctx = ActionsContext.given(actions)
     now = runtime.clock()
     backend = backend_for(cfg, services=services, runtime=runtime, actions=ctx)
     who = resolve_holder(None, cfg, actions=ctx, for_stop=True)
@@ -497,7 +491,7 @@ def reap_step(
     now = runtime.clock()
     reaped: list[str] = []
     notes: list[str] = []
-    backend = backend_for(cfg, services=services, runtime=runtime, actions=_context(actions))
+    backend = backend_for(cfg, services=services, runtime=runtime, actions=ActionsContext.given(actions))
     for machine in backend.reap_candidates():
         note, gone = _reap_one(cfg, backend, machine, now=now, dry_run=dry_run)
         if note:

@@ -213,7 +213,7 @@ def run_pipeline(
     run = _Run(
         cfg,
         progress,
-        actions if actions is not None else ActionsContext(),
+        ActionsContext.given(actions),
         token=token,
         repo=repo,
         head=head,
